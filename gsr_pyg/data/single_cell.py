@@ -1,0 +1,448 @@
+"""Single-cell data as AnnData: loading, a model-ready matrix, and cell labels.
+
+``anndata`` (and, for the bundled datasets and highly variable genes, ``scanpy``) are
+optional: install them with ``pip install gsr-pyg[sc]``. They are imported when a function
+needs them.
+
+Bundled datasets (shipped inside scanpy, loaded offline):
+
+* ``"pbmc68k_reduced"``: 700 cells x 765 genes of human PBMCs. ``X`` is already
+  log-normalised and z-scored per gene (values about -2..28); ``adata.raw`` holds the
+  log-normalised matrix (sparse, same 765 genes; use ``layer="raw"``). ``obs`` columns:
+  ``"bulk_labels"`` (10 cell types, among them CD4+ and CD8+ T-cell subsets, CD14+
+  monocytes, CD19+ B, CD56+ NK, dendritic and CD34+ cells), ``"louvain"`` (11 clusters),
+  ``"phase"`` (G1, G2M, S) and the numeric ``"n_genes"``, ``"percent_mito"``,
+  ``"n_counts"``, ``"S_score"``, ``"G2M_score"``. ``var["highly_variable"]`` marks 309
+  genes.
+* ``"krumsiek11"``: 640 cells x 11 genes (Gata2, Gata1, Fog1, EKLF, Fli1, SCL, Cebpa,
+  Pu.1, cJun, EgrNab, Gfi1), simulated myeloid differentiation from a known boolean
+  regulatory network, expression in [0, 1]. ``obs`` column ``"cell_type"``: progenitor,
+  Mo, Ery, Mk, Neu. The file repeats cell ids; they are made unique (``"0"``,
+  ``"0-1"``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gsr_pyg._validation import check_choice, check_int, check_positive, closest_names, describe
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "load_anndata",
+    "prepare_matrix",
+    "obs_labels",
+    "obs_values",
+]
+
+#: Names :func:`load_anndata` accepts instead of a path.
+BUILTIN_DATASETS: tuple[str, ...] = ("pbmc68k_reduced", "krumsiek11")
+
+_INSTALL_HINT = "install it with `pip install gsr-pyg[sc]`"
+
+# scanpy's "seurat" dispersion takes expm1 of the data: use it only on data that look
+# log-normalised (non-negative, no larger than this).
+_LOG_SCALE_MAX = 50.0
+
+
+def _import_anndata():
+    try:
+        import anndata
+    except ImportError as error:
+        raise ImportError(f"this function needs anndata: {_INSTALL_HINT}") from error
+    return anndata
+
+
+def _import_scanpy():
+    try:
+        import scanpy
+    except ImportError as error:
+        raise ImportError(f"the bundled datasets need scanpy: {_INSTALL_HINT}") from error
+    return scanpy
+
+
+def _missing_name_message(what: str, name: str, available: Sequence[str]) -> str:
+    """``"<what> 'x' not found; closest: [...]; available: [...]"`` (closest first)."""
+    available = [str(a) for a in available]
+    close = closest_names(str(name), available)
+    ordered = close + [a for a in available if a not in close]
+    shown = ordered if len(ordered) <= 30 else ordered[:30] + [f"... {len(ordered) - 30} more"]
+    hint = f"; closest: {close}" if close else ""
+    return f"{what} {name!r} not found{hint}; available: {shown}"
+
+
+def _check_adata(adata):
+    anndata = _import_anndata()
+    if not isinstance(adata, anndata.AnnData):
+        raise TypeError(f"adata must be an anndata.AnnData, got {describe(adata)}")
+    return adata
+
+
+def _check_not_empty(adata, source) -> None:
+    if adata.n_obs == 0:
+        raise ValueError(f"{source} has no cells (0 rows)")
+    if adata.n_vars == 0:
+        raise ValueError(f"{source} has no genes (0 columns)")
+
+
+def _check_not_empty_table(table, path: Path) -> None:
+    if table.shape[0] == 0:
+        raise ValueError(f"{str(path)!r} has no cells (a header but no rows)")
+    if table.shape[1] == 0:
+        raise ValueError(f"{str(path)!r} has no genes (only the cell id column)")
+
+
+def _read_csv(path: Path):
+    anndata = _import_anndata()
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path, index_col=0)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{str(path)!r} has no cells and no genes (the file is empty)") from None
+    _check_not_empty_table(table, path)
+    for column in table.columns:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            values = table[column]
+            numeric = pd.to_numeric(values, errors="coerce")
+            bad = values[numeric.isna() & values.notna()]
+            example = f": cell {bad.index[0]!r} has {bad.iloc[0]!r}" if len(bad) else ""
+            raise ValueError(
+                f"{str(path)!r} must hold numbers (cells x genes), but gene column "
+                f"{column!r} is not numeric{example}"
+            )
+    matrix = table.to_numpy(dtype=np.float32)
+    obs = pd.DataFrame(index=pd.Index(table.index.astype(str), name=None))
+    var = pd.DataFrame(index=pd.Index(table.columns.astype(str), name=None))
+    return anndata.AnnData(X=matrix, obs=obs, var=var)
+
+
+def _load_builtin(name: str):
+    scanpy = _import_scanpy()
+    with warnings.catch_warnings():
+        # krumsiek11 repeats cell ids; they are made unique below.
+        warnings.filterwarnings("ignore", message="Observation names are not unique")
+        adata = getattr(scanpy.datasets, name)()
+    if not adata.obs_names.is_unique:
+        adata.obs_names_make_unique()
+    return adata
+
+
+def load_anndata(source: str | os.PathLike):
+    """Load single-cell data as an :class:`anndata.AnnData`.
+
+    Args:
+        source: a path to an ``.h5ad`` file, a ``.csv`` / ``.csv.gz`` file (cells x genes:
+            the first column holds cell ids, the header gene names, every other entry a
+            number; empty entries become NaN), or the name of a dataset bundled with scanpy
+            (:data:`BUILTIN_DATASETS`: ``"pbmc68k_reduced"``, ``"krumsiek11"``; see the
+            module docstring for their columns). A path that exists wins over a name.
+
+    Raises:
+        FileNotFoundError: the path does not exist (the message names it).
+        ValueError: unknown file extension, no cells, no genes, a non-numeric CSV entry.
+        ImportError: anndata (files) or scanpy (bundled datasets) is not installed.
+
+    Example:
+        >>> adata = load_anndata("krumsiek11")  # doctest: +SKIP
+        >>> adata.shape  # doctest: +SKIP
+        (640, 11)
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            "source must be a path or the name of a bundled dataset "
+            f"{BUILTIN_DATASETS}, got {describe(source)}"
+        )
+    path = Path(source)
+    if isinstance(source, str) and source in BUILTIN_DATASETS and not path.exists():
+        return _load_builtin(source)
+    if not path.exists():
+        hint = ""
+        if isinstance(source, str) and not path.suffix:
+            close = closest_names(source, BUILTIN_DATASETS)
+            hint = f"; bundled datasets: {list(BUILTIN_DATASETS)}"
+            hint += f" (did you mean {close[0]!r}?)" if close else ""
+        raise FileNotFoundError(f"no such file: {str(path)!r}{hint}")
+    if not path.is_file():
+        raise ValueError(f"source must be a file, but {str(path)!r} is a directory")
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    if path.suffix.lower() == ".h5ad":
+        adata = _import_anndata().read_h5ad(path)
+    elif path.suffix.lower() == ".csv" or suffixes == ".csv.gz":
+        adata = _read_csv(path)
+    else:
+        raise ValueError(
+            f"source {str(path)!r} has an unknown extension {path.suffix!r}; expected "
+            "'.h5ad', '.csv' or '.csv.gz'"
+        )
+    _check_not_empty(adata, repr(str(path)))
+    return adata
+
+
+def _matrix_and_genes(adata, layer: str | None):
+    """The chosen matrix as a dense float64 numpy array, with its gene names."""
+    if layer is None:
+        matrix, genes = adata.X, adata.var_names
+        where = "adata.X"
+    elif layer in adata.layers:
+        matrix, genes = adata.layers[layer], adata.var_names
+        where = f"adata.layers[{layer!r}]"
+    elif layer == "raw" and adata.raw is not None:
+        matrix, genes = adata.raw.X, adata.raw.var_names
+        where = "adata.raw.X"
+    else:
+        available = list(adata.layers.keys()) + (["raw"] if adata.raw is not None else [])
+        raise ValueError(_missing_name_message("layer", layer, available))
+    if matrix is None:
+        raise ValueError(f"{where} is empty (None); pass a layer that holds the expression")
+    if hasattr(matrix, "toarray"):  # scipy sparse
+        matrix = matrix.toarray()
+    matrix = np.asarray(matrix)
+    if matrix.dtype.kind not in "biuf":
+        raise TypeError(f"{where} must hold numbers, got dtype {matrix.dtype}")
+    return matrix.astype(np.float64, copy=False), [str(g) for g in genes], where
+
+
+def _select_genes(matrix, names: list[str], genes) -> tuple[np.ndarray, list[str]]:
+    if isinstance(genes, str) or not isinstance(genes, Sequence):
+        raise TypeError(f"genes must be a sequence of gene names, got {describe(genes)}")
+    if len(genes) == 0:
+        raise ValueError("genes must name at least one gene, got an empty sequence")
+    index = {}
+    for i, name in enumerate(names):
+        index.setdefault(name, i)  # first occurrence when names repeat
+    missing = [g for g in genes if g not in index]
+    if missing:
+        hints = {g: closest_names(str(g), names, n=1) for g in missing[:5]}
+        hint = "; ".join(f"{g!r} -> {h[0]!r}?" for g, h in hints.items() if h)
+        raise ValueError(
+            f"genes: {len(missing)} of {len(genes)} not found in the data: {missing[:20]}"
+            + (f" (closest: {hint})" if hint else "")
+        )
+    duplicated = sorted({g for g in genes if list(genes).count(g) > 1})
+    if duplicated:
+        raise ValueError(f"genes must not repeat a name, got {duplicated} more than once")
+    columns = [index[g] for g in genes]
+    return matrix[:, columns], [str(g) for g in genes]
+
+
+def _check_finite_matrix(matrix: np.ndarray, genes: list[str], where: str) -> None:
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        bad = ~finite
+        first = int(np.flatnonzero(bad.any(axis=0))[0])
+        raise ValueError(
+            f"{where} must be finite, got {int(np.isnan(matrix).sum())} NaN and "
+            f"{int(np.isinf(matrix).sum())} Inf values; first in gene {genes[first]!r} "
+            f"({int(bad[:, first].sum())} cells)"
+        )
+
+
+def _top_variable(matrix: np.ndarray, n_top: int) -> tuple[np.ndarray, str]:
+    """Indices (ascending) of the ``n_top`` most variable genes, and the method used."""
+    scores = None
+    method = "variance"
+    if matrix.min() >= 0 and matrix.max() <= _LOG_SCALE_MAX:
+        try:
+            import anndata
+            import scanpy
+        except ImportError:
+            pass
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                table = scanpy.pp.highly_variable_genes(
+                    anndata.AnnData(matrix.astype(np.float32)), flavor="seurat",
+                    n_top_genes=n_top, inplace=False,
+                )
+            scores = np.nan_to_num(table["dispersions_norm"].to_numpy(np.float64),
+                                   nan=-np.inf)
+            method = "seurat"
+    if scores is None:
+        scores = matrix.var(axis=0)
+    order = np.argsort(-scores, kind="stable")  # ties: the earlier gene first
+    return np.sort(order[:n_top]), method
+
+
+def prepare_matrix(
+    adata,
+    layer: str | None = None,
+    genes: Sequence[str] | None = None,
+    highly_variable: int | bool | None = None,
+    scale: str | None = "standard",
+    max_value: float | None = None,
+) -> tuple[torch.Tensor, list[str]]:
+    r"""A dense ``[cells, genes]`` float32 tensor from an AnnData, ready for a model.
+
+    Steps, in order:
+
+    1. the matrix: ``adata.X`` (``layer=None``), ``adata.layers[layer]``, or
+       ``adata.raw.X`` with the raw gene names for ``layer="raw"`` when no layer has that
+       name; sparse matrices are densified;
+    2. genes: ``genes`` keeps the named genes in the given order; ``highly_variable=n``
+       keeps the ``n`` most variable genes in their original order, ranked by scanpy's
+       ``highly_variable_genes(flavor="seurat")`` normalised dispersion when scanpy is
+       installed and the matrix looks log-normalised (non-negative, at most 50), else by
+       variance (ties: earlier gene first); ``highly_variable=True`` keeps the genes
+       marked in ``adata.var["highly_variable"]``. ``genes`` and ``highly_variable``
+       exclude each other;
+    3. every entry must be finite (checked on the selected genes; for ``highly_variable=n``
+       on the whole matrix, which the ranking reads);
+    4. per-gene scaling: ``"standard"`` :math:`(x - \mu) / \sigma` (population standard
+       deviation, as ``sklearn.preprocessing.StandardScaler``), ``"minmax"``
+       :math:`(x - \min) / (\max - \min)` to [0, 1], ``None`` unchanged. A constant gene
+       is kept and becomes all 0 under either scaling (a ``UserWarning`` names it), so the
+       columns always match the gene names returned;
+    5. ``max_value``: clip to ``[-max_value, max_value]`` after scaling.
+
+    Scaling is computed in float64 on the CPU, then cast to float32.
+
+    Returns:
+        ``(X, gene_names)``: ``X`` float32 ``[cells, genes]`` and the gene of each column.
+
+    Example:
+        >>> adata = load_anndata("krumsiek11")  # doctest: +SKIP
+        >>> X, genes = prepare_matrix(adata, genes=["Gata1", "Pu.1"])  # doctest: +SKIP
+        >>> X.shape, genes  # doctest: +SKIP
+        (torch.Size([640, 2]), ['Gata1', 'Pu.1'])
+    """
+    adata = _check_adata(adata)
+    check_choice(scale, "scale", ("standard", "minmax", None))
+    if max_value is not None:
+        max_value = check_positive(max_value, "max_value")
+    if genes is not None and highly_variable is not None:
+        raise ValueError("pass either genes or highly_variable, not both")
+    _check_not_empty(adata, "adata")
+    matrix, names, where = _matrix_and_genes(adata, layer)
+
+    if genes is not None:
+        matrix, names = _select_genes(matrix, names, genes)
+        _check_finite_matrix(matrix, names, where)
+    elif highly_variable is True:
+        if "highly_variable" not in adata.var.columns:
+            raise ValueError(
+                "highly_variable=True needs a boolean adata.var['highly_variable'] column; "
+                f"adata.var has {list(adata.var.columns)}; pass a number of genes instead"
+            )
+        if where == "adata.raw.X":
+            raise ValueError("highly_variable=True reads adata.var, which does not describe "
+                             "adata.raw; pass a number of genes instead")
+        keep = np.flatnonzero(adata.var["highly_variable"].to_numpy(dtype=bool))
+        if keep.size == 0:
+            raise ValueError("adata.var['highly_variable'] marks no gene")
+        matrix, names = matrix[:, keep], [names[i] for i in keep]
+        _check_finite_matrix(matrix, names, where)
+    elif highly_variable is not None and highly_variable is not False:
+        n_top = check_int(highly_variable, "highly_variable", minimum=1, maximum=len(names))
+        _check_finite_matrix(matrix, names, where)
+        keep, _ = _top_variable(matrix, n_top)
+        matrix, names = matrix[:, keep], [names[i] for i in keep]
+    else:
+        _check_finite_matrix(matrix, names, where)
+
+    if scale is not None:
+        if scale == "standard":
+            center, spread = matrix.mean(axis=0), matrix.std(axis=0)
+        else:
+            center = matrix.min(axis=0)
+            spread = matrix.max(axis=0) - center
+        constant = spread == 0
+        if constant.any():
+            constant_names = [names[i] for i in np.flatnonzero(constant)]
+            warnings.warn(
+                f"{len(constant_names)} constant gene(s) set to 0 by {scale!r} scaling: "
+                f"{constant_names[:10]}",
+                UserWarning,
+                stacklevel=2,
+            )
+        matrix = (matrix - center) / np.where(constant, 1.0, spread)
+    if max_value is not None:
+        matrix = np.clip(matrix, -max_value, max_value)
+    return torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32)), names
+
+
+def _obs_column(adata, column: str):
+    adata = _check_adata(adata)
+    if not isinstance(column, str):
+        raise TypeError(f"column must be a str, got {describe(column)}")
+    if column not in adata.obs.columns:
+        raise ValueError(_missing_name_message("column", column, adata.obs.columns))
+    return adata.obs[column]
+
+
+def obs_labels(adata, column: str) -> tuple[torch.Tensor, list[str]]:
+    """Integer codes of a categorical, string or integer ``adata.obs`` column.
+
+    A pandas categorical keeps its declared categories and order (unused ones included,
+    so colours stored beside them in ``adata.uns`` still match); strings, booleans and
+    integers get their sorted distinct values. Category names are returned as ``str``.
+
+    Returns:
+        ``(codes, categories)``: ``codes`` long ``[cells]`` with
+        ``categories[codes[i]]`` the label of cell ``i``.
+
+    Raises:
+        ValueError: the column is missing (the message lists the columns, closest
+            first), holds floats (use :func:`obs_values`) or has missing values.
+
+    Example:
+        >>> codes, names = obs_labels(load_anndata("krumsiek11"), "cell_type")  # doctest: +SKIP
+        >>> names  # doctest: +SKIP
+        ['Ery', 'Mk', 'Mo', 'Neu', 'progenitor']
+    """
+    import pandas as pd
+
+    values = _obs_column(adata, column)
+    if pd.api.types.is_float_dtype(values.dtype):
+        raise ValueError(
+            f"column {column!r} holds floats ({values.dtype}); use obs_values for numeric "
+            "columns such as pseudotime"
+        )
+    missing = int(values.isna().sum())
+    if missing:
+        raise ValueError(f"column {column!r} has {missing} missing values; labels need all cells")
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categorical = values.cat
+    else:
+        categorical = values.astype("category").cat
+    codes = torch.from_numpy(np.asarray(categorical.codes, dtype=np.int64))
+    return codes, [str(c) for c in categorical.categories]
+
+
+def obs_values(adata, column: str, allow_missing: bool = False) -> torch.Tensor:
+    """A numeric ``adata.obs`` column (pseudotime, counts, scores) as float32 ``[cells]``.
+
+    Booleans become 0/1. Missing values raise unless ``allow_missing=True``, which keeps
+    them as NaN.
+
+    Raises:
+        ValueError: the column is missing (the message lists the columns, closest first),
+            is not numeric (use :func:`obs_labels`), or has missing values.
+
+    Example:
+        >>> obs_values(load_anndata("pbmc68k_reduced"), "n_genes").shape  # doctest: +SKIP
+        torch.Size([700])
+    """
+    import pandas as pd
+
+    values = _obs_column(adata, column)
+    if isinstance(values.dtype, pd.CategoricalDtype) or not (
+        pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype)
+    ):
+        raise ValueError(
+            f"column {column!r} is not numeric ({values.dtype}); use obs_labels for labels"
+        )
+    array = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = int(np.isnan(array).sum())
+    if missing and not allow_missing:
+        raise ValueError(
+            f"column {column!r} has {missing} missing values; pass allow_missing=True to "
+            "keep them as NaN"
+        )
+    return torch.from_numpy(array.astype(np.float32))

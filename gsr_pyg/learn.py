@@ -1,0 +1,1083 @@
+r"""Graphs over the neurons of a layer, learned from their co-activations.
+
+A layer's neurons become the nodes of a graph whose edges join neurons that fire together.
+Neuron :math:`i` is described by a feature vector :math:`x_i`: its activations over the
+current batch (the reference) or, through :class:`CoactivationStats`, its activations over
+every sample seen since the last refresh, summarised by a Gram/covariance matrix. Three
+builders turn the pairwise distances :math:`d_{ij}` into a graph:
+
+* :func:`knn_graph`: every neuron keeps its :math:`k` nearest neighbours, then the directed
+  kNN adjacency is symmetrised (reference: :math:`k = 5`, weight 1 per neighbour,
+  :math:`(A + A^\top)/2`);
+* :func:`gaussian_graph`: :math:`w_{ij} = \exp(-d_{ij}^2/\sigma^2)`, entries below a threshold
+  dropped (reference: :math:`\sigma = 1`, threshold 0.1);
+* :func:`adaptive_graph`: :math:`K_{ij} = \exp(-d_{ij}^2/\sigma_i^2)` with :math:`\sigma_i` the
+  distance from :math:`i` to its :math:`k`-th neighbour (reference: :math:`k = 2`), symmetrised
+  :math:`(K + K^\top)/2`.
+
+Distances (``metric``), for neuron features :math:`x_i, x_j`:
+
+* ``"euclidean"``: :math:`d_{ij} = \lVert x_i - x_j \rVert`;
+* ``"cosine"``: :math:`d_{ij} = 1 - \cos(x_i, x_j)` (scikit-learn's cosine distance; an
+  all-zero neuron has similarity 0 with every other neuron, as in scikit-learn);
+* ``"correlation"``: :math:`d_{ij} = 1 - r_{ij}`, with :math:`r_{ij}` the Pearson correlation
+  over the samples (scipy's/scikit-learn's correlation distance; constant neurons raise).
+
+Every output follows the package's data model: ``edge_index`` ``[2, E]`` long with both
+directions of every edge, coalesced, no self-loops; ``edge_weight`` ``[E]`` float32, positive
+and symmetric; ``num_nodes``; and ``x`` (``[neurons, samples]``, the neuron features) when
+the graph was built from activations.
+
+Memory: distances are computed for a block of ``chunk_size`` rows at a time, never as a full
+``neurons x neurons`` matrix, so a 65,536-wide layer builds a kNN graph in blocks of about
+256 MB. The Gaussian and adaptive graphs keep every pair above the threshold, which is dense
+for small thresholds: use them on layers of a few thousand neurons. Results do not depend on
+``chunk_size``: the matrix products behind the distances are always taken in the same blocks
+of :data:`_ATOM_ROWS` rows, so every neuron's distances are bitwise the same whatever the
+chunking, and the transcendental functions run once on the final edge list.
+
+Example::
+
+    >>> acts = torch.randn(32, 64)                # a batch of 32 samples, 64 neurons
+    >>> g = knn_graph(acts, k=5)                  # the reference learned graph
+    >>> g.num_nodes, bool((g.edge_weight > 0).all())
+    (64, True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+from torch_geometric.transforms import BaseTransform
+from torch_geometric.utils import coalesce
+
+from gsr_pyg._validation import (
+    check_finite,
+    check_int,
+    check_positive,
+    check_tensor,
+    closest_names,
+    describe,
+)
+
+__all__ = [
+    "CoactivationGraph",
+    "CoactivationStats",
+    "adaptive_graph",
+    "gaussian_graph",
+    "knn_graph",
+]
+
+METRICS = ("euclidean", "cosine", "correlation")
+WEIGHTS = ("connectivity", "gaussian")
+SYMMETRIZE = ("mean", "max", "mutual")
+METHODS = ("knn", "gaussian", "adaptive")
+FEATURES = ("batch", "stats")
+STATS_MODES = ("exact", "ema")
+
+# Matrix products are always taken on blocks of this many rows (the last block zero-padded),
+# so a neuron's distances come from the same BLAS call shape whatever the chunk size: BLAS
+# libraries round differently at the edges of differently shaped products.
+_ATOM_ROWS = 64
+# Default chunk: the [chunk, neurons] block of distances stays below this many bytes.
+_CHUNK_BYTES = 256 * 2**20
+# A neuron whose spread over the samples is below this many machine epsilons of its
+# magnitude is constant: centring it leaves only rounding noise.
+_CONSTANT_EPS = 16
+# Candidate pairs are preselected on squared distance with this relative slack; the exact
+# threshold is then applied to the final weights, so the slack only costs a few candidates.
+_CUTOFF_SLACK = 1e-4
+_MAX_LISTED = 5
+
+
+# --------------------------------------------------------------------------------------------
+# validation helpers
+# --------------------------------------------------------------------------------------------
+
+def _metric_arg(metric) -> str:
+    if metric not in METRICS:
+        hint = closest_names(str(metric), METRICS)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"metric must be one of {METRICS}, got {describe(metric)}{extra}")
+    return metric
+
+
+def _choice_arg(value, name: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        hint = closest_names(str(value), choices)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ValueError(f"{name} must be one of {choices}, got {describe(value)}{extra}")
+    return value
+
+
+def _chunk_arg(chunk_size) -> int | None:
+    if chunk_size is None:
+        return None
+    return check_int(chunk_size, "chunk_size", minimum=1)
+
+
+def _threshold_arg(threshold) -> float:
+    threshold = check_positive(threshold, "threshold", allow_zero=True)
+    if threshold >= 1.0:
+        raise ValueError(f"threshold must be in [0, 1) (weights are at most 1), got {threshold}")
+    return threshold
+
+
+def _k_arg(k, num_nodes: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {describe(k)}")
+    if not 1 <= k <= num_nodes - 1:
+        raise ValueError(
+            f"k must be between 1 and num_neurons - 1 = {num_nodes - 1} (a neuron is not its "
+            f"own neighbour), got k={k} for {num_nodes} neurons"
+        )
+    return k
+
+
+def _raise_constant(mask: Tensor, why: str) -> None:
+    """Raise if any neuron is constant; the message counts them and lists the first few."""
+    if bool(mask.any()):
+        index = mask.nonzero().flatten()
+        listed = index[:_MAX_LISTED].tolist()
+        more = ", ..." if index.numel() > _MAX_LISTED else ""
+        raise ValueError(
+            f"{why} needs neurons that vary over the samples, but {index.numel()} of "
+            f"{mask.numel()} neurons are constant (indices {listed}{more}); drop them or "
+            f"use metric='euclidean' without standardize"
+        )
+
+
+def _constant_features(features: Tensor) -> Tensor:
+    """[N] mask of neurons (rows of ``features``) whose values do not vary."""
+    spread = features.amax(dim=1) - features.amin(dim=1)
+    scale = features.abs().amax(dim=1)
+    return spread <= _CONSTANT_EPS * torch.finfo(features.dtype).eps * scale
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    # half precision cannot hold squared distances of ordinary activations
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _check_activations(activations) -> Tensor:
+    """Validate [samples, neurons] activations; return neuron features [neurons, samples]."""
+    check_tensor(activations, "activations", ndim=2, floating=True)
+    samples, neurons = activations.shape
+    if samples < 2:
+        raise ValueError(
+            f"activations must be [samples, neurons] with at least 2 samples (each neuron is "
+            f"described by its activations over the samples), got {describe(activations)}"
+        )
+    if neurons < 1:
+        raise ValueError(f"activations must have at least 1 neuron, got {describe(activations)}")
+    check_finite(activations, "activations")
+    features = activations.detach().t()
+    # one contiguous layout, so every row block goes through the same BLAS call
+    return features.to(_work_dtype(features.dtype)).contiguous()
+
+
+def _check_gram(gram) -> Tensor:
+    check_tensor(gram, "gram", ndim=2, floating=True)
+    if gram.shape[0] != gram.shape[1] or gram.shape[0] < 1:
+        raise ValueError(f"gram must be a square [neurons, neurons] matrix, got {describe(gram)}")
+    check_finite(gram, "gram")
+    gram = gram.detach()
+    return gram.to(_work_dtype(gram.dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# squared distances for a block of rows
+# --------------------------------------------------------------------------------------------
+
+class _FeatureDistances:
+    r"""Squared metric distances from neuron features ``[N, F]``, one block of rows at a time.
+
+    Euclidean: :math:`d_{ij}^2 = \lVert x_i\rVert^2 + \lVert x_j\rVert^2 - 2 x_i^\top x_j`
+    (clamped at 0). Cosine/correlation: :math:`d_{ij} = 1 - u_i^\top u_j` with :math:`u` the
+    unit (and, for correlation, centred) features, clamped to [0, 2], then squared.
+    """
+
+    def __init__(self, features: Tensor, metric: str) -> None:
+        self.metric = metric
+        if metric == "correlation":
+            features = features - features.mean(dim=1, keepdim=True)
+        if metric == "euclidean":
+            self.sq_norm = (features * features).sum(dim=1)
+        else:
+            norm = features.norm(dim=1, keepdim=True)
+            # zero vectors stay zero: similarity 0 with everything (scikit-learn's convention)
+            features = features / torch.where(norm > 0, norm, torch.ones_like(norm))
+        self.features = features
+        self.num_nodes = features.shape[0]
+        self.dtype = features.dtype
+        self.device = features.device
+        self._cached: tuple[int, Tensor] | None = None
+
+    def _atom(self, atom: int) -> Tensor:
+        """Squared distances of rows [atom * R, atom * R + R), computed from an R-row product."""
+        if self._cached is not None and self._cached[0] == atom:
+            return self._cached[1]
+        start = atom * _ATOM_ROWS
+        block = self.features[start:start + _ATOM_ROWS]
+        pad = _ATOM_ROWS - block.shape[0]
+        if pad:
+            block = torch.cat([block, block.new_zeros(pad, block.shape[1])])
+        dot = block @ self.features.t()
+        if self.metric == "euclidean":
+            sq = self.sq_norm[start:start + _ATOM_ROWS]
+            if pad:
+                sq = torch.cat([sq, sq.new_zeros(pad)])
+            # separate elementwise ops: each is correctly rounded, so no fused-multiply-add
+            # path can make one block differ from another
+            d2 = (sq[:, None] + self.sq_norm[None, :]) + dot.mul_(-2.0)
+            d2.clamp_(min=0.0)
+        else:
+            d2 = torch.rsub(dot, 1.0).clamp_(0.0, 2.0)
+            d2.mul_(d2)
+        self._cached = (atom, d2)
+        return d2
+
+    def rows(self, start: int, stop: int) -> Tensor:
+        out = torch.empty(stop - start, self.num_nodes, dtype=self.dtype, device=self.device)
+        for atom in range(start // _ATOM_ROWS, (stop - 1) // _ATOM_ROWS + 1):
+            lo = max(start, atom * _ATOM_ROWS)
+            hi = min(stop, (atom + 1) * _ATOM_ROWS)
+            out[lo - start:hi - start] = self._atom(atom)[lo - atom * _ATOM_ROWS:
+                                                          hi - atom * _ATOM_ROWS]
+        return out
+
+
+class _GramDistances:
+    r"""Squared metric distances from a Gram matrix :math:`G_{ij} = x_i^\top x_j`.
+
+    Euclidean: :math:`d_{ij}^2 = G_{ii} + G_{jj} - 2 G_{ij}`; cosine/correlation:
+    :math:`d_{ij} = 1 - G_{ij} / \sqrt{G_{ii} G_{jj}}` (for correlation ``G`` must be the Gram
+    matrix of centred features, e.g. a covariance). Elementwise, so no eigendecomposition and
+    no row-block effects.
+    """
+
+    def __init__(self, gram: Tensor, metric: str) -> None:
+        self.metric = metric
+        self.gram = gram
+        self.diag = gram.diagonal().clone()
+        if metric == "correlation":
+            _raise_constant(self.diag <= 0, "metric='correlation'")
+        if metric != "euclidean":
+            self.inv_norm = torch.where(self.diag > 0, self.diag.clamp(min=0).rsqrt(),
+                                        torch.zeros_like(self.diag))
+        self.num_nodes = gram.shape[0]
+        self.dtype = gram.dtype
+        self.device = gram.device
+
+    def rows(self, start: int, stop: int) -> Tensor:
+        block = self.gram[start:stop]
+        if self.metric == "euclidean":
+            d2 = (self.diag[start:stop, None] + self.diag[None, :]) + block * -2.0
+            return d2.clamp_(min=0.0)
+        sim = (block * self.inv_norm[start:stop, None]) * self.inv_norm[None, :]
+        d2 = torch.rsub(sim, 1.0).clamp_(0.0, 2.0)
+        return d2.mul_(d2)
+
+
+def _distances(activations, gram, metric: str):
+    """The distance provider for exactly one of ``activations`` / ``gram``; and ``x``."""
+    _metric_arg(metric)
+    if (activations is None) == (gram is None):
+        raise ValueError("give exactly one of activations ([samples, neurons]) and gram "
+                         f"([neurons, neurons]), got activations={describe(activations)} "
+                         f"and gram={describe(gram)}")
+    if gram is not None:
+        return _GramDistances(_check_gram(gram), metric), None
+    features = _check_activations(activations)
+    if metric == "correlation":
+        _raise_constant(_constant_features(features), "metric='correlation'")
+    return _FeatureDistances(features, metric), activations.detach().t()
+
+
+def _chunk_rows(num_nodes: int, itemsize: int, chunk_size: int | None) -> int:
+    if chunk_size is not None:
+        return min(chunk_size, num_nodes)
+    rows = _CHUNK_BYTES // max(1, num_nodes * itemsize)
+    rows = max(_ATOM_ROWS, rows // _ATOM_ROWS * _ATOM_ROWS)
+    return min(rows, num_nodes)
+
+
+def _blocks(provider, chunk_size: int | None):
+    """Yield ``(start, d2)`` for consecutive row blocks of the squared distances."""
+    n = provider.num_nodes
+    step = _chunk_rows(n, provider.dtype.itemsize, chunk_size)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        yield start, provider.rows(start, stop)
+
+
+def _self_to_inf(d2: Tensor, start: int) -> Tensor:
+    local = torch.arange(d2.shape[0], device=d2.device)
+    d2[local, local + start] = math.inf
+    return d2
+
+
+def _knn_directed(provider, k: int, chunk_size: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(row, col, d2)`` of the k nearest neighbours of every neuron, self excluded.
+
+    Ties at the k-th distance go to the lower neuron index: all strictly closer neurons are
+    kept, then the first tied ones in index order (a cumulative count over the tie mask), so
+    every neuron gets exactly k neighbours without relying on ``topk``'s order.
+    """
+    rows, cols, dists = [], [], []
+    for start, d2 in _blocks(provider, chunk_size):
+        _self_to_inf(d2, start)
+        kth = torch.topk(d2, k, dim=1, largest=False).values[:, -1:]
+        closer = d2 < kth
+        tied = d2 == kth
+        wanted = k - closer.sum(dim=1, keepdim=True)
+        keep = closer | (tied & (tied.cumsum(dim=1, dtype=torch.int32) <= wanted))
+        row, col = keep.nonzero(as_tuple=True)
+        rows.append(row + start)
+        cols.append(col)
+        dists.append(d2[row, col])
+    return torch.cat(rows), torch.cat(cols), torch.cat(dists)
+
+
+def _kth_squared_distance(provider, k: int, chunk_size: int | None) -> Tensor:
+    out = []
+    for start, d2 in _blocks(provider, chunk_size):
+        _self_to_inf(d2, start)
+        out.append(torch.topk(d2, k, dim=1, largest=False).values[:, -1])
+    return torch.cat(out)
+
+
+def _upper_pairs(provider, chunk_size: int | None, cutoff) -> tuple[Tensor, Tensor, Tensor]:
+    """``(row, col, d2)`` of the pairs i < j with ``d2 <= cutoff`` (a scalar, or a function of
+    the block's rows giving a [rows, N] bound; ``None`` keeps every pair)."""
+    rows, cols, dists = [], [], []
+    n = provider.num_nodes
+    for start, d2 in _blocks(provider, chunk_size):
+        local = torch.arange(d2.shape[0], device=d2.device)
+        upper = torch.arange(n, device=d2.device)[None, :] > (local + start)[:, None]
+        if cutoff is not None:
+            bound = cutoff(start, start + d2.shape[0]) if callable(cutoff) else cutoff
+            upper &= d2 <= bound
+        row, col = upper.nonzero(as_tuple=True)
+        rows.append(row + start)
+        cols.append(col)
+        dists.append(d2[row, col])
+    return torch.cat(rows), torch.cat(cols), torch.cat(dists)
+
+
+def _to_data(row: Tensor, col: Tensor, weight: Tensor, num_nodes: int, x: Tensor | None,
+             reduce: str = "sum") -> Data:
+    """Both directions, coalesced (``reduce`` merges duplicates), float32 positive weights."""
+    edge_index = torch.stack([torch.cat([row, col]), torch.cat([col, row])])
+    edge_index, weight = coalesce(edge_index, torch.cat([weight, weight]), num_nodes,
+                                  reduce=reduce)
+    weight = weight.to(torch.float32).clamp_(min=torch.finfo(torch.float32).tiny)
+    data = Data(edge_index=edge_index, edge_weight=weight, num_nodes=num_nodes)
+    if x is not None:
+        data.x = x
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# builders
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def knn_graph(
+    activations: Tensor | None = None,
+    k: int = 5,
+    metric: str = "euclidean",
+    weights: str = "connectivity",
+    symmetrize: str = "mean",
+    sigma: float | None = None,
+    chunk_size: int | None = None,
+    *,
+    gram: Tensor | None = None,
+) -> Data:
+    r"""The k-nearest-neighbour graph of the neurons of a layer.
+
+    Each neuron :math:`i` (column ``i`` of ``activations``) picks its ``k`` nearest neurons
+    under ``metric``, itself excluded, ties at the ``k``-th distance going to the lower index.
+    This gives a directed adjacency :math:`A` with :math:`A_{ij} = w_{ij}` for the picked
+    :math:`j`, where :math:`w_{ij} = 1` (``weights="connectivity"``) or
+    :math:`w_{ij} = \exp(-d_{ij}^2/\sigma^2)` (``weights="gaussian"``; default :math:`\sigma`:
+    the median of the :math:`N k` kNN distances, the lower median for an even count). Then
+
+    * ``symmetrize="mean"``: :math:`(A + A^\top)/2` (weight 1 for mutual neighbours and 0.5
+      for one-way ones with connectivity weights: the reference);
+    * ``"max"``: :math:`\max(A, A^\top)` (every kNN pair, weight 1 with connectivity);
+    * ``"mutual"``: only pairs that picked each other (weight :math:`w_{ij}`, 1 with
+      connectivity).
+
+    After ``mean`` or ``max`` every neuron has at least ``k`` neighbours; after ``mutual`` at
+    most ``k``. kNN rankings equal scikit-learn's ``NearestNeighbors`` with the same metric.
+
+    Args:
+        activations: ``[samples, neurons]``; each column is a neuron (at least 2 samples).
+        k: neighbours per neuron, ``1 <= k <= neurons - 1`` (reference 5).
+        metric: ``"euclidean"``, ``"cosine"`` (:math:`1 - \cos`) or ``"correlation"``
+            (:math:`1 - r`).
+        weights: ``"connectivity"`` or ``"gaussian"``.
+        symmetrize: ``"mean"``, ``"max"`` or ``"mutual"``.
+        sigma: kernel width for ``weights="gaussian"`` (default: median kNN distance).
+        chunk_size: rows of the distance matrix held at once (default: a 256 MB block);
+            the result does not depend on it.
+        gram: instead of ``activations``, a ``[neurons, neurons]`` Gram matrix of the neuron
+            features (centred features for ``"correlation"``), e.g. from
+            :meth:`CoactivationStats.to_data`.
+
+    Returns:
+        :class:`~torch_geometric.data.Data` with ``edge_index``, ``edge_weight`` (float32),
+        ``num_nodes``, ``x`` (``[neurons, samples]``, when built from activations) and
+        ``sigma`` (with gaussian weights).
+
+    Example::
+
+        >>> acts = torch.tensor([[0., 1., 3.], [0., 1., 3.]])   # 2 samples, 3 neurons
+        >>> knn_graph(acts, k=1).edge_weight      # 0 <-> 1 mutual, 2 -> 1 one-way
+        tensor([1.0000, 1.0000, 0.5000, 0.5000])
+    """
+    provider, x = _distances(activations, gram, metric)
+    n = provider.num_nodes
+    k = _k_arg(k, n)
+    _choice_arg(weights, "weights", WEIGHTS)
+    _choice_arg(symmetrize, "symmetrize", SYMMETRIZE)
+    if sigma is not None:
+        if weights != "gaussian":
+            raise ValueError(f"sigma is only used with weights='gaussian', got sigma={sigma!r} "
+                             f"with weights={weights!r}")
+        sigma = check_positive(sigma, "sigma")
+    chunk_size = _chunk_arg(chunk_size)
+
+    row, col, d2 = _knn_directed(provider, k, chunk_size)
+    if weights == "connectivity":
+        weight = torch.ones_like(d2)
+    else:
+        if sigma is None:
+            sigma_t = d2.sqrt().median()
+            sigma = float(sigma_t)
+        else:
+            sigma_t = torch.tensor(sigma, dtype=d2.dtype, device=d2.device)
+        sigma2 = (sigma_t * sigma_t).clamp(min=torch.finfo(d2.dtype).tiny)
+        weight = torch.exp(-(d2 / sigma2))
+
+    if symmetrize == "mutual":
+        edge_index = torch.stack([torch.cat([row, col]), torch.cat([col, row])])
+        both = torch.stack([torch.ones_like(weight).repeat(2), weight.repeat(2)], dim=1)
+        edge_index, both = coalesce(edge_index, both, n, reduce="sum")
+        mutual = both[:, 0] == 2
+        edge_index = edge_index[:, mutual]
+        # the two directed weights of a pair agree up to rounding: average them
+        weight = both[mutual, 1] / 2
+        weight = weight.to(torch.float32).clamp_(min=torch.finfo(torch.float32).tiny)
+        data = Data(edge_index=edge_index, edge_weight=weight, num_nodes=n)
+        if x is not None:
+            data.x = x
+    elif symmetrize == "mean":
+        data = _to_data(row, col, weight / 2, n, x, reduce="sum")
+    else:
+        data = _to_data(row, col, weight, n, x, reduce="max")
+    if weights == "gaussian":
+        data.sigma = sigma
+    return data
+
+
+@torch.no_grad()
+def gaussian_graph(
+    activations: Tensor | None = None,
+    sigma: float = 1.0,
+    threshold: float = 0.1,
+    metric: str = "euclidean",
+    chunk_size: int | None = None,
+    *,
+    gram: Tensor | None = None,
+) -> Data:
+    r"""The Gaussian-kernel graph :math:`w_{ij} = \exp(-d_{ij}^2 / \sigma^2)`, small weights
+    dropped.
+
+    Every pair :math:`i \ne j` with :math:`w_{ij} \ge` ``threshold`` (and :math:`w_{ij} > 0`)
+    becomes an edge. Reference: euclidean, :math:`\sigma = 1`, threshold 0.1. The graph is
+    as dense as the threshold allows (``threshold=0`` keeps every pair).
+
+    Args:
+        activations: ``[samples, neurons]``; each column is a neuron.
+        sigma: kernel width (> 0).
+        threshold: weights below it are dropped, in ``[0, 1)``.
+        metric: ``"euclidean"``, ``"cosine"`` or ``"correlation"`` (see the module notes).
+        chunk_size: rows of the distance matrix held at once; the result does not depend on it.
+        gram: instead of ``activations``, a ``[neurons, neurons]`` Gram matrix.
+
+    Example::
+
+        >>> acts = torch.tensor([[0., 0.5, 3.], [0., 0., 0.]])
+        >>> gaussian_graph(acts).edge_index                      # only 0-1 is close enough
+        tensor([[0, 1],
+                [1, 0]])
+    """
+    provider, x = _distances(activations, gram, metric)
+    sigma = check_positive(sigma, "sigma")
+    threshold = _threshold_arg(threshold)
+    chunk_size = _chunk_arg(chunk_size)
+    sigma2 = sigma * sigma
+    # w >= t  <=>  d2 <= -sigma^2 log t; a little slack here, the exact test on w below
+    cutoff = None if threshold == 0 else -sigma2 * math.log(threshold) * (1 + _CUTOFF_SLACK)
+    row, col, d2 = _upper_pairs(provider, chunk_size, cutoff)
+    weight = torch.exp(-(d2 / sigma2))
+    keep = (weight >= threshold) & (weight > 0)
+    return _to_data(row[keep], col[keep], weight[keep], provider.num_nodes, x)
+
+
+@torch.no_grad()
+def adaptive_graph(
+    activations: Tensor | None = None,
+    k: int = 2,
+    threshold: float = 0.0,
+    metric: str = "euclidean",
+    chunk_size: int | None = None,
+    *,
+    gram: Tensor | None = None,
+) -> Data:
+    r"""The adaptive-bandwidth Gaussian graph.
+
+    :math:`\sigma_i` is the distance from neuron :math:`i` to its ``k``-th nearest neighbour
+    (itself excluded; reference :math:`k = 2`), :math:`K_{ij} = \exp(-d_{ij}^2/\sigma_i^2)` and
+    :math:`W = (K + K^\top)/2`; pairs with :math:`W_{ij} <` ``threshold`` (default 0: none but
+    exact zeros) are dropped. A neuron with :math:`\sigma_i = 0` (``k`` duplicates) gives
+    weight 1 to its duplicates and 0 to everything else in its own kernel. Dense for small
+    thresholds: meant for layers of up to a few thousand neurons.
+
+    Args:
+        activations: ``[samples, neurons]``; each column is a neuron.
+        k: which neighbour sets the bandwidth, ``1 <= k <= neurons - 1``.
+        threshold: weights below it are dropped, in ``[0, 1)``.
+        metric: ``"euclidean"``, ``"cosine"`` or ``"correlation"``.
+        chunk_size: rows of the distance matrix held at once; the result does not depend on it.
+        gram: instead of ``activations``, a ``[neurons, neurons]`` Gram matrix.
+
+    Returns:
+        :class:`~torch_geometric.data.Data`; ``sigma`` holds the ``[neurons]`` bandwidths.
+
+    Example::
+
+        >>> acts = torch.randn(32, 10)
+        >>> g = adaptive_graph(acts)
+        >>> g.edge_index.shape[1] == 10 * 9                     # every pair, both directions
+        True
+    """
+    provider, x = _distances(activations, gram, metric)
+    n = provider.num_nodes
+    k = _k_arg(k, n)
+    threshold = _threshold_arg(threshold)
+    chunk_size = _chunk_arg(chunk_size)
+    sigma2 = _kth_squared_distance(provider, k, chunk_size)
+    sigma2 = sigma2.clamp(min=torch.finfo(sigma2.dtype).tiny)
+    scale = -math.log(threshold) * (1 + _CUTOFF_SLACK) if threshold > 0 else math.inf
+
+    def bound(start: int, stop: int) -> Tensor:
+        # W >= t needs max(K_ij, K_ji) >= t, i.e. d2 <= -log(t) * max(sigma_i^2, sigma_j^2)
+        return torch.maximum(sigma2[start:stop, None], sigma2[None, :]) * scale
+
+    row, col, d2 = _upper_pairs(provider, chunk_size, bound if threshold > 0 else None)
+    weight = (torch.exp(-(d2 / sigma2[row])) + torch.exp(-(d2 / sigma2[col]))) / 2
+    keep = (weight >= threshold) & (weight > 0)
+    data = _to_data(row[keep], col[keep], weight[keep], n, x)
+    data.sigma = sigma2.sqrt()
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# accumulated co-activation statistics
+# --------------------------------------------------------------------------------------------
+
+class CoactivationStats:
+    r"""Running mean and covariance of a layer's activations over many batches.
+
+    Stored as ``count`` (:math:`n`), ``mean`` (:math:`\mu`, ``[N]``) and ``m2``
+    (:math:`M_2 = \sum_b (a_b - \mu)(a_b - \mu)^\top`, ``[N, N]``). A batch is merged with
+    Chan et al.'s parallel update
+
+    .. math::
+        n' = n + B,\quad \delta = \bar a - \mu,\quad \mu' = \mu + \delta B / n',\quad
+        M_2' = M_2 + M_{2,\text{batch}} + \delta\delta^\top\, n B / n',
+
+    which stays accurate when the mean is large against the spread (the naive
+    :math:`\sum a a^\top - n\mu\mu^\top` does not).
+
+    ``mode="exact"``: every sample weighs 1; the statistics equal those of the concatenated
+    batches. ``mode="ema"``: before each update the stored statistics are decayed by
+    ``momentum`` (:math:`n \leftarrow \text{momentum}\cdot n`, :math:`M_2 \leftarrow
+    \text{momentum}\cdot M_2`, :math:`\mu` kept), so a sample seen :math:`t` updates ago
+    weighs :math:`\text{momentum}^t`; the statistics are those of that weighted sample set,
+    ``count`` is its total weight (it tends to :math:`B / (1 - \text{momentum})`), and after a
+    single batch both modes agree.
+
+    The graph builders see the statistics as neuron features spanning every sample seen:
+    :meth:`to_data` gives the Gram matrix for which the builders return exactly the graph
+    they would build from the concatenated batches (in ``ema`` mode: the weighted samples).
+    For ``"cosine"``/``"correlation"`` (and for ``standardize=True``) the result does not
+    depend on how many samples were seen; for plain ``"euclidean"`` distances grow like
+    :math:`\sqrt{n}`, which matters to a fixed Gaussian ``sigma`` but not to kNN.
+
+    Several processes: :meth:`all_reduce` combines the statistics of every process of a
+    ``torch.distributed`` group (three sum-reductions, exact), :meth:`merge` combines two
+    objects.
+
+    Memory is :math:`N^2` (``N = 8,192`` in float64 is 512 MB).
+
+    Args:
+        num_neurons: layer width ``N``.
+        mode: ``"exact"`` or ``"ema"``.
+        momentum: decay per update in ``ema`` mode, in ``(0, 1)``.
+        device: where the statistics live (default: the device of the first update).
+        dtype: accumulation dtype (float64 recommended).
+
+    Example::
+
+        >>> stats = CoactivationStats(64)
+        >>> for _ in range(10):
+        ...     stats.update(torch.randn(32, 64))
+        >>> stats.count, stats.covariance.shape
+        (320.0, torch.Size([64, 64]))
+    """
+
+    def __init__(self, num_neurons: int, mode: str = "exact", momentum: float = 0.99,
+                 device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float64) -> None:
+        self.num_neurons = check_int(num_neurons, "num_neurons", minimum=1)
+        self.mode = _choice_arg(mode, "mode", STATS_MODES)
+        momentum = check_positive(momentum, "momentum")
+        if not momentum < 1:
+            raise ValueError(f"momentum must be in (0, 1), got {momentum}")
+        self.momentum = momentum
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {describe(dtype)}")
+        self.dtype = dtype
+        self._device_given = device is not None
+        self._allocate(torch.device(device) if device is not None else torch.device("cpu"))
+
+    def _allocate(self, device: torch.device) -> None:
+        n = self.num_neurons
+        self._count = torch.zeros((), dtype=self.dtype, device=device)
+        self._mean = torch.zeros(n, dtype=self.dtype, device=device)
+        self._m2 = torch.zeros(n, n, dtype=self.dtype, device=device)
+        self._updates = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self._mean.device
+
+    def to(self, device: torch.device | str) -> CoactivationStats:
+        """Move the statistics to ``device`` (in place); returns ``self``."""
+        device = torch.device(device)
+        self._count = self._count.to(device)
+        self._mean = self._mean.to(device)
+        self._m2 = self._m2.to(device)
+        self._device_given = True
+        return self
+
+    def reset(self) -> None:
+        """Forget every sample (the device is kept)."""
+        self._allocate(self.device)
+
+    @torch.no_grad()
+    def update(self, activations: Tensor) -> None:
+        """Add a batch ``[B, N]`` of activations (``B >= 1``); no host synchronisation.
+
+        Non-finite activations are not checked here (that would synchronise every step);
+        they make the statistics non-finite, which :meth:`to_data` reports.
+        """
+        check_tensor(activations, "activations", ndim=2, floating=True)
+        if activations.shape[1] != self.num_neurons or activations.shape[0] < 1:
+            raise ValueError(f"activations must be [batch >= 1, {self.num_neurons}] for these "
+                             f"statistics, got {describe(activations)}")
+        if activations.device != self.device:
+            if self._updates == 0 and not self._device_given:
+                self._allocate(activations.device)
+            else:
+                raise ValueError(
+                    f"activations are on {activations.device} but the statistics live on "
+                    f"{self.device}; create CoactivationStats(..., device=...) or call .to()"
+                )
+        a = activations.detach().to(self.dtype)
+        batch = a.shape[0]
+        batch_mean = a.mean(dim=0)
+        centred = a - batch_mean
+        batch_m2 = centred.t() @ centred
+        if self.mode == "ema" and self._updates > 0:
+            self._count.mul_(self.momentum)
+            self._m2.mul_(self.momentum)
+        self._merge(batch, batch_mean, batch_m2)
+        self._updates += 1
+
+    def _merge(self, count, mean: Tensor, m2: Tensor) -> None:
+        """Chan's pairwise merge of (count, mean, m2) into the stored statistics."""
+        old = self._count.clone()
+        total = old + count
+        delta = mean - self._mean
+        self._mean.add_(delta * (count / total))
+        self._m2.add_(m2).add_(torch.outer(delta, delta) * (old * count / total))
+        self._count = total
+
+    def merge(self, other: CoactivationStats) -> CoactivationStats:
+        """Add the samples of ``other`` (same width, same device) to ``self``; returns ``self``."""
+        if not isinstance(other, CoactivationStats):
+            raise TypeError(f"other must be a CoactivationStats, got {describe(other)}")
+        if other.num_neurons != self.num_neurons:
+            raise ValueError(f"other has {other.num_neurons} neurons, expected "
+                             f"{self.num_neurons}")
+        if float(other._count) == 0:
+            return self
+        self._merge(other._count.to(self.device, self.dtype),
+                    other._mean.to(self.device, self.dtype),
+                    other._m2.to(self.device, self.dtype))
+        self._updates += max(1, other._updates)
+        return self
+
+    @torch.no_grad()
+    def all_reduce(self, group=None) -> CoactivationStats:
+        r"""Combine the statistics of every process in ``group`` (each ends with the total).
+
+        With :math:`n = \sum_p n_p` and :math:`\mu = \sum_p n_p \mu_p / n`:
+        :math:`M_2 = \sum_p M_{2,p} + n_p (\mu_p - \mu)(\mu_p - \mu)^\top`; three
+        sum-reductions, no gathering of raw activations.
+        """
+        import torch.distributed as dist
+
+        count = self._count.clone()
+        dist.all_reduce(count, group=group)
+        weighted = self._mean * self._count
+        dist.all_reduce(weighted, group=group)
+        mean = weighted / count.clamp(min=torch.finfo(self.dtype).tiny)
+        delta = self._mean - mean
+        m2 = self._m2 + torch.outer(delta, delta) * self._count
+        dist.all_reduce(m2, group=group)
+        self._count, self._mean, self._m2 = count, mean, m2
+        self._updates = max(self._updates, 1)
+        return self
+
+    # ---- read-outs -----------------------------------------------------------------------
+
+    @property
+    def count(self) -> float:
+        """Number of samples seen (``ema``: their total weight)."""
+        return float(self._count)
+
+    def _require(self, more_than: float = 0.0) -> None:
+        count = float(self._count)
+        if self._updates == 0 or not count > more_than:
+            raise ValueError(f"CoactivationStats needs a count above {more_than:g} here, "
+                             f"got count={count:g} (call update() with activations first)")
+
+    @property
+    def mean(self) -> Tensor:
+        """``[N]`` mean activation of every neuron."""
+        self._require()
+        return self._mean.clone()
+
+    @property
+    def covariance(self) -> Tensor:
+        r"""``[N, N]`` sample covariance :math:`M_2 / (n - 1)` (as ``numpy.cov``; in ``ema``
+        mode the samples count with their weights, as frequency weights)."""
+        self._require(1.0)
+        return self._m2 / (self._count - 1)
+
+    def constant_neurons(self) -> Tensor:
+        """``[N]`` bool mask of neurons whose variance is zero up to rounding."""
+        variance = self._m2.diagonal() / self._count.clamp(min=torch.finfo(self.dtype).tiny)
+        scale = _CONSTANT_EPS * torch.finfo(self.dtype).eps * self._mean.abs()
+        return variance <= scale * scale
+
+    @property
+    def correlation(self) -> Tensor:
+        """``[N, N]`` Pearson correlation; a constant neuron has correlation 0 with the others
+        and 1 with itself."""
+        self._require()
+        constant = self.constant_neurons()
+        std = self._m2.diagonal().clamp(min=torch.finfo(self.dtype).tiny).sqrt()
+        inv = torch.where(constant, torch.zeros_like(std), 1 / std)
+        corr = (self._m2 * inv[:, None]) * inv[None, :]
+        corr.clamp_(-1.0, 1.0)
+        corr.diagonal().fill_(1.0)
+        return corr
+
+    @torch.no_grad()
+    def to_data(self, metric: str = "correlation", standardize: bool = False) -> Data:
+        r"""What the graph builders need: ``Data(num_nodes=N, gram=G, ...)``.
+
+        ``G`` is the Gram matrix of the neuron features "all samples seen":
+
+        * ``"correlation"`` (any ``standardize``): :math:`M_2` (centred features);
+        * ``"euclidean"``/``"cosine"`` with ``standardize=True``: :math:`n R` (the Gram matrix
+          of features z-scored with the population standard deviation);
+        * otherwise: :math:`M_2 + n\mu\mu^\top` (the raw features).
+
+        So ``knn_graph(gram=G, metric=...)`` equals ``knn_graph(concatenated batches, ...)``
+        (after z-scoring each neuron when ``standardize``), up to rounding. ``gram_metric``,
+        ``gram_standardized`` and ``count`` record how it was made.
+        """
+        _metric_arg(metric)
+        if not isinstance(standardize, bool):
+            raise TypeError(f"standardize must be a bool, got {describe(standardize)}")
+        self._require()
+        check_finite(self._m2, "the accumulated statistics (non-finite activations?)")
+        if metric == "correlation" or standardize:
+            why = "metric='correlation'" if metric == "correlation" else "standardize=True"
+            _raise_constant(self.constant_neurons(), why)
+        if metric == "correlation":
+            gram = self._m2.clone()
+        elif standardize:
+            gram = self.correlation * self._count
+        else:
+            gram = self._m2 + torch.outer(self._mean, self._mean) * self._count
+        return Data(num_nodes=self.num_neurons, gram=gram, gram_metric=metric,
+                    gram_standardized=standardize, count=self.count)
+
+    # ---- persistence ---------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Tensors only (``torch.load(..., weights_only=True)`` reads them)."""
+        return {
+            "count": self._count.clone(),
+            "mean": self._mean.clone(),
+            "m2": self._m2.clone(),
+            "updates": torch.tensor(self._updates, dtype=torch.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if not isinstance(state, dict):
+            raise TypeError(f"state must be a dict from state_dict(), got {describe(state)}")
+        missing = [key for key in ("count", "mean", "m2") if key not in state]
+        if missing:
+            raise ValueError(f"state is missing {missing}; expected a CoactivationStats "
+                             f"state_dict, got keys {sorted(state)}")
+        n = self.num_neurons
+        shapes = {"count": (), "mean": (n,), "m2": (n, n)}
+        for key, shape in shapes.items():
+            value = check_tensor(state[key], f"state[{key!r}]")
+            if tuple(value.shape) != shape:
+                raise ValueError(f"state[{key!r}] must have shape {shape} for {n} neurons, "
+                                 f"got {describe(value)}")
+        device = self.device
+        self._count = state["count"].to(device, self.dtype).clone()
+        self._mean = state["mean"].to(device, self.dtype).clone()
+        self._m2 = state["m2"].to(device, self.dtype).clone()
+        updates = state.get("updates")
+        self._updates = int(updates) if updates is not None else int(float(self._count) > 0)
+
+    def __repr__(self) -> str:
+        return (f"{self.__class__.__name__}({self.num_neurons}, mode={self.mode!r}, "
+                f"count={self.count:g})")
+
+
+# --------------------------------------------------------------------------------------------
+# the transform
+# --------------------------------------------------------------------------------------------
+
+_DEFAULT_K = {"knn": 5, "adaptive": 2}
+_DEFAULT_SIGMA = {"gaussian": 1.0}
+_DEFAULT_THRESHOLD = {"gaussian": 0.1, "adaptive": 0.0}
+
+
+class CoactivationGraph(BaseTransform):
+    r"""Learns a neuron graph from co-activations (a PyG transform).
+
+    ``forward(data)`` reads either ``data.x`` (``[neurons, features]``: one row per neuron,
+    e.g. the transposed batch of activations) or ``data.gram`` (from
+    :meth:`CoactivationStats.to_data`) and sets ``edge_index``/``edge_weight`` with
+    :func:`knn_graph`, :func:`gaussian_graph` or :func:`adaptive_graph`. ``data.gram`` and its
+    bookkeeping attributes are dropped from the result (an ``N x N`` matrix is not part of a
+    graph).
+
+    The defaults are the reference: kNN, ``k=5``, euclidean, connectivity weights, mean
+    symmetrisation, the current batch as features. :meth:`recommended` is the preset this
+    library suggests otherwise.
+
+    Args:
+        method: ``"knn"``, ``"gaussian"`` or ``"adaptive"``.
+        k: neighbours (``knn``, default 5) or bandwidth neighbour (``adaptive``, default 2).
+        metric: ``"euclidean"``, ``"cosine"`` or ``"correlation"``.
+        weights, symmetrize: for ``knn`` (see :func:`knn_graph`).
+        sigma: kernel width (``gaussian``: default 1; ``knn`` with gaussian weights: default
+            the median kNN distance).
+        threshold: weight cut-off (``gaussian``: default 0.1; ``adaptive``: default 0).
+        features: what a training loop should feed: ``"batch"`` (the activations of the
+            current batch, the reference) or ``"stats"`` (a :class:`CoactivationStats`
+            accumulated since the last refresh). Read by the trainer, not by ``forward``.
+        stats_mode, stats_momentum: how that :class:`CoactivationStats` accumulates.
+        standardize: z-score every neuron over the samples (population standard deviation)
+            before measuring distances (euclidean on z-scores ranks like correlation).
+        chunk_size: see :func:`knn_graph`.
+
+    Example::
+
+        >>> transform = CoactivationGraph()                     # the reference
+        >>> g = transform.from_activations(torch.randn(32, 64))
+        >>> g.num_nodes
+        64
+    """
+
+    def __init__(
+        self,
+        method: str = "knn",
+        k: int | None = None,
+        metric: str = "euclidean",
+        weights: str = "connectivity",
+        symmetrize: str = "mean",
+        sigma: float | None = None,
+        threshold: float | None = None,
+        features: str = "batch",
+        standardize: bool = False,
+        chunk_size: int | None = None,
+        stats_mode: str = "exact",
+        stats_momentum: float = 0.99,
+    ) -> None:
+        self.method = _choice_arg(method, "method", METHODS)
+        if k is None:
+            k = _DEFAULT_K.get(method)
+        elif method == "gaussian":
+            raise ValueError("k is not used by method='gaussian' (every pair within the "
+                             f"threshold is kept), got k={k!r}")
+        else:
+            check_int(k, "k", minimum=1)
+        self.k = k
+        self.metric = _metric_arg(metric)
+        self.weights = _choice_arg(weights, "weights", WEIGHTS)
+        self.symmetrize = _choice_arg(symmetrize, "symmetrize", SYMMETRIZE)
+        if sigma is None:
+            sigma = _DEFAULT_SIGMA.get(method)
+        else:
+            sigma = check_positive(sigma, "sigma")
+            if method == "adaptive" or (method == "knn" and weights != "gaussian"):
+                raise ValueError(f"sigma is not used by method={method!r} with "
+                                 f"weights={weights!r}, got sigma={sigma!r}")
+        self.sigma = sigma
+        if threshold is None:
+            threshold = _DEFAULT_THRESHOLD.get(method)
+        else:
+            threshold = _threshold_arg(threshold)
+            if method == "knn":
+                raise ValueError(f"threshold is not used by method='knn', got {threshold!r}")
+        self.threshold = threshold
+        self.features = _choice_arg(features, "features", FEATURES)
+        if not isinstance(standardize, bool):
+            raise TypeError(f"standardize must be a bool, got {describe(standardize)}")
+        self.standardize = standardize
+        self.chunk_size = _chunk_arg(chunk_size)
+        self.stats_mode = _choice_arg(stats_mode, "stats_mode", STATS_MODES)
+        self.stats_momentum = check_positive(stats_momentum, "stats_momentum")
+        if not self.stats_momentum < 1:
+            raise ValueError(f"stats_momentum must be in (0, 1), got {self.stats_momentum}")
+
+    @classmethod
+    def reference(cls) -> CoactivationGraph:
+        """The original method: kNN (k=5) over the current batch, euclidean, connectivity
+        weights, ``(A + A^T)/2``."""
+        return cls()
+
+    @classmethod
+    def recommended(cls, **overrides) -> CoactivationGraph:
+        """This library's preset: kNN (k=5, mean symmetrisation) on the correlation of
+        statistics accumulated since the last refresh (exact mode).
+
+        Why: 32 samples give a noisy graph that changes from batch to batch; a few thousand
+        samples give a stable one. Correlation ignores each neuron's offset and scale, which
+        the penalty itself changes during training, so neurons are joined by how they
+        co-vary, not by how large they are. ``k`` stays at the reference's 5, so the graph is
+        as sparse as the original and the "stop when disconnected" rule keeps its meaning.
+        Keyword arguments override any field. Constant (dead) neurons raise with correlation.
+        """
+        params = dict(method="knn", k=5, metric="correlation", weights="connectivity",
+                      symmetrize="mean", features="stats", stats_mode="exact")
+        params.update(overrides)
+        return cls(**params)
+
+    # ---- building -----------------------------------------------------------------------
+
+    def _build(self, activations: Tensor | None, gram: Tensor | None) -> Data:
+        chunk = self.chunk_size
+        if self.method == "knn":
+            return knn_graph(activations, k=self.k, metric=self.metric, weights=self.weights,
+                             symmetrize=self.symmetrize, sigma=self.sigma, chunk_size=chunk,
+                             gram=gram)
+        if self.method == "gaussian":
+            return gaussian_graph(activations, sigma=self.sigma, threshold=self.threshold,
+                                  metric=self.metric, chunk_size=chunk, gram=gram)
+        return adaptive_graph(activations, k=self.k, threshold=self.threshold,
+                              metric=self.metric, chunk_size=chunk, gram=gram)
+
+    def forward(self, data: Data) -> Data:
+        gram = getattr(data, "gram", None)
+        if gram is not None:
+            made_for = getattr(data, "gram_metric", None)
+            made_std = getattr(data, "gram_standardized", None)
+            if made_for is not None and (
+                (made_for == "correlation") != (self.metric == "correlation")
+                or (self.metric != "correlation" and bool(made_std) != self.standardize)
+            ):
+                raise ValueError(
+                    f"data.gram was made for metric={made_for!r}, standardize={made_std!r} "
+                    f"but this transform uses metric={self.metric!r}, "
+                    f"standardize={self.standardize!r}; use "
+                    f"stats.to_data(metric={self.metric!r}, standardize={self.standardize!r}) "
+                    f"or CoactivationGraph.from_stats(stats)"
+                )
+            graph = self._build(None, gram)
+            for key in ("gram", "gram_metric", "gram_standardized"):
+                if key in data:
+                    del data[key]
+        else:
+            x = getattr(data, "x", None)
+            if x is None:
+                raise ValueError("data must carry x ([neurons, features]) or gram "
+                                 "([neurons, neurons]), got neither")
+            check_tensor(x, "data.x", ndim=2, floating=True)
+            graph = self._build(self._prepare(x).t(), None)
+        data.edge_index = graph.edge_index
+        data.edge_weight = graph.edge_weight
+        data.num_nodes = graph.num_nodes
+        if "sigma" in graph:
+            data.sigma = graph.sigma
+        return data
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        """Neuron features [neurons, samples], z-scored per neuron when ``standardize``."""
+        if not self.standardize:
+            return x
+        check_finite(x, "data.x")
+        x = x.detach().to(_work_dtype(x.dtype))
+        _raise_constant(_constant_features(x), "standardize=True")
+        centred = x - x.mean(dim=1, keepdim=True)
+        return centred / centred.pow(2).mean(dim=1, keepdim=True).sqrt()
+
+    def from_activations(self, activations: Tensor) -> Data:
+        """Graph from a batch ``[samples, neurons]``; ``x`` holds ``activations.T``."""
+        check_tensor(activations, "activations", ndim=2, floating=True)
+        data = Data(x=activations.detach().t(), num_nodes=activations.shape[1])
+        return self(data)
+
+    def from_stats(self, stats: CoactivationStats) -> Data:
+        """Graph from accumulated statistics (the samples since they were last reset)."""
+        if not isinstance(stats, CoactivationStats):
+            raise TypeError(f"stats must be a CoactivationStats, got {describe(stats)}")
+        return self(stats.to_data(metric=self.metric, standardize=self.standardize))
+
+    def __repr__(self) -> str:
+        parts = [f"method={self.method!r}"]
+        if self.k is not None:
+            parts.append(f"k={self.k}")
+        parts.append(f"metric={self.metric!r}")
+        if self.method == "knn":
+            parts += [f"weights={self.weights!r}", f"symmetrize={self.symmetrize!r}"]
+        if self.sigma is not None:
+            parts.append(f"sigma={self.sigma:g}")
+        if self.threshold is not None:
+            parts.append(f"threshold={self.threshold:g}")
+        parts.append(f"features={self.features!r}")
+        if self.features == "stats":
+            parts.append(f"stats_mode={self.stats_mode!r}")
+        if self.standardize:
+            parts.append("standardize=True")
+        return f"{self.__class__.__name__}({', '.join(parts)})"

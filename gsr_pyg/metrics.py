@@ -1,0 +1,591 @@
+r"""How structured is a layer: smoothness of activations on a neuron graph, the graph's own
+structure, and agreement between partitions.
+
+Notation: :math:`\mathbf{a} \in \mathbb{R}^m` the activations of one sample over the
+:math:`m = N` neurons (or a class-mean map), :math:`\mathbf{W}` the symmetric edge weights,
+:math:`d_i = \sum_j W_{ij}`, :math:`\mathbf{L} = \mathbf{D} - \mathbf{W}`,
+:math:`S_0 = \sum_{ij} W_{ij}` (both directions of every edge), :math:`\bar a` the mean
+of :math:`\mathbf{a}`.
+
+Activation metrics take ``x`` of shape ``[N]`` (and return a 0-dim tensor) or ``[B, N]``
+(and return ``[B]``), on the device of ``x``; graph metrics return Python numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from gsr_pyg._validation import check_choice, check_int, check_tensor, describe
+from gsr_pyg.spectral import (
+    _check_normalization,
+    _graph_tensors,
+    _work_dtype,
+    connected_components,
+    eigenbasis,
+    quadratic_form,
+)
+
+__all__ = [
+    "adjusted_rand_index",
+    "dirichlet_energy",
+    "feature_correlations",
+    "feature_modules",
+    "gearys_c",
+    "modularity",
+    "morans_i",
+    "neuron_modules",
+    "normalized_mutual_info",
+    "num_components",
+    "smoothness_ratio",
+]
+
+NEURON_MODULE_METHODS = ("components", "spectral", "louvain")
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+def _signal(x, num_nodes: int, name: str = "x") -> tuple[Tensor, bool]:
+    """Validate ``x`` [N] or [B, N]; return it as [B, N] and whether it was 1-D."""
+    check_tensor(x, name, ndim=(1, 2), floating=True)
+    if x.size(-1) != num_nodes:
+        dim = 0 if x.dim() == 1 else 1
+        raise ValueError(
+            f"{name} has {x.size(-1)} features in dimension {dim} but the graph has "
+            f"{num_nodes} nodes"
+        )
+    return (x.unsqueeze(0), True) if x.dim() == 1 else (x, False)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _labels(labels, name: str, length: int | None = None) -> Tensor:
+    """Integer labels as a 1-D long tensor (tensor, numpy array or sequence)."""
+    if not isinstance(labels, Tensor):
+        try:
+            labels = torch.as_tensor(labels)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(
+                f"{name} must be a 1-D tensor of integer labels, got {describe(labels)}"
+            ) from error
+    if labels.dim() != 1 or labels.is_floating_point() or labels.is_complex() or \
+            labels.dtype == torch.bool:
+        raise ValueError(f"{name} must be a 1-D tensor of integer labels, got {describe(labels)}")
+    if length is not None and labels.numel() != length:
+        raise ValueError(f"{name} must have {length} entries (one per node), got {labels.numel()}")
+    return labels.long()
+
+
+def _first_appearance(labels: Tensor) -> Tensor:
+    """Renumber labels 0..C-1 in order of first appearance."""
+    unique, inverse = torch.unique(labels, return_inverse=True)
+    positions = torch.arange(labels.numel(), device=labels.device)
+    first = torch.full((unique.numel(),), labels.numel(), dtype=torch.long, device=labels.device)
+    first = first.scatter_reduce(0, inverse, positions, reduce="amin")
+    rank = torch.empty_like(first)
+    rank[first.argsort()] = torch.arange(unique.numel(), device=labels.device)
+    return rank[inverse]
+
+
+# --------------------------------------------------------------------------------------
+# smoothness of activations on the graph
+# --------------------------------------------------------------------------------------
+
+def dirichlet_energy(x: Tensor, data, normalization: str | None = None) -> Tensor:
+    r"""Dirichlet energy :math:`E(\mathbf{a}) = \mathbf{a}^\top\mathbf{L}\mathbf{a}
+    = \tfrac12 \sum_{ij} W_{ij}(a_i - a_j)^2` (GSR's own penalty; scale-dependent).
+
+    With ``normalization="sym"``: :math:`\tfrac12\sum_{ij} W_{ij}(a_i/\sqrt{d_i} -
+    a_j/\sqrt{d_j})^2`. A thin wrapper of :func:`gsr_pyg.spectral.quadratic_form` that
+    also takes a single sample.
+
+    Args:
+        x (Tensor): ``[N]``, ``[B, N]`` or ``[B, N, *]`` activations.
+        data (Data): the neuron graph.
+        normalization (str, optional): ``None`` or ``"sym"``. (default: ``None``)
+
+    Returns:
+        0-dim tensor for ``[N]``, else ``x.shape`` without dimension 1.
+
+    Example:
+        >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+        >>> dirichlet_energy(torch.tensor([0., 1., 3.]), data)
+        tensor(5.)
+    """
+    check_tensor(x, "x", min_ndim=1, floating=True)
+    if x.dim() == 1:
+        _signal(x, _graph_tensors(data)[0])
+        return quadratic_form(x.unsqueeze(0), data, normalization)[0]
+    return quadratic_form(x, data, normalization)
+
+
+def smoothness_ratio(x: Tensor, data, num_permutations: int = 100, seed: int = 0,
+                     normalization: str | None = None) -> float:
+    r"""Dirichlet energy relative to the same activations on shuffled neurons.
+
+    .. math::
+        \rho = \frac{\sum_b E(\mathbf{a}_b)}
+                    {\frac1P \sum_{p=1}^{P} \sum_b E(\mathbf{a}_b \circ \pi_p)},
+
+    where :math:`\pi_p` are random permutations of the neuron-to-node assignment (the same
+    permutation for every row of ``x``; seeded). :math:`\rho \approx 1`: no structure;
+    :math:`\rho \to 0`: activations are smooth on the graph. Scale-free, so comparable
+    across runs, layers and graphs.
+
+    All permutations are evaluated at once through the Gram matrix
+    :math:`\mathbf{G} = \mathbf{X}^\top\mathbf{X}` of the activations (row-centred for
+    the combinatorial Laplacian):
+    :math:`\sum_b (x_{b,i} - x_{b,j})^2 = G_{ii} + G_{jj} - 2G_{ij}` (in float64).
+
+    Args:
+        x (Tensor): ``[N]`` or ``[B, N]`` activations (e.g. class-mean maps).
+        data (Data): the neuron graph.
+        num_permutations (int): number of random permutations. (default: ``100``)
+        seed (int): seed of the permutations. (default: ``0``)
+        normalization (str, optional): ``None`` or ``"sym"``. (default: ``None``)
+
+    Returns:
+        ``float``; ``nan`` if every row of ``x`` is constant.
+
+    Example:
+        >>> i = torch.arange(63)
+        >>> path = Data(edge_index=torch.cat([torch.stack([i, i + 1]), torch.stack([i + 1, i])],
+        ...                                  dim=1), num_nodes=64)
+        >>> round(smoothness_ratio(torch.linspace(0, 1, 64).repeat(8, 1), path), 4)
+        0.0015
+    """
+    _check_normalization(normalization)
+    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    check_int(num_permutations, "num_permutations", minimum=1)
+    check_int(seed, "seed")
+    x, _ = _signal(x, num_nodes)
+    device = x.device
+    work = _work_dtype(device)
+    upper = edge_index[0] < edge_index[1]
+    source, target = edge_index[0, upper].to(device), edge_index[1, upper].to(device)
+    weight = edge_weight[upper].to(device=device, dtype=work)
+
+    values = x.to(work)
+    if normalization is None:
+        # L 1 = 0: centring each row changes no energy and avoids cancellation in G.
+        values = values - values.mean(dim=1, keepdim=True)
+    gram = values.T @ values
+    if normalization == "sym":
+        degree = torch.zeros(num_nodes, dtype=work, device=device).index_add_(
+            0, edge_index[0].to(device), edge_weight.to(device=device, dtype=work)
+        )
+        node_scale = degree.pow(-0.5).masked_fill(degree == 0, 0.0)
+    else:
+        node_scale = torch.ones(num_nodes, dtype=work, device=device)
+    scale_source, scale_target = node_scale[source], node_scale[target]
+
+    def energy(neuron_at_source: Tensor, neuron_at_target: Tensor) -> Tensor:
+        # Node i of the graph shows neuron perm[i]; [..., E'] neuron ids -> [...] energies.
+        terms = (
+            scale_source.square() * gram[neuron_at_source, neuron_at_source]
+            + scale_target.square() * gram[neuron_at_target, neuron_at_target]
+            - 2 * scale_source * scale_target * gram[neuron_at_source, neuron_at_target]
+        )
+        return terms @ weight
+
+    observed = energy(source, target)
+    generator = torch.Generator().manual_seed(seed)
+    permutations = torch.rand(num_permutations, num_nodes, generator=generator).argsort(dim=1)
+    permutations = permutations.to(device)
+    # Chunks of permutations keep the [P, E'] gathers within ~16M entries.
+    chunk = max(1, (1 << 24) // max(1, source.numel()))
+    shuffled = torch.cat([
+        energy(block[:, source], block[:, target]) for block in permutations.split(chunk)
+    ])
+    baseline = shuffled.mean()
+    if float(baseline) <= 0.0:
+        return math.nan
+    return float(observed / baseline)
+
+
+def morans_i(x: Tensor, data) -> Tensor:
+    r"""Moran's I, the spatial autocorrelation of activations on the graph.
+
+    .. math::
+        I = \frac{m}{S_0}\,
+            \frac{\sum_{ij} W_{ij}(a_i - \bar a)(a_j - \bar a)}{\sum_i (a_i - \bar a)^2}
+
+    Near 1 for smooth signals, :math:`-1/(m-1)` in expectation without structure, negative
+    for signals that alternate between neighbours. ``nan`` for a constant row or a graph
+    without edges.
+
+    Args:
+        x (Tensor): ``[N]`` or ``[B, N]``.
+        data (Data): the neuron graph.
+
+    Returns:
+        0-dim tensor for ``[N]``, ``[B]`` for ``[B, N]``, on the device of ``x``.
+
+    Example:
+        >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+        >>> morans_i(torch.tensor([0., 1., 2.]), data)
+        tensor(0.)
+    """
+    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    x, single = _signal(x, num_nodes)
+    dtype = _compute_dtype(x)
+    edge_index = edge_index.to(x.device)
+    weight = edge_weight.to(device=x.device, dtype=dtype)
+    centred = x.to(dtype) - x.to(dtype).mean(dim=1, keepdim=True)
+    cross = (centred[:, edge_index[0]] * centred[:, edge_index[1]]) @ weight
+    total_weight = weight.sum()
+    value = num_nodes / total_weight * cross / centred.square().sum(dim=1)
+    return value[0] if single else value
+
+
+def gearys_c(x: Tensor, data) -> Tensor:
+    r"""Geary's C, a variance-normalised Dirichlet energy.
+
+    .. math::
+        C = \frac{m - 1}{2 S_0}\,
+            \frac{\sum_{ij} W_{ij}(a_i - a_j)^2}{\sum_i (a_i - \bar a)^2}
+          = \frac{m - 1}{S_0}\,\frac{\mathbf{a}^\top\mathbf{L}\mathbf{a}}
+            {\sum_i (a_i - \bar a)^2}
+
+    :math:`C < 1`: positive autocorrelation (smooth), :math:`\approx 1`: none. ``nan`` for
+    a constant row or a graph without edges.
+
+    Args:
+        x (Tensor): ``[N]`` or ``[B, N]``.
+        data (Data): the neuron graph.
+
+    Returns:
+        0-dim tensor for ``[N]``, ``[B]`` for ``[B, N]``, on the device of ``x``.
+
+    Example:
+        >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+        >>> gearys_c(torch.tensor([0., 1., 2.]), data)
+        tensor(0.5000)
+    """
+    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    x, single = _signal(x, num_nodes)
+    dtype = _compute_dtype(x)
+    edge_index = edge_index.to(x.device)
+    weight = edge_weight.to(device=x.device, dtype=dtype)
+    centred = x.to(dtype) - x.to(dtype).mean(dim=1, keepdim=True)
+    # Both directions of every edge: the sum over ordered pairs ij.
+    squared = (centred[:, edge_index[0]] - centred[:, edge_index[1]]).square() @ weight
+    value = (num_nodes - 1) / (2 * weight.sum()) * squared / centred.square().sum(dim=1)
+    return value[0] if single else value
+
+
+# --------------------------------------------------------------------------------------
+# structure of a (learned) neuron graph
+# --------------------------------------------------------------------------------------
+
+def num_components(data) -> int:
+    """Number of connected components of the graph (GSR's stop rule; the multiplicity of
+    the eigenvalue 0 of its Laplacian).
+
+    Example:
+        >>> num_components(Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=3))
+        2
+    """
+    return connected_components(data)[0]
+
+
+def _kmeans(points: Tensor, k: int, seed: int, n_init: int = 10,
+            max_iter: int = 300) -> Tensor:
+    """Seeded k-means (k-means++ starts, Lloyd iterations, best of ``n_init``) -> labels."""
+    generator = torch.Generator().manual_seed(seed)
+    n = points.size(0)
+    best_labels, best_inertia = None, math.inf
+    for _ in range(n_init):
+        # k-means++: each new centre drawn with probability ~ squared distance.
+        first = int(torch.randint(n, (1,), generator=generator))
+        centres = points[first:first + 1]
+        nearest = (points - centres).square().sum(dim=1)
+        for _ in range(1, k):
+            total = float(nearest.sum())
+            probs = nearest / total if total > 0 else torch.full_like(nearest, 1.0 / n)
+            index = int(torch.multinomial(probs, 1, generator=generator))
+            centres = torch.cat([centres, points[index:index + 1]])
+            nearest = torch.minimum(nearest, (points - points[index]).square().sum(dim=1))
+        labels = None
+        for _ in range(max_iter):
+            distances = torch.cdist(points, centres).square()
+            new_labels = distances.argmin(dim=1)
+            if labels is not None and torch.equal(new_labels, labels):
+                break
+            labels = new_labels
+            counts = torch.bincount(labels, minlength=k).to(points.dtype)
+            sums = torch.zeros_like(centres).index_add_(0, labels, points)
+            # An emptied cluster keeps its centre.
+            filled = counts > 0
+            centres = torch.where(filled.unsqueeze(1), sums / counts.clamp_min(1).unsqueeze(1),
+                                  centres)
+        inertia = float(torch.cdist(points, centres).square().min(dim=1).values.sum())
+        if inertia < best_inertia - 1e-12:
+            best_labels, best_inertia = labels, inertia
+    return best_labels
+
+
+def neuron_modules(data, method: str = "components", k: int | None = None,
+                   seed: int = 0) -> Tensor:
+    r"""Modules (clusters) of neurons from the graph alone.
+
+    * ``"components"``: connected components;
+    * ``"spectral"``: spectral clustering: the ``k`` eigenvectors of the smallest
+      eigenvalues of :math:`\mathbf{L}_{sym}`, rows normalised to unit length, then a
+      seeded k-means (k-means++ starts, best of 10) (Ng, Jordan & Weiss, 2001);
+    * ``"louvain"``: :func:`networkx.community.louvain_communities` with the edge weights.
+
+    ``k`` (the number of modules) is required by ``"spectral"`` and unused by the others.
+
+    Returns:
+        ``[N]`` long tensor on the graph's device, modules numbered ``0..C-1`` in order of
+        first appearance (node 0 is in module 0).
+
+    Example:
+        >>> # Two triangles 0-1-2 and 3-4-5 joined by the edge 2-3.
+        >>> edge_index = torch.tensor([[0, 1, 1, 2, 2, 0, 3, 4, 4, 5, 5, 3, 2, 3],
+        ...                            [1, 0, 2, 1, 0, 2, 4, 3, 5, 4, 3, 5, 3, 2]])
+        >>> neuron_modules(Data(edge_index=edge_index, num_nodes=6), "spectral", k=2)
+        tensor([0, 0, 0, 1, 1, 1])
+    """
+    check_choice(method, "method", NEURON_MODULE_METHODS)
+    check_int(seed, "seed")
+    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    device = edge_index.device
+    if method == "components":
+        return connected_components(data)[1]
+    if method == "spectral":
+        if k is None:
+            raise ValueError("k (the number of modules) is required for method='spectral'")
+        check_int(k, "k", minimum=1, maximum=num_nodes)
+        _, vectors = eigenbasis(data, "sym", k=k)
+        points = vectors.double().cpu()
+        points = points / points.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        labels = _kmeans(points, k, seed)
+        return _first_appearance(labels).to(device)
+    import networkx as nx
+
+    graph = nx.Graph()
+    graph.add_nodes_from(range(num_nodes))
+    upper = edge_index[0] < edge_index[1]
+    rows, cols = edge_index[:, upper].cpu().tolist()
+    graph.add_weighted_edges_from(zip(rows, cols, edge_weight[upper].cpu().tolist()))
+    communities = nx.community.louvain_communities(graph, weight="weight", seed=seed)
+    labels = torch.empty(num_nodes, dtype=torch.long)
+    for module, members in enumerate(communities):
+        labels[list(members)] = module
+    return _first_appearance(labels).to(device)
+
+
+def modularity(data, labels, resolution: float = 1.0) -> float:
+    r"""Newman's weighted modularity of a partition of the nodes.
+
+    .. math::
+        Q = \frac{1}{S_0}\sum_{ij}\Big[W_{ij} - \gamma\frac{d_i d_j}{S_0}\Big]
+            \delta(c_i, c_j)
+          = \sum_c \Big[\frac{W_c}{S_0} - \gamma\Big(\frac{D_c}{S_0}\Big)^2\Big],
+
+    with :math:`W_c` the weight inside module :math:`c` (both directions),
+    :math:`D_c` its total degree and :math:`\gamma` the resolution; equal to
+    :func:`networkx.community.modularity`. ``nan`` for a graph without edges.
+
+    Args:
+        data (Data): the graph.
+        labels: ``[N]`` integer module of every node.
+        resolution (float): :math:`\gamma`. (default: ``1.0``)
+
+    Example:
+        >>> data = Data(edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]), num_nodes=4)
+        >>> modularity(data, torch.tensor([0, 0, 1, 1]))
+        0.5
+    """
+    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    labels = _labels(labels, "labels", num_nodes).to(edge_index.device)
+    total = edge_weight.sum()
+    if float(total) == 0.0:
+        return math.nan
+    modules = torch.unique(labels, return_inverse=True)[1]
+    num_modules = int(modules.max()) + 1
+    same = modules[edge_index[0]] == modules[edge_index[1]]
+    inside = float((edge_weight * same).sum())
+    degree = torch.zeros(num_nodes, dtype=edge_weight.dtype, device=edge_weight.device)
+    degree.index_add_(0, edge_index[0], edge_weight)
+    module_degree = torch.zeros(num_modules, dtype=edge_weight.dtype, device=degree.device)
+    module_degree.index_add_(0, modules, degree)
+    expected = float((module_degree / total).square().sum())
+    return inside / float(total) - resolution * expected
+
+
+# --------------------------------------------------------------------------------------
+# agreement between partitions
+# --------------------------------------------------------------------------------------
+
+def _contingency(a, b) -> tuple[list[tuple[int, int, int]], list[int], list[int], int]:
+    """Occupied cells ``(count, row, col)`` of the contingency table, its row sums, column
+    sums, and the number of items."""
+    a = _labels(a, "a").cpu()
+    b = _labels(b, "b").cpu()
+    if a.numel() != b.numel():
+        raise ValueError(f"a and b must label the same items, got {a.numel()} and {b.numel()}")
+    _, row = torch.unique(a, return_inverse=True)
+    _, col = torch.unique(b, return_inverse=True)
+    num_cols = int(col.max()) + 1 if col.numel() else 0
+    # Sparse table: only the occupied (row, col) cells, never the full rows x cols grid.
+    codes, counts = torch.unique(row * num_cols + col, return_counts=True)
+    cells = list(zip(counts.tolist(), (codes // max(num_cols, 1)).tolist(),
+                     (codes % max(num_cols, 1)).tolist()))
+    return cells, torch.bincount(row).tolist(), torch.bincount(col).tolist(), a.numel()
+
+
+def adjusted_rand_index(a, b) -> float:
+    r"""Adjusted Rand index of two partitions (labels ``[n]``; tensors or sequences).
+
+    From the pair counts :math:`(tn, fp, fn, tp)` of the contingency table
+    :math:`n_{ij}` (ordered pairs: :math:`tp = \sum n_{ij}^2 - n`,
+    :math:`fp = \sum_j b_j^2 - \sum n_{ij}^2`, :math:`fn = \sum_i a_i^2 - \sum n_{ij}^2`):
+
+    .. math::
+        \mathrm{ARI} = \frac{2(tp\cdot tn - fn\cdot fp)}
+                            {(tp + fn)(fn + tn) + (tp + fp)(fp + tn)},
+
+    equal to :func:`sklearn.metrics.adjusted_rand_score` (1 for identical partitions up to
+    renaming, ~0 for random ones). Exact integer arithmetic.
+
+    Example:
+        >>> adjusted_rand_index([0, 0, 1, 1], [0, 0, 1, 2])
+        0.5714285714285714
+    """
+    cells, rows, cols, n = _contingency(a, b)
+    sum_squares = sum(c * c for c, _, _ in cells)
+    true_positive = sum_squares - n
+    false_positive = sum(c * c for c in cols) - sum_squares
+    false_negative = sum(c * c for c in rows) - sum_squares
+    true_negative = n * n - false_positive - false_negative - sum_squares
+    if false_negative == 0 and false_positive == 0:
+        return 1.0
+    numerator = 2 * (true_positive * true_negative - false_negative * false_positive)
+    denominator = ((true_positive + false_negative) * (false_negative + true_negative)
+                   + (true_positive + false_positive) * (false_positive + true_negative))
+    return numerator / denominator
+
+
+def _entropy(counts: Sequence[int], n: int) -> float:
+    return -sum(c / n * (math.log(c) - math.log(n)) for c in counts if c > 0)
+
+
+def normalized_mutual_info(a, b) -> float:
+    r"""Normalised mutual information of two partitions, arithmetic-mean normalisation.
+
+    .. math::
+        \mathrm{NMI} = \frac{I(a; b)}{\tfrac12 (H(a) + H(b))},\qquad
+        I = \sum_{ij} \frac{n_{ij}}{n}\log\frac{n\,n_{ij}}{a_i b_j}
+
+    (natural logarithms), equal to :func:`sklearn.metrics.normalized_mutual_info_score`
+    with its default ``average_method="arithmetic"``: 1 when both are a single module.
+
+    Example:
+        >>> normalized_mutual_info([0, 0, 1, 1], [1, 1, 0, 0])
+        1.0
+    """
+    cells, rows, cols, n = _contingency(a, b)
+    if len(rows) == len(cols) and len(rows) <= 1:
+        return 1.0
+    if len(rows) == 1 or len(cols) == 1:
+        return 0.0
+    eps = 2.220446049250313e-16
+    mutual = 0.0
+    for count, i, j in cells:
+        share = count / n
+        # Same order of operations as scikit-learn, for equal rounding.
+        term = (share * (math.log(count) - math.log(n))
+                + share * (-math.log(rows[i] * cols[j]) + math.log(n) + math.log(n)))
+        mutual += 0.0 if abs(term) < eps else term
+    mutual = max(mutual, 0.0)
+    if mutual == 0.0:
+        return 0.0
+    return mutual / (0.5 * (_entropy(rows, n) + _entropy(cols, n)))
+
+
+# --------------------------------------------------------------------------------------
+# neurons <-> input features
+# --------------------------------------------------------------------------------------
+
+def feature_correlations(inputs: Tensor, activations: Tensor) -> Tensor:
+    r"""Pearson correlation of every neuron with every input feature over the samples.
+
+    .. math::
+        r_{nf} = \frac{\sum_s (h_{sn} - \bar h_n)(x_{sf} - \bar x_f)}
+                      {\lVert h_{\cdot n} - \bar h_n\rVert\,\lVert x_{\cdot f} - \bar x_f\rVert}
+
+    A constant neuron or feature (all samples equal) has correlation 0 with everything.
+
+    Args:
+        inputs (Tensor): ``[S, F]`` input features.
+        activations (Tensor): ``[S, N]`` neuron activations for the same samples.
+
+    Returns:
+        ``[N, F]`` tensor on the device of ``activations``.
+
+    Example:
+        >>> x = torch.randn(100, 3)
+        >>> feature_correlations(x, x[:, :2]).diagonal()
+        tensor([1.0000, 1.0000])
+    """
+    check_tensor(inputs, "inputs", ndim=2, floating=True)
+    check_tensor(activations, "activations", ndim=2, floating=True)
+    if inputs.size(0) != activations.size(0):
+        raise ValueError(
+            f"inputs and activations must have the same samples in dimension 0, got "
+            f"{inputs.size(0)} and {activations.size(0)}"
+        )
+    if inputs.size(0) < 2:
+        raise ValueError(f"correlations need at least 2 samples, got {inputs.size(0)}")
+    dtype = torch.promote_types(_compute_dtype(inputs), _compute_dtype(activations))
+    device = activations.device
+
+    def standardised(values: Tensor) -> Tensor:
+        values = values.to(device=device, dtype=dtype)
+        constant = (values == values[:1]).all(dim=0)
+        centred = values - values.mean(dim=0, keepdim=True)
+        norm = centred.norm(dim=0)
+        # Exactly constant columns are 0, not rounding noise divided by a tiny norm.
+        return torch.where(constant, torch.zeros_like(centred), centred / norm.clamp_min(1e-30))
+
+    return standardised(activations).T @ standardised(inputs)
+
+
+def feature_modules(inputs: Tensor, activations: Tensor, neuron_labels) -> Tensor:
+    r"""Assign every input feature to the neuron module that carries it most.
+
+    Feature :math:`f` joins module :math:`\arg\max_c \frac{1}{|c|}\sum_{n \in c}
+    |r_{nf}|` (mean absolute Pearson correlation, see :func:`feature_correlations`; ties
+    go to the smallest label).
+
+    Args:
+        inputs (Tensor): ``[S, F]`` input features.
+        activations (Tensor): ``[S, N]`` neuron activations.
+        neuron_labels: ``[N]`` integer module of every neuron (e.g. from
+            :func:`neuron_modules`).
+
+    Returns:
+        ``[F]`` long tensor of module labels (values taken from ``neuron_labels``).
+
+    Example:
+        >>> feature_modules(inputs, activations, neuron_modules(graph))   # doctest: +SKIP
+        tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    """
+    correlations = feature_correlations(inputs, activations).abs()
+    labels = _labels(neuron_labels, "neuron_labels", activations.size(1))
+    labels = labels.to(correlations.device)
+    modules, inverse = torch.unique(labels, return_inverse=True)
+    sums = torch.zeros(modules.numel(), correlations.size(1), dtype=correlations.dtype,
+                       device=correlations.device).index_add_(0, inverse, correlations)
+    counts = torch.bincount(inverse, minlength=modules.numel()).to(correlations.dtype)
+    return modules[(sums / counts.unsqueeze(1)).argmax(dim=0)]

@@ -1,0 +1,1053 @@
+"""Figures of structured layers: activation maps, segmentations, graphs and their evolution.
+
+Every function takes plain tensors (or arrays) and graphs as PyG ``Data`` / ``edge_index``,
+returns a :class:`matplotlib.figure.Figure` and, when ``path`` is given, also saves it with
+:func:`save_figure`. Figures are built with ``Figure`` + the Agg canvas, so no pyplot state
+and no display are needed; matplotlib is imported only when a figure is drawn, which keeps
+``import gsr_pyg`` fast.
+
+Example::
+
+    maps = readouts.class_mean_maps(activations, labels, num_classes=10)
+    fig = plot_grid_maps(maps, grid_shape=(8, 8), path="run/class_maps.png")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ._validation import check_int, check_positive, describe
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from torch_geometric.data import Data
+
+__all__ = [
+    "save_figure",
+    "spring_layout",
+    "plot_grid_maps",
+    "plot_segmentation",
+    "plot_examples",
+    "plot_weight_comparison",
+    "plot_graph",
+    "plot_graph_evolution",
+    "plot_heatmap",
+    "plot_curves",
+    "plot_embedding",
+]
+
+PathLike = str | os.PathLike
+
+
+# --------------------------------------------------------------------------- helpers
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finish(fig: Figure, path: PathLike | None, dpi: int) -> Figure:
+    if path is not None:
+        save_figure(fig, path, dpi=dpi)
+    return fig
+
+
+def _to_numpy(value, name: str, *, ndim: int | tuple[int, ...] | None = None,
+              dtype=np.float64) -> np.ndarray:
+    """A tensor, array or sequence as a numpy array (plots are not a hot path)."""
+    if isinstance(value, torch.Tensor):
+        array = value.detach().cpu().numpy()
+    else:
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"{name} must be a tensor or array, got {describe(value)}") from error
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if array.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {tuple(array.shape)}")
+    try:
+        return array.astype(dtype)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"{name} must hold numbers, got {describe(value)}") from error
+
+
+def _grid_shape(num_nodes: int, grid_shape: Sequence[int] | None, name: str) -> tuple[int, int]:
+    if grid_shape is None:
+        side = math.isqrt(num_nodes)
+        if side * side != num_nodes:
+            raise ValueError(
+                f"grid_shape must be given for {name} with {num_nodes} nodes (not a square)"
+            )
+        return side, side
+    if len(grid_shape) != 2:
+        raise ValueError(f"grid_shape must be (height, width), got {describe(grid_shape)}")
+    height = check_int(int(grid_shape[0]), "grid_shape[0]", minimum=1)
+    width = check_int(int(grid_shape[1]), "grid_shape[1]", minimum=1)
+    if height * width != num_nodes:
+        raise ValueError(
+            f"grid_shape {(height, width)} holds {height * width} nodes but {name} has "
+            f"{num_nodes}"
+        )
+    return height, width
+
+
+def _categorical_colors(count: int) -> list:
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [colormaps["tab10"](i) for i in range(count)]
+    if count <= 20:
+        return [colormaps["tab20"](i) for i in range(count)]
+    return [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, count)]
+
+
+def _text_color(rgba) -> str:
+    """Black or white, whichever reads better on ``rgba``."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+
+
+def _nan_range(*arrays: np.ndarray) -> tuple[float, float]:
+    values = np.concatenate([np.ravel(a) for a in arrays])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = float(values.min()), float(values.max())
+    if low == high:  # a constant map still needs a non-empty range
+        low, high = low - 0.5, high + 0.5
+    return low, high
+
+
+def _format_number(value: float) -> str:
+    if value == 0:
+        return "0"
+    exponent = math.log10(abs(value))
+    if abs(exponent - round(exponent)) < 1e-9 and abs(exponent) >= 3:
+        return f"{'-' if value < 0 else ''}1e{int(round(exponent))}"
+    return f"{value:g}"
+
+
+def _set_weight_axis(ax: Axes, x: np.ndarray, log: bool) -> None:
+    """Log x axis; symlog (linear around 0) when 0 is among the values, so it is shown."""
+    positive = x[x > 0]
+    if log and positive.size:
+        if np.any(x == 0):
+            ax.set_xscale("symlog", linthresh=float(positive.min()), linscale=0.5)
+        else:
+            ax.set_xscale("log")
+        ticks = np.unique(x)
+        if ticks.size <= 12:
+            ax.set_xticks(ticks, [_format_number(t) for t in ticks])
+            ax.minorticks_off()
+
+
+def save_figure(fig: Figure, path: PathLike, dpi: int = 150) -> Path:
+    """Save ``fig`` to ``path`` atomically: a temporary file beside it, then ``os.replace``.
+
+    The format follows the suffix (``.png`` when there is none); missing parent folders are
+    created. A reader never sees a half-written file, and a failed save leaves no debris.
+
+    Args:
+        fig: the figure to save.
+        path: destination file.
+        dpi: resolution for raster formats (default 150).
+
+    Returns:
+        The path written, as a :class:`pathlib.Path`.
+
+    Example::
+
+        >>> save_figure(plot_curves([1, 10], {"L1": [0.2, 0.3]}), "out/curves.png")
+        PosixPath('out/curves.png')
+    """
+    check_int(dpi, "dpi", minimum=1)
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"path must end with one of {sorted('.' + f for f in supported)}, got {str(path)!r}"
+        )
+    _write_atomically(path, lambda handle: fig.savefig(handle, format=fmt, dpi=dpi))
+    return path
+
+
+def _write_atomically(path: Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(binary_handle)`` on a temporary file, then move it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+        os.chmod(temporary, 0o644)  # mkstemp makes the file private; outputs are shared
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+# --------------------------------------------------------------------------- grids
+def plot_grid_maps(maps, grid_shape: Sequence[int] | None = None,
+                   titles: Sequence[str] | None = None, ncols: int = 5,
+                   shared_range: bool = True, cmap: str | None = None,
+                   diverging: bool = False, colorbar_label: str | None = None,
+                   suptitle: str | None = None, path: PathLike | None = None,
+                   dpi: int = 150) -> Figure:
+    """One panel per map on the neuron grid: the paper's 2x5 panel of per-class 8x8 maps.
+
+    Node ``i`` is drawn at row ``i // W``, column ``i % W`` (row-major, as the grids are
+    numbered). NaN entries (e.g. a class without samples) are left blank.
+
+    Args:
+        maps: ``[C, H*W]`` or ``[C, H, W]`` maps (tensor or array).
+        grid_shape: ``(H, W)``; default: the shape of 3-D ``maps``, or a square grid.
+        titles: one title per map (default ``"0"``, ``"1"``, ...).
+        ncols: panels per row (default 5).
+        shared_range: one colour range and one colour bar for all panels (default), so
+            panels compare; otherwise each panel has its own range and colour bar.
+        cmap: colour map (default ``"viridis"``, or ``"RdBu_r"`` when ``diverging``).
+        diverging: use a range symmetric around 0, for maps with the global mean subtracted.
+        colorbar_label: label of the colour bar(s).
+        suptitle: title over the whole figure.
+        path: save the figure there (see :func:`save_figure`).
+        dpi: resolution when saving.
+
+    Example::
+
+        >>> fig = plot_grid_maps(torch.rand(10, 64), grid_shape=(8, 8))
+    """
+    array = _to_numpy(maps, "maps", ndim=(2, 3))
+    if array.ndim == 3:
+        if grid_shape is not None and tuple(grid_shape) != array.shape[1:]:
+            raise ValueError(
+                f"grid_shape {tuple(grid_shape)} does not match maps of shape {array.shape}"
+            )
+        height, width = array.shape[1:]
+    else:
+        height, width = _grid_shape(array.shape[1], grid_shape, "maps")
+    count = array.shape[0]
+    if count == 0:
+        raise ValueError("maps must hold at least one map, got 0")
+    array = array.reshape(count, height, width)
+    check_int(ncols, "ncols", minimum=1)
+    if titles is None:
+        titles = [str(i) for i in range(count)]
+    elif len(titles) != count:
+        raise ValueError(f"titles must have one entry per map ({count}), got {len(titles)}")
+    cmap = cmap or ("RdBu_r" if diverging else "viridis")
+
+    columns = min(ncols, count)
+    rows = math.ceil(count / columns)
+    panel = 1.9 if shared_range else 2.2
+    fig = _new_figure(panel * columns + 1.0, panel * rows + (0.5 if suptitle else 0.2))
+    axes = fig.subplots(rows, columns, squeeze=False)
+
+    def value_range(*chosen: np.ndarray) -> tuple[float, float]:
+        low, high = _nan_range(*chosen)
+        if diverging:
+            bound = max(abs(low), abs(high))
+            return -bound, bound
+        return low, high
+
+    shared = value_range(array)
+    image = None
+    for index, ax in enumerate(axes.flat):
+        if index >= count:
+            ax.set_visible(False)
+            continue
+        low, high = shared if shared_range else value_range(array[index])
+        image = ax.imshow(array[index], cmap=cmap, vmin=low, vmax=high,
+                          interpolation="nearest")
+        ax.set_title(titles[index], fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if not shared_range:
+            fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar_label)
+    if shared_range:
+        fig.colorbar(image, ax=axes[:, :].ravel().tolist(), shrink=0.85, label=colorbar_label)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return _finish(fig, path, dpi)
+
+
+def plot_segmentation(segmentation, grid_shape: Sequence[int] | None = None,
+                      class_names: Sequence[str] | None = None, num_classes: int | None = None,
+                      title: str | None = "segmentation map", path: PathLike | None = None,
+                      dpi: int = 150) -> Figure:
+    """The segmentation map: each grid cell in the colour of its class, with its class index.
+
+    Args:
+        segmentation: ``[H*W]`` or ``[H, W]`` integer class per neuron (e.g. from
+            :func:`gsr_pyg.readouts.segmentation_map`).
+        grid_shape: ``(H, W)``; default: the shape of 2-D input, or a square grid.
+        class_names: legend names (default the class indices).
+        num_classes: number of classes in the legend (default ``len(class_names)`` or
+            ``max + 1``).
+        title: axes title.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> fig = plot_segmentation(torch.arange(64) % 10, grid_shape=(8, 8))
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    array = _to_numpy(segmentation, "segmentation", ndim=(1, 2))
+    if array.size == 0:
+        raise ValueError("segmentation must not be empty")
+    if np.any(array != np.round(array)) or array.min() < 0:
+        raise ValueError("segmentation must hold non-negative integer classes")
+    if array.ndim == 2:
+        height, width = _grid_shape(array.size, grid_shape or array.shape, "segmentation")
+    else:
+        height, width = _grid_shape(array.size, grid_shape, "segmentation")
+    grid = array.astype(np.int64).reshape(height, width)
+    if num_classes is None:
+        num_classes = len(class_names) if class_names is not None else int(grid.max()) + 1
+    check_int(num_classes, "num_classes", minimum=1)
+    if grid.max() >= num_classes:
+        raise ValueError(
+            f"segmentation holds class {int(grid.max())} but num_classes is {num_classes}"
+        )
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"class_names must have {num_classes} entries, got {len(class_names)}"
+        )
+    names = [str(c) for c in range(num_classes)] if class_names is None else list(class_names)
+    colors = _categorical_colors(num_classes)
+
+    cell = min(0.6, 6.0 / max(height, width))
+    fig = _new_figure(cell * width + 2.2, cell * height + 0.6)
+    ax = fig.subplots()
+    ax.imshow(grid, cmap=ListedColormap(colors), vmin=-0.5, vmax=num_classes - 0.5,
+              interpolation="nearest")
+    fontsize = max(5.0, min(11.0, 60.0 / max(height, width)))
+    for row in range(height):
+        for column in range(width):
+            label = grid[row, column]
+            ax.text(column, row, str(label), ha="center", va="center", fontsize=fontsize,
+                    color=_text_color(colors[label]))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    handles = [Patch(facecolor=colors[c], edgecolor="none", label=names[c])
+               for c in range(num_classes)]
+    fig.legend(handles=handles, loc="outside right center", title="class", frameon=False)
+    return _finish(fig, path, dpi)
+
+
+def plot_examples(images, embeddings, labels, predictions,
+                  grid_shape: Sequence[int] | None = None, cmap: str = "viridis",
+                  path: PathLike | None = None, dpi: int = 150) -> Figure:
+    """A row of inputs with their grid embeddings underneath, titled ``(label, prediction)``.
+
+    Misclassified examples have red titles. The embeddings share one colour range and bar.
+
+    Args:
+        images: ``[K, 1, H, W]``, ``[K, H, W]`` or ``[K, H*W]`` (square) input images.
+        embeddings: ``[K, N]`` activations of the grid layer for the same inputs.
+        labels: ``[K]`` true classes.
+        predictions: ``[K]`` predicted classes.
+        grid_shape: grid of the embedding (default square).
+        cmap: colour map of the embeddings.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> fig = plot_examples(torch.rand(5, 1, 28, 28), torch.rand(5, 64),
+        ...                     [1, 2, 3, 4, 5], [1, 2, 3, 4, 0])
+    """
+    pictures = _to_numpy(images, "images", ndim=(2, 3, 4))
+    if pictures.ndim == 4:
+        if pictures.shape[1] != 1:
+            raise ValueError(f"images must have one channel, got shape {pictures.shape}")
+        pictures = pictures[:, 0]
+    elif pictures.ndim == 2:
+        side = _grid_shape(pictures.shape[1], None, "images")
+        pictures = pictures.reshape(-1, *side)
+    count = pictures.shape[0]
+    codes = _to_numpy(embeddings, "embeddings", ndim=2)
+    truth = _to_numpy(labels, "labels", ndim=1, dtype=np.int64)
+    guess = _to_numpy(predictions, "predictions", ndim=1, dtype=np.int64)
+    for name, array in (("embeddings", codes), ("labels", truth), ("predictions", guess)):
+        if array.shape[0] != count:
+            raise ValueError(f"{name} must have one entry per image ({count}), got "
+                             f"{array.shape[0]}")
+    if count == 0:
+        raise ValueError("images must hold at least one example")
+    height, width = _grid_shape(codes.shape[1], grid_shape, "embeddings")
+    codes = codes.reshape(count, height, width)
+    low, high = _nan_range(codes)
+
+    fig = _new_figure(1.5 * count + 1.0, 3.4)
+    axes = fig.subplots(2, count, squeeze=False)
+    image = None
+    for k in range(count):
+        top, bottom = axes[0, k], axes[1, k]
+        top.imshow(pictures[k], cmap="gray_r", interpolation="nearest")
+        wrong = truth[k] != guess[k]
+        top.set_title(f"({truth[k]}, {guess[k]})", color="red" if wrong else "black",
+                      fontsize=10, fontweight="bold" if wrong else "normal")
+        image = bottom.imshow(codes[k], cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("embedding")
+    fig.colorbar(image, ax=axes[1, :].tolist(), shrink=0.9, label="activation")
+    return _finish(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- curves
+def plot_weight_comparison(weights, accuracy, morans_i, *, xlabel: str = "penalty weight",
+                           accuracy_label: str = "test accuracy",
+                           morans_label: str = "Moran's I", title: str | None = None,
+                           path: PathLike | None = None, dpi: int = 150) -> Figure:
+    """Accuracy and Moran's I against the penalty weight, on one panel with two y axes.
+
+    The x axis is logarithmic; when the weight 0 (no penalty) is present it is symlog,
+    linear below the smallest positive weight, so 0 is shown.
+
+    Args:
+        weights: ``[K]`` non-negative penalty weights (any order).
+        accuracy: ``[K]`` accuracy per weight (left axis).
+        morans_i: ``[K]`` Moran's I of the layer per weight (right axis).
+        xlabel, accuracy_label, morans_label, title: texts.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> fig = plot_weight_comparison([0, 1e-4, 1e-2], [0.99, 0.99, 0.97], [0.0, 0.3, 0.8])
+    """
+    x = _to_numpy(weights, "weights", ndim=1)
+    first = _to_numpy(accuracy, "accuracy", ndim=1)
+    second = _to_numpy(morans_i, "morans_i", ndim=1)
+    for name, array in (("accuracy", first), ("morans_i", second)):
+        if array.shape != x.shape:
+            raise ValueError(f"{name} must have one entry per weight ({x.size}), got "
+                             f"{array.size}")
+    if x.size == 0 or np.any(~np.isfinite(x)) or np.any(x < 0):
+        raise ValueError(f"weights must be finite, >= 0 and non-empty, got {x.tolist()}")
+    order = np.argsort(x, kind="stable")
+    x, first, second = x[order], first[order], second[order]
+
+    fig = _new_figure(5.5, 3.6)
+    ax = fig.subplots()
+    left_color, right_color = "tab:blue", "tab:orange"
+    left = ax.plot(x, first, "o-", color=left_color, label=accuracy_label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(accuracy_label, color=left_color)
+    ax.tick_params(axis="y", colors=left_color)
+    twin = ax.twinx()
+    right = twin.plot(x, second, "s--", color=right_color, label=morans_label)
+    twin.set_ylabel(morans_label, color=right_color)
+    twin.tick_params(axis="y", colors=right_color)
+    _set_weight_axis(ax, x, log=True)
+    ax.grid(alpha=0.3)
+    ax.legend(handles=left + right, loc="best", frameon=False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+def plot_curves(x, ys: Mapping[str, Sequence[float]], xlabel: str = "penalty weight",
+                ylabel: str = "MSE", logx: bool = True, logy: bool = False,
+                title: str | None = None, path: PathLike | None = None,
+                dpi: int = 150) -> Figure:
+    """One line per named series against a shared x, e.g. MSE against strength per regularizer.
+
+    Args:
+        x: ``[K]`` x values (with ``logx``, 0 is shown on a symlog axis).
+        ys: ``{name: [K] values}``; NaN values leave gaps.
+        xlabel, ylabel, title: texts.
+        logx, logy: logarithmic axes.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> fig = plot_curves([1e-3, 1, 1e3], {"GSR": [0.02, 0.02, 0.03], "L1": [0.02, 0.05, 0.1]})
+    """
+    xs = _to_numpy(x, "x", ndim=1)
+    if not isinstance(ys, Mapping) or not ys:
+        raise TypeError(f"ys must be a non-empty dict of name -> values, got {describe(ys)}")
+    fig = _new_figure(5.5, 3.6)
+    ax = fig.subplots()
+    markers = "osD^v<>ph*"
+    for index, (name, values) in enumerate(ys.items()):
+        series = _to_numpy(values, f"ys[{name!r}]", ndim=1)
+        if series.shape != xs.shape:
+            raise ValueError(f"ys[{name!r}] must have one value per x ({xs.size}), got "
+                             f"{series.size}")
+        order = np.argsort(xs, kind="stable")
+        ax.plot(xs[order], series[order], marker=markers[index % len(markers)], label=str(name))
+    if logx:
+        if np.any(xs < 0):
+            raise ValueError("x must be >= 0 with logx=True")
+        _set_weight_axis(ax, xs, log=True)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- graphs
+def _graph_parts(graph, edge_weight, num_nodes: int | None):
+    """(edge_index [2, E], weight [E] | None, num_nodes, pos | None) from Data or edge_index."""
+    pos = None
+    if isinstance(graph, torch.Tensor) or isinstance(graph, np.ndarray):
+        edge_index = graph
+    elif hasattr(graph, "edge_index") and hasattr(graph, "num_nodes"):
+        edge_index = graph.edge_index
+        if edge_weight is None:
+            edge_weight = getattr(graph, "edge_weight", None)
+        if num_nodes is None:
+            num_nodes = graph.num_nodes
+        pos = getattr(graph, "pos", None)
+    else:
+        raise TypeError(
+            f"graph must be a torch_geometric Data or an edge_index tensor, got {describe(graph)}"
+        )
+    if edge_index is None:
+        edges = np.zeros((2, 0), dtype=np.int64)
+    else:
+        edges = _to_numpy(edge_index, "edge_index", ndim=2, dtype=np.int64)
+        if edges.shape[0] != 2:
+            raise ValueError(f"edge_index must have shape [2, E], got {tuple(edges.shape)}")
+    weights = None
+    if edge_weight is not None:
+        weights = _to_numpy(edge_weight, "edge_weight", ndim=1)
+        if weights.size != edges.shape[1]:
+            raise ValueError(f"edge_weight must have one entry per edge ({edges.shape[1]}), "
+                             f"got {weights.size}")
+    if num_nodes is None:
+        num_nodes = int(edges.max()) + 1 if edges.size else 0
+    if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
+        raise ValueError(f"edge_index must hold nodes in [0, {num_nodes}), got "
+                         f"[{int(edges.min())}, {int(edges.max())}]")
+    return edges, weights, int(num_nodes), pos
+
+
+def _undirected_edges(edges: np.ndarray, weights: np.ndarray | None, num_nodes: int):
+    """Each undirected pair once (self-loops dropped), with the largest weight of its copies."""
+    low, high = np.minimum(edges[0], edges[1]), np.maximum(edges[0], edges[1])
+    keep = low != high
+    low, high = low[keep], high[keep]
+    keys = low * max(num_nodes, 1) + high
+    unique, inverse = np.unique(keys, return_inverse=True)
+    pairs = np.stack([unique // max(num_nodes, 1), unique % max(num_nodes, 1)])
+    if weights is None:
+        return pairs, None
+    pair_weights = np.full(unique.size, -np.inf)
+    np.maximum.at(pair_weights, inverse, weights[keep])
+    return pairs, pair_weights
+
+
+def _count_components(pairs: np.ndarray, num_nodes: int) -> int:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if num_nodes == 0:
+        return 0
+    adjacency = coo_matrix((np.ones(pairs.shape[1]), (pairs[0], pairs[1])),
+                           shape=(num_nodes, num_nodes))
+    return int(connected_components(adjacency, directed=False)[0])
+
+
+def spring_layout(graph, num_nodes: int | None = None, edge_weight=None,
+                  seed: int = 0, iterations: int = 200) -> torch.Tensor:
+    """A force-directed 2-D layout of a graph (networkx ``spring_layout``, weighted, seeded).
+
+    Args:
+        graph: a ``Data`` or an ``edge_index`` ``[2, E]``.
+        num_nodes: number of nodes (default from ``Data`` or ``edge_index.max() + 1``).
+        edge_weight: ``[E]`` weights (default ``data.edge_weight`` if present).
+        seed: random seed of the layout (default 0, so layouts repeat).
+        iterations: force-directed steps (default 200; networkx's 50 leaves grids of 64
+            nodes folded).
+
+    Returns:
+        ``[N, 2]`` float32 positions, on the device of the edge index when it is a tensor.
+
+    Example::
+
+        >>> pos = spring_layout(torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]))
+    """
+    import networkx as nx
+
+    check_int(iterations, "iterations", minimum=1)
+    edges, weights, count, _ = _graph_parts(graph, edge_weight, num_nodes)
+    pairs, pair_weights = _undirected_edges(edges, weights, count)
+    nx_graph = nx.Graph()
+    nx_graph.add_nodes_from(range(count))
+    if pair_weights is None:
+        pair_weights = np.ones(pairs.shape[1])
+    nx_graph.add_weighted_edges_from(
+        zip(pairs[0].tolist(), pairs[1].tolist(), pair_weights.tolist(), strict=True)
+    )
+    layout = nx.spring_layout(nx_graph, seed=seed, weight="weight", iterations=iterations)
+    positions = np.array([layout[i] for i in range(count)], dtype=np.float32).reshape(count, 2)
+    source = graph.edge_index if hasattr(graph, "edge_index") else graph
+    device = source.device if isinstance(source, torch.Tensor) else None
+    return torch.from_numpy(positions).to(device)
+
+
+def _draw_graph(ax: Axes, pairs: np.ndarray, pair_weights: np.ndarray | None,
+                positions: np.ndarray, colors, *, cmap, vmin, vmax, node_size: float,
+                edge_alpha: float, edge_width: float):
+    from matplotlib.collections import LineCollection
+
+    if pairs.shape[1]:
+        if pair_weights is not None and np.max(pair_weights) > 0:
+            widths = edge_width * (0.25 + 0.75 * pair_weights / np.max(pair_weights))
+        else:
+            widths = np.full(pairs.shape[1], edge_width)
+        segments = np.stack([positions[pairs[0]], positions[pairs[1]]], axis=1)
+        ax.add_collection(LineCollection(segments, linewidths=widths, colors="0.35",
+                                         alpha=edge_alpha, zorder=1))
+    scatter = ax.scatter(positions[:, 0], positions[:, 1], c=colors, cmap=cmap, vmin=vmin,
+                         vmax=vmax, s=node_size, edgecolors="black", linewidths=0.3, zorder=2,
+                         plotnonfinite=True)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.margins(0.06)
+    ax.set_axis_off()
+    return scatter
+
+
+def _positions(pos, num_nodes: int, name: str) -> np.ndarray:
+    array = _to_numpy(pos, name, ndim=2)
+    if array.shape != (num_nodes, 2):
+        raise ValueError(f"{name} must have shape [{num_nodes}, 2], got {tuple(array.shape)}")
+    return array
+
+
+def _node_signal(signal, num_nodes: int, name: str) -> np.ndarray:
+    if signal is None:
+        return np.arange(num_nodes, dtype=np.float64)
+    array = _to_numpy(signal, name, ndim=1)
+    if array.size != num_nodes:
+        raise ValueError(f"{name} must have one value per node ({num_nodes}), got {array.size}")
+    return array
+
+
+def plot_graph(data_or_edge_index, signal=None, pos=None, *, edge_weight=None,
+               num_nodes: int | None = None, ax: Axes | None = None, cmap: str = "viridis",
+               colorbar: bool = True, title: str | None = None, node_size: float = 60.0,
+               edge_alpha: float = 0.5, edge_width: float = 1.5, vmin: float | None = None,
+               vmax: float | None = None, categorical: bool = False,
+               class_names: Sequence[str] | None = None, colorbar_label: str | None = None,
+               path: PathLike | None = None, dpi: int = 150) -> Figure:
+    """Draw a graph with its nodes coloured by a signal.
+
+    Edges are a ``LineCollection`` (each undirected edge once, width scaled by its weight),
+    nodes a ``scatter`` coloured by ``signal`` (default: the node index). Positions come from
+    ``pos``, else ``data.pos``, else a spring layout with seed 0 (:func:`spring_layout`).
+
+    Args:
+        data_or_edge_index: a ``Data`` or an ``edge_index`` ``[2, E]``.
+        signal: ``[N]`` value per node; NaN nodes are grey.
+        pos: ``[N, 2]`` positions.
+        edge_weight: ``[E]`` weights (default ``data.edge_weight``).
+        num_nodes: number of nodes (default from ``Data`` or ``edge_index``).
+        ax: draw into these axes (the figure is ``ax.figure``); default a new figure.
+        cmap: colour map of the signal.
+        colorbar: add a colour bar (or, with ``categorical``, a legend).
+        title: axes title.
+        node_size, edge_alpha, edge_width: look of nodes and edges.
+        vmin, vmax: colour range (default the signal's range).
+        categorical: the signal holds classes (e.g. neuron modules): categorical colours
+            and a legend instead of a colour bar.
+        class_names: legend names for ``categorical``.
+        colorbar_label: label of the colour bar.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> from torch_geometric.data import Data
+        >>> ring = Data(edge_index=torch.tensor([[0, 1, 1, 2, 2, 0], [1, 0, 2, 1, 0, 2]]),
+        ...             num_nodes=3)
+        >>> fig = plot_graph(ring, signal=torch.tensor([0.0, 0.5, 1.0]))
+    """
+    check_positive(node_size, "node_size")
+    check_positive(edge_alpha, "edge_alpha", allow_zero=True)
+    check_positive(edge_width, "edge_width")
+    edges, weights, count, graph_pos = _graph_parts(data_or_edge_index, edge_weight, num_nodes)
+    if pos is None:
+        pos = graph_pos
+    if pos is None:
+        pos = spring_layout(torch.from_numpy(edges), num_nodes=count,
+                            edge_weight=None if weights is None else torch.from_numpy(weights))
+    positions = _positions(pos, count, "pos")
+    values = _node_signal(signal, count, "signal")
+    pairs, pair_weights = _undirected_edges(edges, weights, count)
+
+    if ax is None:
+        fig = _new_figure(5.0 if colorbar else 4.3, 4.3)
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    if categorical:
+        from matplotlib.colors import ListedColormap
+        from matplotlib.patches import Patch
+
+        finite = values[np.isfinite(values)]
+        classes = int(finite.max()) + 1 if finite.size else 1
+        palette = _categorical_colors(classes)
+        color_map, low, high = ListedColormap(palette), -0.5, classes - 0.5
+    else:
+        color_map = _bad_as_grey(cmap)
+        low, high = _nan_range(values)
+        low = low if vmin is None else vmin
+        high = high if vmax is None else vmax
+    scatter = _draw_graph(ax, pairs, pair_weights, positions, values, cmap=color_map, vmin=low,
+                          vmax=high, node_size=node_size, edge_alpha=edge_alpha,
+                          edge_width=edge_width)
+    if colorbar and categorical:
+        names = list(class_names) if class_names is not None else [str(c) for c in
+                                                                     range(classes)]
+        handles = [Patch(facecolor=palette[c], label=names[c] if c < len(names) else str(c))
+                   for c in range(classes)]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                  fontsize=8)
+    elif colorbar:
+        fig.colorbar(scatter, ax=ax, shrink=0.8, label=colorbar_label)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+def _bad_as_grey(cmap):
+    from matplotlib import colormaps
+
+    color_map = colormaps[cmap] if isinstance(cmap, str) else cmap
+    return color_map.with_extremes(bad="lightgrey")
+
+
+def _evenly_spaced(count: int, max_count: int) -> list[int]:
+    """``max_count`` indices in ``range(count)`` spread evenly, always with first and last."""
+    if count <= max_count:
+        return list(range(count))
+    if max_count == 1:
+        return [count - 1]
+    return [int(round(i)) for i in np.linspace(0, count - 1, max_count)]
+
+
+def plot_graph_evolution(snapshots: Sequence[tuple[int, Data]], layouts=None, signal=None,
+                         max_panels: int = 8, ncols: int = 4, cmap: str = "viridis",
+                         node_size: float = 30.0, edge_alpha: float = 0.5,
+                         edge_width: float = 1.2, colorbar_label: str | None = None,
+                         path: PathLike | None = None, dpi: int = 150) -> Figure:
+    """A learned graph over training time: one panel per snapshot, one shared colour range.
+
+    Each panel is titled ``"step N, E edges, C components"`` (E counts undirected edges).
+    With more snapshots than ``max_panels``, evenly spaced ones are shown, always including
+    the first and the last.
+
+    Args:
+        snapshots: ``[(step, Data), ...]`` in training order, all with the same nodes.
+        layouts: positions: a list with one ``[N, 2]`` (or ``None``) per snapshot, or one
+            ``[N, 2]`` for all. Where missing: ``data.pos``, else one spring layout of the
+            union of the shown graphs, shared by all panels, so nodes stay in place.
+        signal: node colours: ``[N]`` for all panels, or a list with one ``[N]`` per snapshot
+            (default the node index).
+        max_panels: most panels drawn (default 8).
+        ncols: panels per row (default 4).
+        cmap, node_size, edge_alpha, edge_width: look (see :func:`plot_graph`).
+        colorbar_label: label of the shared colour bar.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> fig = plot_graph_evolution([(0, first_graph), (100, later_graph)])
+    """
+    if not isinstance(snapshots, Sequence) or len(snapshots) == 0:
+        raise ValueError(f"snapshots must be a non-empty list of (step, Data), got "
+                         f"{describe(snapshots)}")
+    check_int(max_panels, "max_panels", minimum=1)
+    check_int(ncols, "ncols", minimum=1)
+    total = len(snapshots)
+    for index, item in enumerate(snapshots):
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise TypeError(f"snapshots[{index}] must be a (step, Data) pair, got "
+                            f"{describe(item)}")
+
+    def per_snapshot(value, name):
+        if isinstance(value, list | tuple):
+            if len(value) != total:
+                raise ValueError(f"{name} must have one entry per snapshot ({total}), got "
+                                 f"{len(value)}")
+            return list(value)
+        return [value] * total
+
+    layout_list = per_snapshot(layouts, "layouts")
+    signal_list = per_snapshot(signal, "signal")
+    chosen = _evenly_spaced(total, max_panels)
+
+    parts = {index: _graph_parts(snapshots[index][1], None, None) for index in chosen}
+    counts = {parts[index][2] for index in chosen}
+    if len(counts) != 1:
+        raise ValueError(f"snapshots must all have the same number of nodes, got "
+                         f"{sorted(counts)}")
+    count = counts.pop()
+    shared_layout = None
+    if any(layout_list[i] is None and parts[i][3] is None for i in chosen):
+        # One layout of the union of the shown graphs keeps every node in place across
+        # panels, and a graph that fell apart late still gets a readable layout.
+        union = np.concatenate([parts[i][0] for i in chosen], axis=1)
+        union_weights = np.concatenate([
+            parts[i][1] if parts[i][1] is not None else np.ones(parts[i][0].shape[1])
+            for i in chosen])
+        shared_layout = spring_layout(torch.from_numpy(union), num_nodes=count,
+                                      edge_weight=torch.from_numpy(union_weights))
+
+    panels = []
+    for index in chosen:
+        step = snapshots[index][0]
+        edges, weights, _, graph_pos = parts[index]
+        pos = layout_list[index] if layout_list[index] is not None else graph_pos
+        if pos is None:
+            pos = shared_layout
+        positions = _positions(pos, count, f"layouts[{index}]")
+        values = _node_signal(signal_list[index], count, f"signal[{index}]")
+        pairs, pair_weights = _undirected_edges(edges, weights, count)
+        panels.append((step, pairs, pair_weights, positions, values, count))
+
+    low, high = _nan_range(*[panel[4] for panel in panels])
+    columns = min(ncols, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    fig = _new_figure(3.0 * columns + 0.8, 3.0 * rows + 0.2)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    color_map = _bad_as_grey(cmap)
+    scatter = None
+    for ax_index, ax in enumerate(axes.flat):
+        if ax_index >= len(panels):
+            ax.set_visible(False)
+            continue
+        step, pairs, pair_weights, positions, values, count = panels[ax_index]
+        scatter = _draw_graph(ax, pairs, pair_weights, positions, values, cmap=color_map,
+                              vmin=low, vmax=high, node_size=node_size,
+                              edge_alpha=edge_alpha, edge_width=edge_width)
+        components = _count_components(pairs, count)
+        ax.set_title(f"step {step}, {pairs.shape[1]} edges, {components} "
+                     f"component{'s' if components != 1 else ''}", fontsize=9)
+    fig.colorbar(scatter, ax=axes.ravel().tolist(), shrink=0.8, label=colorbar_label)
+    return _finish(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- matrices
+def _order_and_groups(size: int, order, groups, name: str):
+    order_array = None if order is None else _to_numpy(order, f"{name}_order", ndim=1,
+                                                       dtype=np.int64)
+    group_array = None
+    if groups is not None:
+        group_array = np.asarray(groups.detach().cpu().numpy() if isinstance(groups, torch.Tensor)
+                                 else groups)
+        if group_array.ndim != 1 or group_array.size != size:
+            raise ValueError(f"{name}_groups must have one entry per {name} ({size}), got "
+                             f"shape {tuple(group_array.shape)}")
+        if order_array is None:
+            order_array = np.argsort(group_array, kind="stable")
+    if order_array is None:
+        order_array = np.arange(size)
+    if sorted(order_array.tolist()) != list(range(size)):
+        raise ValueError(f"{name}_order must be a permutation of range({size})")
+    return order_array, None if group_array is None else group_array[order_array]
+
+
+def _boundaries(groups: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(groups[1:] != groups[:-1]) + 1
+
+
+def _group_ticks(groups: np.ndarray) -> tuple[list[float], list[str]]:
+    starts = np.concatenate([[0], _boundaries(groups)])
+    ends = np.concatenate([starts[1:], [groups.size]])
+    return [(s + e - 1) / 2 for s, e in zip(starts, ends, strict=True)], \
+        [str(groups[s]) for s in starts]
+
+
+def plot_heatmap(matrix, row_labels: Sequence[str] | None = None,
+                 col_labels: Sequence[str] | None = None, row_order=None, col_order=None,
+                 row_groups=None, col_groups=None, cmap: str = "RdBu_r",
+                 center: float | None = 0.0, title: str | None = None,
+                 colorbar_label: str | None = None, xlabel: str | None = None,
+                 ylabel: str | None = None, path: PathLike | None = None,
+                 dpi: int = 150) -> Figure:
+    """A heatmap, e.g. neuron x marker correlations ordered by neuron module.
+
+    Rows and columns are shown in ``row_order`` / ``col_order``. With ``row_groups`` /
+    ``col_groups`` (a group per row / column, e.g. module labels) and no explicit order,
+    rows are sorted by group (stable), lines are drawn between groups, and when no labels
+    are given the group names mark the axis.
+
+    Args:
+        matrix: ``[R, C]`` values.
+        row_labels, col_labels: tick labels in the original order.
+        row_order, col_order: permutations giving the displayed order.
+        row_groups, col_groups: group of each row / column (original order).
+        cmap: colour map (default diverging ``"RdBu_r"``).
+        center: value at the middle of the colour map (range symmetric around it); ``None``
+            uses the data range.
+        title, colorbar_label, xlabel, ylabel: texts.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> fig = plot_heatmap(torch.randn(6, 4), row_groups=[1, 0, 1, 0, 2, 2])
+    """
+    values = _to_numpy(matrix, "matrix", ndim=2)
+    rows, columns = values.shape
+    if rows == 0 or columns == 0:
+        raise ValueError(f"matrix must not be empty, got shape {values.shape}")
+    for name, labels, size in (("row_labels", row_labels, rows),
+                               ("col_labels", col_labels, columns)):
+        if labels is not None and len(labels) != size:
+            raise ValueError(f"{name} must have {size} entries, got {len(labels)}")
+    row_index, row_group_sorted = _order_and_groups(rows, row_order, row_groups, "row")
+    col_index, col_group_sorted = _order_and_groups(columns, col_order, col_groups, "col")
+    shown = values[np.ix_(row_index, col_index)]
+
+    if center is None:
+        low, high = _nan_range(shown)
+    else:
+        low, high = _nan_range(shown - center)
+        bound = max(abs(low), abs(high))
+        low, high = center - bound, center + bound
+
+    width = float(np.clip(2.5 + 0.28 * columns, 4.0, 14.0))
+    height = float(np.clip(1.5 + 0.16 * rows, 3.0, 14.0))
+    fig = _new_figure(width, height)
+    ax = fig.subplots()
+    image = ax.imshow(shown, cmap=cmap, vmin=low, vmax=high, aspect="auto",
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar_label)
+
+    def label_axis(labels, index, groups, size, set_ticks, axis_name):
+        fontsize = float(np.clip(500.0 / size, 4.0, 9.0))
+        if labels is not None:
+            set_ticks(range(size), [str(labels[i]) for i in index], fontsize=fontsize)
+        elif groups is not None:
+            positions, names = _group_ticks(groups)
+            set_ticks(positions, names, fontsize=9)
+        elif size <= 40:
+            set_ticks(range(size), [str(i) for i in index], fontsize=fontsize)
+        if labels is not None and axis_name == "x":
+            ax.tick_params(axis="x", labelrotation=90)
+
+    label_axis(row_labels, row_index, row_group_sorted, rows, ax.set_yticks, "y")
+    label_axis(col_labels, col_index, col_group_sorted, columns, ax.set_xticks, "x")
+    if row_group_sorted is not None:
+        for boundary in _boundaries(row_group_sorted):
+            ax.axhline(boundary - 0.5, color="black", linewidth=1.0)
+    if col_group_sorted is not None:
+        for boundary in _boundaries(col_group_sorted):
+            ax.axvline(boundary - 0.5, color="black", linewidth=1.0)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)
+
+
+def plot_embedding(points, colour=None, title: str | None = None, categorical: bool = False,
+                   class_names: Sequence[str] | None = None, cmap: str | None = None,
+                   point_size: float | None = None, colorbar_label: str | None = None,
+                   xlabel: str | None = None, ylabel: str | None = None,
+                   ax: Axes | None = None, path: PathLike | None = None,
+                   dpi: int = 150) -> Figure:
+    """Samples in a 2-D embedding (e.g. cells in PCA/UMAP/PHATE), coloured by a value or class.
+
+    Points are drawn in a fixed random order (seed 0) so no class hides behind another.
+
+    Args:
+        points: ``[S, 2]`` coordinates.
+        colour: ``[S]`` value per sample (e.g. a neuron's or module's activity), or the
+            class per sample with ``categorical=True``; default one colour.
+        title, xlabel, ylabel: texts.
+        categorical: categorical colours and a legend instead of a colour map and bar.
+        class_names: legend names for ``categorical`` (default the class indices).
+        cmap: colour map for continuous colours (default ``"viridis"``).
+        point_size: marker area (default shrinks with the number of points).
+        colorbar_label: label of the colour bar.
+        ax: draw into these axes; default a new figure.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> fig = plot_embedding(torch.randn(100, 2), torch.rand(100), title="module 3")
+    """
+    from matplotlib.lines import Line2D
+
+    coordinates = _to_numpy(points, "points", ndim=2)
+    count = coordinates.shape[0]
+    if coordinates.shape[1] != 2:
+        raise ValueError(f"points must have shape [S, 2], got {tuple(coordinates.shape)}")
+    if point_size is None:
+        point_size = float(np.clip(4000.0 / max(count, 1), 1.0, 30.0))
+    order = np.random.default_rng(0).permutation(count)
+    if ax is None:
+        fig = _new_figure(5.2, 4.2)
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    if colour is None:
+        ax.scatter(coordinates[order, 0], coordinates[order, 1], s=point_size, color="tab:blue",
+                   linewidths=0)
+    elif categorical:
+        classes = _to_numpy(colour, "colour", ndim=1, dtype=np.int64)
+        if classes.size != count:
+            raise ValueError(f"colour must have one entry per point ({count}), got "
+                             f"{classes.size}")
+        if classes.size and classes.min() < 0:
+            raise ValueError("colour must hold classes >= 0 with categorical=True")
+        present = np.unique(classes)
+        number = int(classes.max()) + 1 if classes.size else 1
+        palette = np.array(_categorical_colors(number))
+        ax.scatter(coordinates[order, 0], coordinates[order, 1], s=point_size,
+                   color=palette[classes[order]], linewidths=0)
+        names = list(class_names) if class_names is not None else []
+        handles = [Line2D([], [], marker="o", linestyle="", color=palette[c],
+                          label=names[c] if c < len(names) else str(c)) for c in present]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  frameon=False, fontsize=8, markerscale=1.2)
+    else:
+        values = _to_numpy(colour, "colour", ndim=1)
+        if values.size != count:
+            raise ValueError(f"colour must have one entry per point ({count}), got "
+                             f"{values.size}")
+        mappable = ax.scatter(coordinates[order, 0], coordinates[order, 1], s=point_size,
+                              c=values[order], cmap=_bad_as_grey(cmap or "viridis"),
+                              linewidths=0, plotnonfinite=True)
+        fig.colorbar(mappable, ax=ax, shrink=0.8, label=colorbar_label)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return _finish(fig, path, dpi)

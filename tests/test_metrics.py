@@ -1,0 +1,297 @@
+from __future__ import annotations
+
+import math
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from torch_geometric.data import Data
+from torch_geometric.utils import coalesce
+
+from gsr_pyg.metrics import (
+    adjusted_rand_index,
+    dirichlet_energy,
+    feature_correlations,
+    feature_modules,
+    gearys_c,
+    modularity,
+    morans_i,
+    neuron_modules,
+    normalized_mutual_info,
+    num_components,
+    smoothness_ratio,
+)
+from gsr_pyg.spectral import quadratic_form
+
+
+def data_from_nx(graph: nx.Graph) -> Data:
+    n = graph.number_of_nodes()
+    edges = list(graph.edges(data="weight", default=1.0))
+    src = [i for i, _, _ in edges] + [j for _, j, _ in edges]
+    dst = [j for _, j, _ in edges] + [i for i, _, _ in edges]
+    weight = [w for *_, w in edges] * 2
+    edge_index, edge_weight = coalesce(
+        torch.tensor([src, dst], dtype=torch.long).reshape(2, -1),
+        torch.tensor(weight, dtype=torch.float32), n,
+    )
+    return Data(edge_index=edge_index, edge_weight=edge_weight, num_nodes=n)
+
+
+def random_graph(seed: int) -> tuple[Data, nx.Graph]:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 40))
+    graph = nx.gnp_random_graph(n, float(rng.uniform(0.1, 0.4)), seed=seed)
+    for i, j in graph.edges:
+        graph[i][j]["weight"] = float(np.float32(rng.uniform(0.1, 3.0)))
+    return data_from_nx(graph), graph
+
+
+def ring(n: int) -> Data:
+    return data_from_nx(nx.cycle_graph(n))
+
+
+def grid_8x8() -> Data:
+    # 4-neighbour grid with row-major numbering.
+    graph = nx.convert_node_labels_to_integers(nx.grid_2d_graph(8, 8), ordering="sorted")
+    return data_from_nx(graph)
+
+
+def two_cliques(size: int = 6) -> Data:
+    graph = nx.disjoint_union(nx.complete_graph(size), nx.complete_graph(size))
+    graph.add_edge(size - 1, size)
+    return data_from_nx(graph)
+
+
+def numpy_weights(graph: nx.Graph) -> np.ndarray:
+    return nx.to_numpy_array(graph, nodelist=sorted(graph.nodes), weight="weight")
+
+
+def numpy_morans_i(a: np.ndarray, w: np.ndarray) -> float:
+    z = a - a.mean()
+    return len(a) / w.sum() * (z @ w @ z) / (z @ z)
+
+
+def numpy_gearys_c(a: np.ndarray, w: np.ndarray) -> float:
+    z = a - a.mean()
+    diff = (a[:, None] - a[None, :]) ** 2
+    return (len(a) - 1) / (2 * w.sum()) * (w * diff).sum() / (z @ z)
+
+
+# ----------------------------------------------------------------------------------------
+# Moran's I, Geary's C, Dirichlet energy, smoothness ratio
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(10))
+def test_morans_i_and_gearys_c_equal_numpy(seed):
+    data, graph = random_graph(seed)
+    w = numpy_weights(graph)
+    x = torch.randn(4, data.num_nodes, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(seed))
+    expected_i = [numpy_morans_i(row, w) for row in x.numpy()]
+    expected_c = [numpy_gearys_c(row, w) for row in x.numpy()]
+    np.testing.assert_allclose(morans_i(x, data).numpy(), expected_i, rtol=1e-10)
+    np.testing.assert_allclose(gearys_c(x, data).numpy(), expected_c, rtol=1e-10)
+    single_i, single_c = morans_i(x[0], data), gearys_c(x[0], data)
+    assert single_i.dim() == 0 and single_c.dim() == 0
+    assert math.isclose(float(single_i), expected_i[0], rel_tol=1e-10)
+    assert math.isclose(float(single_c), expected_c[0], rel_tol=1e-10)
+    # float32 input gives float32 output within rounding.
+    got32 = morans_i(x.float(), data)
+    assert got32.dtype == torch.float32
+    np.testing.assert_allclose(got32.numpy(), expected_i, rtol=1e-4, atol=1e-5)
+
+
+def test_dirichlet_energy_is_the_quadratic_form():
+    data, graph = random_graph(7)
+    lap = nx.laplacian_matrix(graph, nodelist=sorted(graph.nodes)).toarray()
+    x = torch.randn(3, data.num_nodes, dtype=torch.float64)
+    expected = np.einsum("bi,ij,bj->b", x.numpy(), lap, x.numpy())
+    np.testing.assert_allclose(dirichlet_energy(x, data).numpy(), expected, rtol=1e-10)
+    single = dirichlet_energy(x[1], data)
+    assert single.dim() == 0 and math.isclose(float(single), expected[1], rel_tol=1e-10)
+    torch.testing.assert_close(dirichlet_energy(x, data, "sym"), quadratic_form(x, data, "sym"))
+    with pytest.raises(ValueError, match="x has 3 features in dimension 0 but the graph has"):
+        dirichlet_energy(torch.ones(3), data)
+
+
+@pytest.mark.parametrize("data", [ring(64), grid_8x8()], ids=["ring", "grid"])
+def test_smooth_signal_versus_noise(data):
+    n = data.num_nodes
+    if n == 64 and data.edge_index.size(1) == 128:
+        angle = 2 * math.pi * torch.arange(n) / n
+        smooth = torch.stack([torch.sin(angle + phase) for phase in (0.0, 1.0, 2.0)])
+    else:
+        r, c = torch.arange(n) // 8, torch.arange(n) % 8
+        smooth = torch.stack([r + c, r - c, 0.5 * r]).float()
+    noise = torch.randn(20, n, generator=torch.Generator().manual_seed(1))
+    assert float(morans_i(smooth, data).min()) > 0.85
+    assert float(gearys_c(smooth, data).max()) < 0.15
+    assert smoothness_ratio(smooth, data) < 0.1
+    # No structure: Moran's I around -1/(n-1), Geary's C and the ratio around 1.
+    assert abs(float(morans_i(noise, data).mean()) + 1 / (n - 1)) < 0.06
+    assert abs(float(gearys_c(noise, data).mean()) - 1.0) < 0.1
+    assert 0.85 < smoothness_ratio(noise, data) < 1.15
+
+
+@pytest.mark.parametrize("normalization", [None, "sym"])
+def test_smoothness_ratio_equals_explicit_permutations(normalization):
+    data, graph = random_graph(4)
+    nodes = sorted(graph.nodes)
+    lap = (nx.normalized_laplacian_matrix(graph, nodelist=nodes).toarray() if normalization
+           else nx.laplacian_matrix(graph, nodelist=nodes).toarray())
+    x = torch.randn(5, data.num_nodes, dtype=torch.float64) + 3.0
+    num_permutations, seed = 17, 3
+    # The documented permutations: a seeded CPU generator, argsort of uniform draws.
+    perms = torch.rand(num_permutations, data.num_nodes,
+                       generator=torch.Generator().manual_seed(seed)).argsort(dim=1)
+    xn = x.numpy()
+
+    def total_energy(values):
+        return np.einsum("bi,ij,bj->", values, lap, values)
+
+    expected = total_energy(xn) / np.mean([total_energy(xn[:, p]) for p in perms.numpy()])
+    got = smoothness_ratio(x, data, num_permutations=num_permutations, seed=seed,
+                           normalization=normalization)
+    assert math.isclose(got, expected, rel_tol=1e-9)
+    assert smoothness_ratio(x[0], data, 5, seed=1) == smoothness_ratio(x[0], data, 5, seed=1)
+    assert math.isnan(smoothness_ratio(torch.ones(2, data.num_nodes), data))
+
+
+# ----------------------------------------------------------------------------------------
+# graph structure
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(8))
+def test_modularity_equals_networkx(seed):
+    data, graph = random_graph(seed)
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, size=data.num_nodes)
+    communities = [set(np.flatnonzero(labels == c).tolist()) for c in np.unique(labels)]
+    expected = nx.community.modularity(graph, communities, weight="weight")
+    assert math.isclose(modularity(data, torch.from_numpy(labels)), expected, abs_tol=1e-12)
+    expected_res = nx.community.modularity(graph, communities, weight="weight", resolution=0.5)
+    assert math.isclose(modularity(data, labels.tolist(), resolution=0.5), expected_res,
+                        abs_tol=1e-12)
+
+
+def test_num_components_and_component_modules():
+    graph = nx.disjoint_union(nx.path_graph(4), nx.cycle_graph(5))
+    data = data_from_nx(graph)
+    assert num_components(data) == 2
+    labels = neuron_modules(data, "components")
+    assert labels.tolist() == [0] * 4 + [1] * 5
+    assert num_components(grid_8x8()) == 1
+
+
+def test_spectral_modules_separate_two_cliques():
+    data = two_cliques(6)
+    labels = neuron_modules(data, "spectral", k=2)
+    assert labels.dtype == torch.long
+    assert labels.tolist() == [0] * 6 + [1] * 6
+    assert neuron_modules(data, "louvain").tolist() == [0] * 6 + [1] * 6
+    # Three cliques joined in a chain, node ids shuffled.
+    graph = nx.disjoint_union_all([nx.complete_graph(5) for _ in range(3)])
+    graph.add_edges_from([(4, 5), (9, 10)])
+    order = np.random.default_rng(0).permutation(15)
+    graph = nx.relabel_nodes(graph, dict(enumerate(order.tolist())))
+    labels = neuron_modules(data_from_nx(graph), "spectral", k=3, seed=2)
+    truth = np.empty(15, dtype=int)
+    truth[order] = np.repeat([0, 1, 2], 5)
+    assert adjusted_rand_index(labels, truth) == 1.0
+    with pytest.raises(ValueError, match="k .* is required"):
+        neuron_modules(data, "spectral")
+    with pytest.raises(ValueError, match="method must be one of"):
+        neuron_modules(data, "kmeans")
+
+
+# ----------------------------------------------------------------------------------------
+# agreement between partitions
+# ----------------------------------------------------------------------------------------
+
+HAND_MADE = [
+    ([0, 0, 1, 1], [0, 0, 1, 1]),
+    ([0, 0, 1, 1], [1, 1, 0, 0]),
+    ([0, 0, 1, 2], [0, 0, 1, 1]),
+    ([0, 0, 0, 0], [0, 1, 2, 3]),
+    ([0, 0, 1, 1], [0, 1, 0, 1]),
+    ([0, 0, 0, 0], [0, 0, 0, 0]),
+    ([0, 1, 2, 3], [0, 1, 2, 3]),
+    ([5, 5, -1, -1, 7], [2, 2, 2, 9, 9]),
+    ([3], [8]),
+]
+
+
+@pytest.mark.parametrize("a, b", HAND_MADE)
+def test_ari_and_nmi_equal_sklearn_hand_made(a, b):
+    assert math.isclose(adjusted_rand_index(a, b), adjusted_rand_score(a, b), abs_tol=1e-12)
+    assert math.isclose(normalized_mutual_info(torch.tensor(a), torch.tensor(b)),
+                        normalized_mutual_info_score(a, b), abs_tol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_ari_and_nmi_equal_sklearn_random(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 300))
+    a = rng.integers(0, int(rng.integers(1, 8)), size=n)
+    # b: a noisy copy of a, so values span from chance to agreement.
+    b = np.where(rng.random(n) < rng.random(), a, rng.integers(0, 6, size=n)) * 3 + 1
+    assert math.isclose(adjusted_rand_index(a, b), adjusted_rand_score(a, b), abs_tol=1e-12)
+    assert math.isclose(normalized_mutual_info(a, b), normalized_mutual_info_score(a, b),
+                        abs_tol=1e-12)
+
+
+def test_partition_validation():
+    with pytest.raises(ValueError, match="same items"):
+        adjusted_rand_index([0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="integer labels"):
+        normalized_mutual_info(torch.tensor([0.5, 1.0]), [0, 1])
+    with pytest.raises(ValueError, match="must have 12 entries"):
+        modularity(two_cliques(6), [0, 1])
+
+
+# ----------------------------------------------------------------------------------------
+# neurons <-> input features
+# ----------------------------------------------------------------------------------------
+
+def planted_modules(seed: int = 0):
+    """3 modules x 3 features; neurons 2 per module, each a noisy mix of its features."""
+    gen = torch.Generator().manual_seed(seed)
+    samples = 400
+    inputs = torch.randn(samples, 9, generator=gen)
+    mix = torch.zeros(9, 6)
+    for module in range(3):
+        block = torch.rand(3, 2, generator=gen) + 0.5
+        mix[3 * module:3 * module + 3, 2 * module:2 * module + 2] = block
+    activations = inputs @ mix + 0.3 * torch.randn(samples, 6, generator=gen)
+    return inputs, activations
+
+
+def test_feature_correlations_equal_numpy():
+    inputs, activations = planted_modules(1)
+    inputs[:, 4] = 0.1  # a constant feature
+    got = feature_correlations(inputs.double(), activations.double())
+    assert got.shape == (6, 9)
+    with np.errstate(invalid="ignore"):  # numpy gives nan for the constant feature
+        full = np.corrcoef(np.concatenate([activations.double().numpy(),
+                                           inputs.double().numpy()], axis=1).T)
+    expected = full[:6, 6:]
+    expected[:, 4] = 0.0
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
+    assert bool((feature_correlations(inputs, activations)[:, 4] == 0).all())
+
+
+def test_feature_modules_recover_planted_blocks():
+    inputs, activations = planted_modules(0)
+    modules = feature_modules(inputs, activations, torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert modules.dtype == torch.long
+    assert modules.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # Labels are returned as given, neurons in any order.
+    modules = feature_modules(inputs, activations[:, [5, 0, 3, 1, 4, 2]],
+                              [9, 4, 7, 4, 9, 7])
+    assert modules.tolist() == [4, 4, 4, 7, 7, 7, 9, 9, 9]
+    with pytest.raises(ValueError, match="same samples"):
+        feature_modules(inputs[:10], activations, [0, 0, 1, 1, 2, 2])
+    with pytest.raises(ValueError, match="must have 6 entries"):
+        feature_modules(inputs, activations, [0, 1])

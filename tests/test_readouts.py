@@ -1,0 +1,236 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gsr_pyg.readouts import (
+    class_mean_maps,
+    group_mean_activity,
+    module_activity,
+    pseudotime_bins,
+    segmentation_map,
+    subtract_global_mean,
+)
+
+
+def _numpy_class_means(activations: np.ndarray, labels: np.ndarray, count: int) -> np.ndarray:
+    out = np.full((count, activations.shape[1]), np.nan)
+    for c in range(count):
+        if np.any(labels == c):
+            out[c] = activations[labels == c].mean(axis=0)
+    return out
+
+
+def _numpy_segmentation(maps: np.ndarray) -> np.ndarray:
+    norms = np.abs(maps).sum(axis=1, keepdims=True)
+    normalized = maps / np.where(norms > 0, norms, 1.0)
+    return normalized.argmax(axis=0)
+
+
+# ----------------------------------------------------------------------------- class maps
+def test_class_mean_maps_by_hand():
+    activations = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0], [7.0, -1.0]])
+    labels = torch.tensor([0, 0, 2, 2])
+    maps = class_mean_maps(activations, labels)
+    assert maps.shape == (3, 2)
+    assert torch.equal(maps[0], torch.tensor([2.0, 1.0]))
+    assert torch.isnan(maps[1]).all()  # class 1 has no samples
+    assert torch.equal(maps[2], torch.tensor([6.0, 2.0]))
+
+
+def test_class_mean_maps_matches_numpy_and_keeps_dtype():
+    generator = torch.Generator().manual_seed(0)
+    activations = torch.randn(200, 64, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 9, (200,), generator=generator)  # class 9 stays empty
+    maps = class_mean_maps(activations, labels, num_classes=10)
+    assert maps.dtype == torch.float64
+    expected = _numpy_class_means(activations.numpy(), labels.numpy(), 10)
+    np.testing.assert_allclose(maps.numpy(), expected, rtol=1e-12, equal_nan=True)
+    assert torch.isnan(maps[9]).all() and not torch.isnan(maps[:9]).any()
+
+
+def test_integer_activations_become_float():
+    maps = class_mean_maps(torch.tensor([[1, 2], [2, 4]]), torch.tensor([0, 0]))
+    assert maps.dtype == torch.get_default_dtype()
+    assert torch.allclose(maps, torch.tensor([[1.5, 3.0]]))
+
+
+def test_group_mean_activity_is_class_mean_maps():
+    generator = torch.Generator().manual_seed(1)
+    activations = torch.randn(50, 7, generator=generator)
+    groups = torch.randint(0, 3, (50,), generator=generator)
+    got = group_mean_activity(activations, groups, num_groups=4)
+    torch.testing.assert_close(got, class_mean_maps(activations, groups, num_classes=4),
+                               equal_nan=True)
+    assert torch.isnan(got[3]).all()
+    expected = _numpy_class_means(activations.double().numpy(), groups.numpy(), 4)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("labels", "kwargs", "error", "match"),
+    [
+        (torch.tensor([0.0, 1.0, 1.0]), {}, ValueError, "labels must be an integer"),
+        (torch.tensor([0, 1]), {}, ValueError, r"one entry per sample \(3\)"),
+        (torch.tensor([0, -1, 1]), {}, ValueError, "labels must be >= 0"),
+        (torch.tensor([0, 1, 3]), {"num_classes": 3}, ValueError, "labels must be < num_classes"),
+        (torch.tensor([0, 1, 1]), {"num_classes": 0}, ValueError, "num_classes must be >= 1"),
+        ([0, 1, 1], {}, TypeError, "labels must be a torch.Tensor"),
+    ],
+)
+def test_class_mean_maps_rejects_bad_labels(labels, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        class_mean_maps(torch.zeros(3, 4), labels, **kwargs)
+
+
+def test_class_mean_maps_rejects_1d_activations():
+    with pytest.raises(ValueError, match="activations must be 2-D"):
+        class_mean_maps(torch.zeros(4), torch.tensor([0, 0, 0, 0]))
+
+
+# ----------------------------------------------------------------------------- global mean
+def test_subtract_global_mean_uses_sample_mean_when_activations_given():
+    # Unbalanced classes: 3 samples of class 0, 1 of class 1.
+    activations = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [4.0, 8.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    maps = class_mean_maps(activations, labels)
+    by_samples = subtract_global_mean(maps, activations)
+    by_classes = subtract_global_mean(maps)
+    # Sample mean is [1, 2]; mean of the class maps is [2, 4].
+    assert torch.equal(by_samples, torch.tensor([[-1.0, -2.0], [3.0, 6.0]]))
+    assert torch.equal(by_classes, torch.tensor([[-2.0, -4.0], [2.0, 4.0]]))
+
+
+def test_subtract_global_mean_ignores_nan_rows():
+    maps = torch.tensor([[1.0, 2.0], [float("nan"), float("nan")], [3.0, 6.0]])
+    out = subtract_global_mean(maps)
+    assert torch.equal(out[0], torch.tensor([-1.0, -2.0]))
+    assert torch.isnan(out[1]).all()
+    assert torch.equal(out[2], torch.tensor([1.0, 2.0]))
+
+
+def test_subtract_global_mean_checks_widths():
+    with pytest.raises(ValueError, match=r"one column per neuron of maps \(3\)"):
+        subtract_global_mean(torch.zeros(2, 3), torch.zeros(5, 4))
+
+
+# ----------------------------------------------------------------------------- segmentation
+def test_segmentation_by_hand_where_l1_normalisation_changes_the_answer():
+    # 3 classes on a 2x2 grid (nodes in row-major order).
+    maps = torch.tensor([
+        [6.0, 6.0, 6.0, 2.0],  # strong everywhere: /20 -> [.3, .3, .3, .1]
+        [1.0, 0.0, 0.0, 1.0],  # weak, focused:     /2  -> [.5, 0, 0, .5]
+        [0.0, 3.0, 1.0, 0.0],  # medium:            /4  -> [0, .75, .25, 0]
+    ])
+    assert maps.argmax(dim=0).tolist() == [0, 0, 0, 0]  # the raw argmax
+    segmentation = segmentation_map(maps)
+    assert segmentation.dtype == torch.long
+    assert segmentation.tolist() == [1, 2, 0, 1]
+    assert segmentation.view(2, 2).tolist() == [[1, 2], [0, 1]]
+
+
+def test_segmentation_normalises_each_class_over_nodes_not_each_node_over_classes():
+    maps = torch.tensor([[4.0, 4.0, 4.0, 4.0], [1.0, 0.0, 0.0, 0.0]])
+    # Normalising each node over the classes (the other axis) would keep class 0 at node 0.
+    per_node = maps / maps.abs().sum(dim=0, keepdim=True)
+    assert per_node.argmax(dim=0).tolist() == [0, 0, 0, 0]
+    assert segmentation_map(maps).tolist() == [1, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("maps", "expected"),
+    [
+        ([[2.0, 2.0], [1.0, 1.0]], [0, 0]),  # equal after normalisation: lowest index wins
+        ([[1.0, 1.0], [2.0, 2.0]], [0, 0]),  # raw argmax would say class 1
+        ([[0.0, 0.0], [1.0, 3.0]], [1, 1]),  # an all-zero map stays zero
+        ([[0.0, 0.0], [-1.0, -3.0]], [0, 0]),  # ... and then beats negative maps
+        ([[-2.0, 2.0], [1.0, 0.0]], [1, 0]),  # L1 uses absolute values
+        ([[float("nan"), float("nan")], [-1.0, -1.0]], [1, 1]),  # an empty class never wins
+    ],
+)
+def test_segmentation_edge_cases(maps, expected):
+    assert segmentation_map(torch.tensor(maps)).tolist() == expected
+
+
+def test_segmentation_matches_numpy_reference():
+    generator = torch.Generator().manual_seed(2)
+    maps = torch.randn(10, 64, generator=generator, dtype=torch.float64)
+    maps[3] *= 50.0  # one loud class must not take over the grid
+    got = segmentation_map(maps)
+    expected = _numpy_segmentation(maps.numpy())
+    np.testing.assert_array_equal(got.numpy(), expected)
+    assert (got == 3).sum() < 20
+
+
+def test_segmentation_rejects_all_nan_and_inf():
+    with pytest.raises(ValueError, match="at least one row that is not all NaN"):
+        segmentation_map(torch.full((2, 3), float("nan")))
+    with pytest.raises(ValueError, match="must be finite"):
+        segmentation_map(torch.tensor([[1.0, float("inf")], [0.0, 1.0]]))
+
+
+# ----------------------------------------------------------------------------- pseudotime
+def test_pseudotime_bins_match_pandas_qcut():
+    pd = pytest.importorskip("pandas")
+    generator = torch.Generator().manual_seed(3)
+    pseudotime = torch.rand(103, generator=generator, dtype=torch.float64) ** 3
+    expected = pd.qcut(pseudotime.numpy(), 5, labels=False)
+    np.testing.assert_array_equal(pseudotime_bins(pseudotime, num_bins=5).numpy(), expected)
+
+
+def test_pseudotime_bins_are_balanced_and_ordered():
+    generator = torch.Generator().manual_seed(3)
+    pseudotime = torch.rand(103, generator=generator, dtype=torch.float64) ** 3
+    bins = pseudotime_bins(pseudotime, num_bins=5)
+    assert bins.dtype == torch.long
+    counts = torch.bincount(bins, minlength=5)
+    assert counts.max() - counts.min() <= 1 and counts.sum() == 103
+    order = torch.argsort(pseudotime)
+    assert (bins[order].diff() >= 0).all()  # later pseudotime, later bin
+
+
+def test_pseudotime_bins_by_hand_and_half_precision():
+    # Sorted: .1 .2 .3 .5 .7 .9; edges at the 1/3 and 2/3 quantiles: 0.2667 and 0.5667.
+    pseudotime = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7, 0.2])
+    assert pseudotime_bins(pseudotime, num_bins=3).tolist() == [2, 0, 1, 1, 2, 0]
+    assert pseudotime_bins(pseudotime.half(), num_bins=3).tolist() == [2, 0, 1, 1, 2, 0]
+
+
+def test_pseudotime_bins_keep_ties_together():
+    pseudotime = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 2.0])
+    bins = pseudotime_bins(pseudotime, num_bins=2)
+    assert bins.tolist() == [0, 0, 0, 0, 1, 1]  # the median is 0: bins are closed on the right
+
+
+def test_pseudotime_bins_validate():
+    with pytest.raises(ValueError, match="pseudotime must be finite"):
+        pseudotime_bins(torch.tensor([0.1, float("nan")]))
+    with pytest.raises(ValueError, match="num_bins must be >= 1"):
+        pseudotime_bins(torch.tensor([0.1, 0.2]), num_bins=0)
+
+
+# ----------------------------------------------------------------------------- modules
+def test_module_activity_by_hand():
+    activations = torch.tensor([[1.0, 3.0, 10.0, 0.0], [0.0, 2.0, 4.0, -6.0]])
+    neuron_labels = torch.tensor([0, 0, 2, 0])
+    activity = module_activity(activations, neuron_labels, num_modules=4)
+    assert activity.shape == (2, 4)
+    assert torch.allclose(activity[:, 0], torch.tensor([4.0 / 3.0, -4.0 / 3.0]))
+    assert torch.isnan(activity[:, 1]).all() and torch.isnan(activity[:, 3]).all()
+    assert torch.equal(activity[:, 2], torch.tensor([10.0, 4.0]))
+
+
+def test_module_activity_matches_numpy():
+    generator = torch.Generator().manual_seed(4)
+    activations = torch.randn(30, 100, generator=generator, dtype=torch.float64)
+    neuron_labels = torch.randint(0, 6, (100,), generator=generator)
+    got = module_activity(activations, neuron_labels)
+    a, m = activations.numpy(), neuron_labels.numpy()
+    expected = np.stack([a[:, m == k].mean(axis=1) for k in range(int(m.max()) + 1)], axis=1)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+def test_module_activity_checks_length():
+    with pytest.raises(ValueError, match=r"neuron_labels must have one entry per neuron \(5\)"):
+        module_activity(torch.zeros(3, 5), torch.tensor([0, 1, 1]))

@@ -1,0 +1,383 @@
+from __future__ import annotations
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import coalesce
+
+from gsr_pyg.spectral import (
+    LaplacianOperator,
+    connected_components,
+    eigenbasis,
+    laplacian,
+    quadratic_form,
+)
+
+METHODS = ["dense", "edge", "sparse", "auto"]
+SEEDS = list(range(24))
+
+
+def random_graph(seed: int, num_extra_isolated: int | None = None) -> tuple[Data, nx.Graph]:
+    """A random weighted graph (float32 weights) with some isolated nodes, as Data and nx."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 30))
+    graph = nx.gnp_random_graph(n, float(rng.uniform(0.1, 0.5)), seed=seed)
+    extra = int(rng.integers(1, 3)) if num_extra_isolated is None else num_extra_isolated
+    graph.add_nodes_from(range(n, n + extra))
+    for i, j in graph.edges:
+        graph[i][j]["weight"] = float(np.float32(rng.uniform(0.1, 3.0)))
+    return data_from_nx(graph), graph
+
+
+def data_from_nx(graph: nx.Graph) -> Data:
+    edges = [(i, j, w) for i, j, w in graph.edges(data="weight", default=1.0)]
+    n = graph.number_of_nodes()
+    if not edges:
+        return Data(edge_index=torch.empty(2, 0, dtype=torch.long),
+                    edge_weight=torch.empty(0), num_nodes=n)
+    src = [i for i, j, _ in edges] + [j for i, j, _ in edges]
+    dst = [j for i, j, _ in edges] + [i for i, j, _ in edges]
+    weight = [w for *_, w in edges] * 2
+    edge_index, edge_weight = coalesce(
+        torch.tensor([src, dst]), torch.tensor(weight, dtype=torch.float32), n
+    )
+    return Data(edge_index=edge_index, edge_weight=edge_weight, num_nodes=n)
+
+
+def nx_laplacian(graph: nx.Graph, normalization: str | None) -> np.ndarray:
+    nodes = sorted(graph.nodes)
+    if normalization == "sym":
+        return nx.normalized_laplacian_matrix(graph, nodelist=nodes).toarray()
+    return nx.laplacian_matrix(graph, nodelist=nodes).toarray().astype(np.float64)
+
+
+def grid_graph_8x8() -> Data:
+    """4-neighbour 8x8 grid, row-major numbering, built by hand."""
+    src, dst = [], []
+    for r in range(8):
+        for c in range(8):
+            i = 8 * r + c
+            if c < 7:
+                src += [i, i + 1]
+                dst += [i + 1, i]
+            if r < 7:
+                src += [i, i + 8]
+                dst += [i + 8, i]
+    edge_index = coalesce(torch.tensor([src, dst]), num_nodes=64)
+    return Data(edge_index=edge_index, edge_weight=torch.ones(edge_index.size(1)), num_nodes=64)
+
+
+# ----------------------------------------------------------------------------------------
+# the quadratic form against networkx in float64
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("normalization", [None, "sym"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_quadratic_form_equals_networkx(seed, normalization):
+    data, graph = random_graph(seed)
+    lap = torch.from_numpy(nx_laplacian(graph, normalization))
+    n = data.num_nodes
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(7, n, dtype=torch.float64, generator=gen)
+    conv = torch.randn(3, n, 4, 5, dtype=torch.float64, generator=gen)
+    expected = torch.einsum("bi,ij,bj->b", x, lap, x)
+    expected_conv = torch.einsum("bihw,ij,bjhw->bhw", conv, lap, conv)
+    op = LaplacianOperator(data, normalization)
+    for method in METHODS:
+        got = op(x, method=method)
+        assert got.shape == (7,) and got.dtype == torch.float64
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+        got_conv = op(conv, method=method)
+        assert got_conv.shape == (3, 4, 5)
+        torch.testing.assert_close(got_conv, expected_conv, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(
+            quadratic_form(x, data, normalization, method=method), expected,
+            rtol=1e-10, atol=1e-10,
+        )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_quadratic_form_float32_and_edge_sum(method):
+    data, graph = random_graph(3)
+    x = torch.randn(5, data.num_nodes)
+    # The form is the sum over undirected edges of w_ij (a_i - a_j)^2.
+    xn = x.double().numpy()
+    expected = sum(w * (xn[:, i] - xn[:, j]) ** 2 for i, j, w in graph.edges(data="weight"))
+    got = quadratic_form(x, data, method=method)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5)
+
+
+def test_half_precision_input_is_computed_in_float32():
+    data, graph = random_graph(5)
+    x = torch.randn(4, data.num_nodes).bfloat16()
+    lap = torch.from_numpy(nx_laplacian(graph, None))
+    expected = torch.einsum("bi,ij,bj->b", x.double(), lap, x.double())
+    for method in METHODS:
+        got = quadratic_form(x, data, method=method)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_autocast_keeps_the_form_in_float32():
+    data, graph = random_graph(6)
+    x = torch.randn(4, data.num_nodes)
+    lap = torch.from_numpy(nx_laplacian(graph, None))
+    expected = torch.einsum("bi,ij,bj->b", x.double(), lap, x.double())
+    for method in METHODS:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = quadratic_form(x, data, method=method)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_unweighted_graph_counts_each_edge_once():
+    # Path 0-1-2 without edge weights: a^T L a = (a0 - a1)^2 + (a1 - a2)^2.
+    data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+    x = torch.tensor([[0.0, 1.0, 3.0], [2.0, 2.0, 2.0]])
+    for method in METHODS:
+        torch.testing.assert_close(quadratic_form(x, data, method=method),
+                                   torch.tensor([5.0, 0.0]))
+
+
+def test_laplacian_annihilates_constants():
+    for seed in SEEDS[:8]:
+        data, _ = random_graph(seed)
+        ones = torch.ones(data.num_nodes, 1)
+        torch.testing.assert_close(laplacian(data, dense=True) @ ones,
+                                   torch.zeros(data.num_nodes, 1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.sparse.mm(laplacian(data), ones),
+                                   torch.zeros(data.num_nodes, 1), atol=1e-5, rtol=0)
+        for method in METHODS:
+            value = quadratic_form(3.5 * torch.ones(2, data.num_nodes), data, method=method)
+            torch.testing.assert_close(value, torch.zeros(2), atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------
+# gradients
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("normalization", [None, "sym"])
+@pytest.mark.parametrize("seed", SEEDS[:4])
+def test_gradient_of_batch_mean_is_two_l_a_over_b(seed, normalization):
+    data, graph = random_graph(seed)
+    lap = torch.from_numpy(nx_laplacian(graph, normalization))
+    op = LaplacianOperator(data, normalization)
+    batch = 6
+    x0 = torch.randn(batch, data.num_nodes, dtype=torch.float64)
+    conv0 = torch.randn(2, data.num_nodes, 3, 3, dtype=torch.float64)
+    for method in METHODS:
+        x = x0.clone().requires_grad_()
+        op(x, method=method).mean().backward()
+        torch.testing.assert_close(x.grad, 2.0 * x0 @ lap / batch, rtol=1e-10, atol=1e-12)
+        conv = conv0.clone().requires_grad_()
+        op(conv, method=method).mean().backward()
+        # The mean runs over the 2 * 3 * 3 samples of the feature map.
+        expected = 2.0 * torch.einsum("ij,bjhw->bihw", lap, conv0) / (2 * 3 * 3)
+        torch.testing.assert_close(conv.grad, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("normalization", [None, "sym"])
+@pytest.mark.parametrize("method", ["dense", "sparse", "edge"])
+def test_gradcheck_float64(method, normalization):
+    data, _ = random_graph(11)
+    op = LaplacianOperator(data, normalization, method=method)
+    x = torch.randn(3, data.num_nodes, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(op, (x,))
+    conv = torch.randn(2, data.num_nodes, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(op, (conv,))
+
+
+def test_custom_backward_refuses_double_backward():
+    data, _ = random_graph(2)
+    x = torch.randn(2, data.num_nodes, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(quadratic_form(x, data, method="dense").sum(), x,
+                                  create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
+
+
+# ----------------------------------------------------------------------------------------
+# the operator: caching, device, method choice
+# ----------------------------------------------------------------------------------------
+
+def test_operator_caches_matrices_per_dtype():
+    data, _ = random_graph(4)
+    op = LaplacianOperator(data)
+    op(torch.randn(2, data.num_nodes), method="sparse")
+    first = op._cache[("sparse", torch.float32)]
+    op(torch.randn(3, data.num_nodes), method="sparse")
+    assert op._cache[("sparse", torch.float32)] is first
+    op(torch.randn(3, data.num_nodes, dtype=torch.float64), method="dense")
+    assert ("dense", torch.float64) in op._cache
+    assert op.to("cpu") is op
+    assert "num_nodes=" in repr(op) and "normalization=None" in repr(op)
+
+
+def test_auto_method_choice_on_cpu():
+    small = LaplacianOperator(grid_graph_8x8())
+    assert small.resolve_method(64) == "dense"
+    assert small.resolve_method(64, "cuda") == "dense"
+    ring = Data(edge_index=coalesce(torch.stack([
+        torch.arange(300).repeat(2),
+        torch.cat([(torch.arange(300) + 1) % 300, (torch.arange(300) - 1) % 300]),
+    ]), num_nodes=300), num_nodes=300)
+    assert LaplacianOperator(ring).resolve_method(64) == "sparse"
+    op = LaplacianOperator(ring, method="edge")
+    assert op.method == "edge"
+    x = torch.randn(4, 300, dtype=torch.float64)
+    torch.testing.assert_close(op(x), op(x, method="dense"))
+
+
+def test_operator_refuses_input_on_another_device():
+    op = LaplacianOperator(grid_graph_8x8())
+    with pytest.raises(ValueError, match=r"op\.to\('meta'\)"):
+        op(torch.empty(2, 64, device="meta"))
+
+
+def test_symmetric_weights_within_rounding_are_averaged():
+    edge_index = torch.tensor([[0, 1], [1, 0]])
+    weight = torch.tensor([1.0, 1.0 + 1e-7], dtype=torch.float64)
+    data = Data(edge_index=edge_index, edge_weight=weight, num_nodes=2)
+    value = quadratic_form(torch.tensor([[0.0, 1.0]], dtype=torch.float64), data)
+    torch.testing.assert_close(value, torch.tensor([1.0 + 0.5e-7], dtype=torch.float64),
+                               rtol=1e-9, atol=0)
+
+
+# ----------------------------------------------------------------------------------------
+# Laplacian matrices, components, eigenbasis
+# ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("normalization", [None, "sym"])
+@pytest.mark.parametrize("seed", SEEDS[:8])
+def test_laplacian_equals_networkx(seed, normalization):
+    data, graph = random_graph(seed)
+    expected = nx_laplacian(graph, normalization)
+    dense = laplacian(data, normalization, dense=True)
+    assert dense.dtype == torch.float32 and dense.shape == expected.shape
+    np.testing.assert_allclose(dense.double().numpy(), expected, atol=1e-6)
+    sparse = laplacian(data, normalization)
+    assert sparse.is_sparse and sparse.is_coalesced()
+    np.testing.assert_allclose(sparse.to_dense().double().numpy(), expected, atol=1e-6)
+
+
+def test_sym_laplacian_isolated_node_is_zero():
+    # Node 2 is isolated: PyG's get_laplacian puts 1 on its diagonal, here it is 0.
+    data = Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=3)
+    dense = laplacian(data, "sym", dense=True)
+    torch.testing.assert_close(dense, torch.tensor([[1.0, -1.0, 0.0],
+                                                    [-1.0, 1.0, 0.0],
+                                                    [0.0, 0.0, 0.0]]))
+
+
+@pytest.mark.parametrize("call", [
+    lambda d: laplacian(d, "rw"),
+    lambda d: LaplacianOperator(d, "rw"),
+    lambda d: quadratic_form(torch.randn(2, 64), d, "rw"),
+    lambda d: eigenbasis(d, "rw"),
+])
+def test_random_walk_laplacian_is_refused(call):
+    with pytest.raises(ValueError, match="not symmetric.*indefinite"):
+        call(grid_graph_8x8())
+
+
+def test_unknown_normalization_and_method_are_refused():
+    data = grid_graph_8x8()
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        laplacian(data, "symmetric")
+    with pytest.raises(ValueError, match="method must be one of"):
+        quadratic_form(torch.randn(2, 64), data, method="fast")
+    with pytest.raises(ValueError, match="method must be one of"):
+        LaplacianOperator(data)(torch.randn(2, 64), method="fast")
+    op = LaplacianOperator(data)
+    with pytest.raises(ValueError, match="method must be one of"):
+        op.method = "fast"
+    op.method = "sparse"
+    assert op.method == "sparse"
+
+
+def test_activation_validation_messages():
+    data = grid_graph_8x8()
+    with pytest.raises(ValueError, match="x has 49 features in dimension 1 but the graph has 64"):
+        quadratic_form(torch.randn(5, 49), data)
+    with pytest.raises(ValueError, match="floating-point"):
+        quadratic_form(torch.ones(5, 64, dtype=torch.long), data)
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        LaplacianOperator(data)(torch.randn(64))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        quadratic_form(np.ones((5, 64)), data)
+
+
+def test_graph_validation_messages():
+    directed = Data(edge_index=torch.tensor([[0, 1], [1, 2]]), num_nodes=3)
+    with pytest.raises(ValueError, match="both directions"):
+        laplacian(directed)
+    asymmetric = Data(edge_index=torch.tensor([[0, 1], [1, 0]]),
+                      edge_weight=torch.tensor([1.0, 2.0]), num_nodes=2)
+    with pytest.raises(ValueError, match="symmetric"):
+        LaplacianOperator(asymmetric)
+    negative = Data(edge_index=torch.tensor([[0, 1], [1, 0]]),
+                    edge_weight=torch.tensor([-1.0, -1.0]), num_nodes=2)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        laplacian(negative)
+    out_of_range = Data(edge_index=torch.tensor([[0, 5], [5, 0]]), num_nodes=3)
+    with pytest.raises(ValueError, match=r"node ids in \[0, 2\]"):
+        connected_components(out_of_range)
+    with pytest.raises(TypeError, match="edge_index"):
+        laplacian(torch.zeros(3, 3))
+
+
+def test_self_loops_are_ignored():
+    data = Data(edge_index=torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]]),
+                edge_weight=torch.tensor([5.0, 2.0, 2.0, 7.0]), num_nodes=2)
+    torch.testing.assert_close(laplacian(data, dense=True),
+                               torch.tensor([[2.0, -2.0], [-2.0, 2.0]]))
+    torch.testing.assert_close(laplacian(data, "sym", dense=True),
+                               torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_connected_components_equal_networkx(seed):
+    rng = np.random.default_rng(seed)
+    # Several random blocks, shuffled node ids, plus isolated nodes.
+    sizes = rng.integers(1, 8, size=int(rng.integers(2, 6)))
+    graph = nx.disjoint_union_all(
+        [nx.gnp_random_graph(int(s), 0.6, seed=int(seed * 10 + k)) for k, s in enumerate(sizes)]
+    )
+    mapping = dict(zip(graph.nodes, rng.permutation(graph.number_of_nodes()).tolist()))
+    graph = nx.relabel_nodes(graph, mapping)
+    data = data_from_nx(graph)
+    num, labels = connected_components(data)
+    components = list(nx.connected_components(graph))
+    assert num == len(components)
+    assert labels.dtype == torch.long and labels.shape == (data.num_nodes,)
+    assert int(labels[0]) == 0
+    # Same partition as networkx.
+    for component in components:
+        assert len(set(labels[sorted(component)].tolist())) == 1
+    # Numbered in order of first appearance.
+    first_seen = list(dict.fromkeys(labels.tolist()))
+    assert first_seen == list(range(num))
+
+
+def test_eigenbasis_of_grid():
+    data = grid_graph_8x8()
+    eigenvalues, eigenvectors = eigenbasis(data)
+    assert eigenvalues.shape == (64,) and eigenvectors.shape == (64, 64)
+    assert abs(float(eigenvalues[-1]) - 7.6955) < 1e-4
+    assert abs(float(eigenvalues[0])) < 1e-5
+    # Eigenvalues of the path P8 are 2 - 2 cos(pi k / 8); the grid's are their pair sums.
+    path = 2 - 2 * np.cos(np.pi * np.arange(8) / 8)
+    np.testing.assert_allclose(eigenvalues.numpy(), np.sort(np.add.outer(path, path).ravel()),
+                               atol=1e-5)
+    lap = laplacian(data, dense=True)
+    torch.testing.assert_close(lap @ eigenvectors, eigenvectors * eigenvalues, atol=1e-4, rtol=0)
+    values_k, vectors_k = eigenbasis(data, "sym", k=3)
+    assert values_k.shape == (3,) and vectors_k.shape == (64, 3)
+    assert bool((values_k[1:] >= values_k[:-1]).all())
+    sym_all = eigenbasis(data, "sym")[0]
+    assert float(sym_all.max()) <= 2.0 + 1e-5
+    with pytest.raises(ValueError, match="k must be <= 64"):
+        eigenbasis(data, k=65)

@@ -1,3 +1,27 @@
-"""gsr-pyg: Graph Spectral Regularization on PyTorch Geometric."""
+"""gsr-pyg: Graph Spectral Regularization on PyTorch Geometric.
+
+The neurons of a layer are the nodes of a PyG ``Data`` graph; the penalty
+``weight * mean_b a_b^T L a_b`` makes neighbouring neurons fire together. Graphs are enforced
+(:mod:`gsr_pyg.graphs`) or learned from co-activations (:mod:`gsr_pyg.learn`) and alternated
+with training by :class:`gsr_pyg.pipeline.GSRTrainer`.
+
+``plotting`` and ``report`` import matplotlib only when used.
+"""
+
+import importlib
+
+from . import data, graphs, learn, metrics, models, pipeline, readouts, spectral
+from .regularizer import GraphSpectralRegularizer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "GraphSpectralRegularizer", "data", "graphs", "learn", "metrics", "models", "pipeline",
+    "plotting", "readouts", "report", "spectral", "__version__",
+]
+
+
+def __getattr__(name):
+    if name in ("plotting", "report"):
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'gsr_pyg' has no attribute {name!r}")

@@ -214,40 +214,35 @@ class _FeatureDistances:
         self.num_nodes = features.shape[0]
         self.dtype = features.dtype
         self.device = features.device
-        self._cached: tuple[int, Tensor] | None = None
-
-    def _atom(self, atom: int) -> Tensor:
-        """Squared distances of rows [atom * R, atom * R + R), computed from an R-row product."""
-        if self._cached is not None and self._cached[0] == atom:
-            return self._cached[1]
-        start = atom * _ATOM_ROWS
-        block = self.features[start:start + _ATOM_ROWS]
-        pad = _ATOM_ROWS - block.shape[0]
-        if pad:
-            block = torch.cat([block, block.new_zeros(pad, block.shape[1])])
-        dot = block @ self.features.t()
-        if self.metric == "euclidean":
-            sq = self.sq_norm[start:start + _ATOM_ROWS]
-            if pad:
-                sq = torch.cat([sq, sq.new_zeros(pad)])
-            # separate elementwise ops: each is correctly rounded, so no fused-multiply-add
-            # path can make one block differ from another
-            d2 = (sq[:, None] + self.sq_norm[None, :]) + dot.mul_(-2.0)
-            d2.clamp_(min=0.0)
-        else:
-            d2 = torch.rsub(dot, 1.0).clamp_(0.0, 2.0)
-            d2.mul_(d2)
-        self._cached = (atom, d2)
-        return d2
 
     def rows(self, start: int, stop: int) -> Tensor:
-        out = torch.empty(stop - start, self.num_nodes, dtype=self.dtype, device=self.device)
-        for atom in range(start // _ATOM_ROWS, (stop - 1) // _ATOM_ROWS + 1):
-            lo = max(start, atom * _ATOM_ROWS)
-            hi = min(stop, (atom + 1) * _ATOM_ROWS)
-            out[lo - start:hi - start] = self._atom(atom)[lo - atom * _ATOM_ROWS:
-                                                          hi - atom * _ATOM_ROWS]
-        return out
+        first, last = start // _ATOM_ROWS, (stop - 1) // _ATOM_ROWS + 1
+        lo, hi = first * _ATOM_ROWS, min(last * _ATOM_ROWS, self.num_nodes)
+        out = torch.empty(hi - lo, self.num_nodes, dtype=self.dtype, device=self.device)
+        other = self.features.t()
+        if self.metric == "euclidean":
+            # d2 = (|x_i|^2 + |x_j|^2) - 2 x_i.x_j, the product taken atom by atom
+            torch.add(self.sq_norm[lo:hi, None], self.sq_norm[None, :], out=out)
+        else:
+            out.fill_(1.0)  # d = 1 - u_i.u_j
+        alpha = -2.0 if self.metric == "euclidean" else -1.0
+        for atom in range(first, last):
+            a0 = atom * _ATOM_ROWS
+            block = self.features[a0:a0 + _ATOM_ROWS]
+            target = out[a0 - lo:a0 - lo + block.shape[0]]
+            if block.shape[0] < _ATOM_ROWS:  # the last atom: same product shape, zero rows
+                pad = block.new_zeros(_ATOM_ROWS - block.shape[0], block.shape[1])
+                base = torch.cat([target, target.new_zeros(pad.shape[0], target.shape[1])])
+                target.copy_(torch.addmm(base, torch.cat([block, pad]), other,
+                                         alpha=alpha)[:block.shape[0]])
+            else:
+                torch.addmm(target, block, other, alpha=alpha, out=target)
+        if self.metric == "euclidean":
+            out.clamp_(min=0.0)
+        else:
+            out.clamp_(0.0, 2.0)
+            out.mul_(out)
+        return out[start - lo:stop - lo]
 
 
 class _GramDistances:
@@ -330,15 +325,23 @@ def _knn_directed(provider, k: int, chunk_size: int | None) -> tuple[Tensor, Ten
     rows, cols, dists = [], [], []
     for start, d2 in _blocks(provider, chunk_size):
         _self_to_inf(d2, start)
-        kth = torch.topk(d2, k, dim=1, largest=False).values[:, -1:]
-        closer = d2 < kth
-        tied = d2 == kth
-        wanted = k - closer.sum(dim=1, keepdim=True)
-        keep = closer | (tied & (tied.cumsum(dim=1, dtype=torch.int32) <= wanted))
-        row, col = keep.nonzero(as_tuple=True)
-        rows.append(row + start)
-        cols.append(col)
-        dists.append(d2[row, col])
+        # k + 1 values tell whether a tie straddles the k-th place (k + 1 <= N: self is inf)
+        vals, idx = torch.topk(d2, k + 1, dim=1, largest=False)
+        col, dist = idx[:, :k], vals[:, :k]
+        straddle = vals[:, k - 1] == vals[:, k]
+        if bool(straddle.any()):
+            fix = straddle.nonzero().flatten()
+            sub, kth = d2[fix], vals[fix, k - 1:k]
+            closer, tied = sub < kth, sub == kth
+            wanted = k - closer.sum(dim=1, keepdim=True)
+            keep = closer | (tied & (tied.cumsum(dim=1, dtype=torch.int32) <= wanted))
+            fixed = keep.nonzero(as_tuple=True)[1].view(-1, k)
+            col[fix] = fixed
+            dist[fix] = sub.gather(1, fixed)
+        rows.append(torch.arange(start, start + d2.shape[0], device=d2.device)
+                    .repeat_interleave(k))
+        cols.append(col.reshape(-1))
+        dists.append(dist.reshape(-1))
     return torch.cat(rows), torch.cat(cols), torch.cat(dists)
 
 

@@ -28,6 +28,7 @@ Run directory (every file is written to a temporary name, then renamed)::
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -39,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from torch_geometric.data import Data
 
 from . import graphs as graphs_mod
@@ -48,7 +50,8 @@ from .metrics import smoothness_ratio
 from .regularizer import GraphSpectralRegularizer
 from .spectral import connected_components
 
-__all__ = ["LearningSchedule", "GSRTrainer", "History", "load_snapshot", "atomic_write"]
+__all__ = ["LearningSchedule", "GSRTrainer", "History", "load_snapshot", "atomic_write",
+           "setup_distributed"]
 
 _STOP_RULES = ("disconnected", "converged", "never")
 CHECKPOINT = "checkpoint.pt"
@@ -245,6 +248,47 @@ class History:
         return f"History({len(self._records)} snapshots, run_dir={self.run_dir})"
 
 
+# --------------------------------------------------------------------------- distributed
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def setup_distributed(device: str | torch.device | None = None) -> tuple[int, int, torch.device]:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    Returns ``(rank, world_size, device)``. Under ``torchrun`` (``WORLD_SIZE`` > 1) the
+    process group is initialised once, with ``nccl`` when the device is CUDA and ``gloo``
+    otherwise, and each process gets ``cuda:LOCAL_RANK`` on GPU machines. Without torchrun it
+    returns ``(0, 1, device)``: one process, nothing to set up.
+    """
+    wanted = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 and not _distributed():
+        return 0, 1, wanted
+    if wanted.type == "cuda":
+        wanted = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(wanted)
+    if not _distributed():
+        torch.distributed.init_process_group(backend="nccl" if wanted.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), torch.distributed.get_world_size(), wanted
+
+
+def _distributed_loader(loader, seed: int):
+    """The same loader with a DistributedSampler (each process gets its share of every
+    epoch; the global batch is ``world_size * batch_size``)."""
+    if not isinstance(loader, DataLoader) or isinstance(loader.sampler, DistributedSampler):
+        return loader
+    if loader.batch_size is None:
+        raise ValueError("under torchrun the training loader must be a DataLoader with a "
+                         "batch_size (it is re-created with a DistributedSampler)")
+    sampler = DistributedSampler(loader.dataset, shuffle=isinstance(loader.sampler, RandomSampler),
+                                 seed=seed, drop_last=loader.drop_last)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                      pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+
+
 # --------------------------------------------------------------------------- the trainer
 @dataclass
 class _LayerLearning:
@@ -396,6 +440,12 @@ class GSRTrainer:
             device = param.device if param is not None else torch.device("cpu")
         self.device = torch.device(device)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        if _distributed():
+            self.rank = torch.distributed.get_rank()
+            self.world_size = torch.distributed.get_world_size()
+        else:
+            self.rank, self.world_size = 0, 1
+        self.is_main = self.rank == 0  # only the main process writes the run directory
         self._learning: dict[str, _LayerLearning] = {}
         for key, learner in learn.items():
             name = reg._name(key)
@@ -438,16 +488,24 @@ class GSRTrainer:
         }
 
     def _prepare_run_dir(self) -> bool:
-        """Create or check the run directory; True when a checkpoint should be resumed."""
+        """Create or check the run directory; True when a checkpoint should be resumed.
+        Every process checks; the main one writes, the others wait for it."""
         if self.run_dir is None:
             return False
+        resume = self._check_run_dir()
+        if self.world_size > 1:
+            torch.distributed.barrier()
+        return resume
+
+    def _check_run_dir(self) -> bool:
         config = json.loads(json.dumps(self.resolved_config(), default=_json_default))
         path = self.run_dir / "config.json"
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ValueError(f"run_dir {str(self.run_dir)!r} cannot be created: {err}") from None
-        if not os.access(self.run_dir, os.W_OK):
+        if self.is_main and not os.access(self.run_dir, os.W_OK):
             raise ValueError(f"run_dir {str(self.run_dir)!r} is not writable")
         if path.exists():
             with open(path, encoding="utf-8") as fh:
@@ -464,7 +522,8 @@ class GSRTrainer:
                     f"({detail}); use another run_dir or remove it to start again"
                 )
             return (self.run_dir / CHECKPOINT).exists()
-        _write_text(path, json.dumps(config, indent=2, sort_keys=True, default=_json_default))
+        if self.is_main:
+            _write_text(path, json.dumps(config, indent=2, sort_keys=True, default=_json_default))
         return False
 
     # ------------------------------------------------------------------ checkpoints
@@ -479,7 +538,6 @@ class GSRTrainer:
                     "stopped": st.stopped,
                     "num_graphs": st.num_graphs,
                     "last_edges": st.last_edges,
-                    "stats": st.stats.state_dict() if st.stats is not None else None,
                 }
                 for name, st in self._learning.items()
             },
@@ -493,14 +551,30 @@ class GSRTrainer:
                 "epoch_rng": self._epoch_rng,
                 "num_snapshots": len(self.history),
             },
-            "rng": _rng_state(),
+            "world_size": self.world_size,
+            "per_rank": self._gather_rank_states(),
         }
+
+    def _rank_state(self) -> dict:
+        """What differs between processes: RNG streams and the statistics of their batches."""
+        return {"rng": _rng_state(),
+                "stats": {name: st.stats.state_dict() for name, st in self._learning.items()
+                          if st.stats is not None}}
+
+    def _gather_rank_states(self) -> list[dict]:
+        if self.world_size == 1:
+            return [self._rank_state()]
+        states = [None] * self.world_size
+        torch.distributed.all_gather_object(states, _to_cpu(self._rank_state()))
+        return states
 
     def _save_checkpoint(self) -> None:
         if self.run_dir is None:
             return
+        state = self._checkpoint_state()  # collective under torchrun: every process calls it
+        if not self.is_main:
+            return
         self._flush_metrics()
-        state = self._checkpoint_state()
         atomic_write(self.run_dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     def _load_checkpoint(self) -> None:
@@ -509,6 +583,11 @@ class GSRTrainer:
         if not isinstance(state, dict) or state.get("format") != 1:
             raise ValueError(f"checkpoint file {str(path)!r} was not written by this version of "
                              "gsr_pyg")
+        if state["world_size"] != self.world_size:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was written by {state['world_size']} process(es) but "
+                f"this run has {self.world_size}: resume with the same world size (torchrun "
+                f"--nproc_per_node / --nnodes), or start a new run directory")
         if set(state["learning"]) != set(self._learning):
             raise ValueError(f"checkpoint learns layers {sorted(state['learning'])} but the "
                              f"trainer learns {sorted(self._learning)}")
@@ -520,8 +599,6 @@ class GSRTrainer:
             own.stopped = st["stopped"]
             own.num_graphs = st["num_graphs"]
             own.last_edges = st["last_edges"]
-            if own.stats is not None and st["stats"] is not None:
-                own.stats.load_state_dict(st["stats"])
         loop = state["loop"]
         self.step = loop["step"]
         self.phase = loop["phase"]
@@ -532,7 +609,10 @@ class GSRTrainer:
         self._epoch_rng = loop["epoch_rng"]
         self._restore_history(loop["num_snapshots"])
         self._truncate_metrics()
-        _set_rng_state(state["rng"])
+        mine = state["per_rank"][self.rank]
+        for name, stats_state in mine["stats"].items():
+            self._learning[name].stats.load_state_dict(stats_state)
+        _set_rng_state(mine["rng"])
 
     def _restore_history(self, num_snapshots: int) -> None:
         """Re-read snapshot records up to the checkpoint; later ones (written after the
@@ -545,7 +625,7 @@ class GSRTrainer:
                     index, step = file.stem.split("_step")
                     records.append((int(index), int(step), layer_dir.name, file))
         records.sort()
-        for _, _, _, file in records[num_snapshots:]:
+        for _, _, _, file in records[num_snapshots:] if self.is_main else ():
             file.unlink()
             file.with_suffix(".graphml").unlink(missing_ok=True)
         self.history = History(self.run_dir)
@@ -561,7 +641,7 @@ class GSRTrainer:
     def _truncate_metrics(self) -> None:
         """Drop metric rows logged after the checkpoint (they are logged again)."""
         path = self.run_dir / "metrics.jsonl"
-        if not path.exists():
+        if not self.is_main or not path.exists():
             return
         with open(path, encoding="utf-8") as fh:
             rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= self.step]
@@ -569,7 +649,7 @@ class GSRTrainer:
 
     def _flush_metrics(self) -> None:
         """Append the pending rows to metrics.jsonl atomically (copy + append + rename)."""
-        if self.run_dir is None or not self._pending_metrics:
+        if self.run_dir is None or not self.is_main or not self._pending_metrics:
             return
         path = self.run_dir / "metrics.jsonl"
         lines = "".join(json.dumps(row, default=_json_default) + "\n"
@@ -599,6 +679,8 @@ class GSRTrainer:
                 _set_rng_state(self._epoch_rng)
             else:
                 self._epoch_rng = current
+            if isinstance(getattr(loader, "sampler", None), DistributedSampler):
+                loader.sampler.set_epoch(self._epoch)
             iterator = iter(loader)
             if resume_skip:
                 for _ in range(resume_skip):
@@ -629,12 +711,15 @@ class GSRTrainer:
             if st.stopped:
                 continue
             if st.stats is not None:
-                graph = st.learner.from_stats(st.stats)
+                stats = st.stats
+                if self.world_size > 1:  # every process builds from the statistics of all
+                    stats = copy.deepcopy(st.stats).all_reduce()
+                graph = st.learner.from_stats(stats)
                 if st.stats.mode == "exact":
                     st.stats.reset()
             else:
                 graph = st.learner.from_activations(
-                    _samples_by_neurons(self.reg.activations(name).detach()))
+                    self._gather(_samples_by_neurons(self.reg.activations(name).detach())))
             num_comp, _ = connected_components(graph)
             keys = _undirected_keys(graph)
             stop = False
@@ -643,6 +728,7 @@ class GSRTrainer:
             elif (self.schedule.stop == "converged" and st.last_edges is not None
                   and _jaccard(keys.cpu(), st.last_edges) >= self.schedule.converged_jaccard):
                 stop = True
+            stop = self._agree(stop)
             install = not (stop and self.schedule.stop == "disconnected")
             if install:
                 graph = Data(edge_index=graph.edge_index, edge_weight=graph.edge_weight,
@@ -656,6 +742,22 @@ class GSRTrainer:
                             "installed": install, "stopped": stop}
         return events
 
+    def _gather(self, samples: torch.Tensor) -> torch.Tensor:
+        """The current batch of every process, in rank order (reference features)."""
+        if self.world_size == 1:
+            return samples
+        parts = [torch.empty_like(samples) for _ in range(self.world_size)]
+        torch.distributed.all_gather(parts, samples.contiguous())
+        return torch.cat(parts)
+
+    def _agree(self, flag: bool) -> bool:
+        """One decision for all processes (any process stopping stops all)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item())
+
     def _record_snapshot(self, layer: str, graph: Data) -> None:
         index = len(self.history)
         if self.run_dir is None:
@@ -666,6 +768,9 @@ class GSRTrainer:
         folder = self.run_dir / "snapshots" / _safe_dirname(layer)
         stem = f"{index:04d}_step{self.step}"
         tensors = _snapshot_tensors(graph, self.step, layer)
+        if not self.is_main:  # the main process writes the file; the others know its path
+            self.history._add_snapshot(self.step, layer, folder / f"{stem}.pt")
+            return
         atomic_write(folder / f"{stem}.graphml", lambda tmp: _write_graphml(graph, tmp,
                                                                             self.step, layer))
         atomic_write(folder / f"{stem}.pt", lambda tmp: torch.save(tensors, tmp))
@@ -704,10 +809,14 @@ class GSRTrainer:
             target = batch[1] if len(batch) > 1 else x
         else:
             x = target = batch
-        output = self.model(x)
+        output = self._train_model(x)
         return self.loss_fn(output, target)
 
     def _log_row(self, task_loss, penalties: dict, events: dict) -> dict:
+        if self.world_size > 1:  # the loss of the global batch
+            task_loss = task_loss.clone()
+            torch.distributed.all_reduce(task_loss)
+            task_loss = task_loss / self.world_size
         row = {"step": self.step, "phase": self.phase, "task_loss": float(task_loss)}
         weights = self.reg.weights()
         for name in self.reg.layers:
@@ -735,6 +844,14 @@ class GSRTrainer:
         self.model.to(self.device)
         if resume:
             self._load_checkpoint()
+        self._train_model = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # hooks sit on the inner modules, so they fire inside the wrapped forward
+            self._train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            loader = _distributed_loader(loader, self.seed)
         else:
             torch.manual_seed(self.seed)
             np.random.seed(self.seed % 2**32)
@@ -746,7 +863,7 @@ class GSRTrainer:
             self._advance_phase_at_start()
         total = self._planned_steps()
         bar = None
-        if self.verbose:
+        if self.verbose and self.is_main:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=self.step, desc="gsr", dynamic_ncols=True)
@@ -791,7 +908,7 @@ class GSRTrainer:
         if bar is not None:
             bar.close()
         self._write_summary()
-        if self.verbose:
+        if self.verbose and self.is_main:
             print(self.summary_line())
         return self.history
 
@@ -829,9 +946,19 @@ class GSRTrainer:
                 f"{s['after_stop_steps']} after stop)" + (f"; {layers}" if layers else ""))
 
     def _write_summary(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.is_main:
             _write_text(self.run_dir / "summary.json",
                         json.dumps(self.summary(), indent=2, default=_json_default))
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def _safe_dirname(layer: str) -> str:

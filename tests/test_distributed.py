@@ -1,0 +1,106 @@
+"""GSRTrainer under torchrun: 2 CPU processes (gloo) against one process on the same global
+batches, and a killed 2-process run that resumes."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gsr_pyg.pipeline import load_snapshot
+
+HERE = Path(__file__).parent
+SCRIPT = HERE / "ddp_run.py"
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed is not available")
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _torchrun(run_dir, batch_size, sleep=0.0):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+            str(SCRIPT), str(run_dir), "--batch-size", str(batch_size), "--sleep", str(sleep)]
+
+
+def _single(run_dir, batch_size):
+    return [sys.executable, str(SCRIPT), str(run_dir), "--batch-size", str(batch_size)]
+
+
+def _run(cmd):
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _results(run_dir):
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    snaps = {}
+    for layer in ("latent", "code"):
+        files = sorted((run_dir / "snapshots" / layer).glob("*.pt"))
+        snaps[layer] = [load_snapshot(f) for f in files]
+    return state, snaps
+
+
+def _compare(a, b, atol):
+    state_a, snaps_a = a
+    state_b, snaps_b = b
+    for key, value in state_a["model"].items():
+        assert torch.allclose(value, state_b["model"][key], atol=atol), key
+    for layer in snaps_a:
+        assert len(snaps_a[layer]) == len(snaps_b[layer]) == 6
+        for ga, gb in zip(snaps_a[layer], snaps_b[layer]):
+            assert ga.step == gb.step
+            assert torch.equal(ga.edge_index, gb.edge_index)
+            assert torch.allclose(ga.edge_weight, gb.edge_weight)
+
+
+def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path):
+    _run(_single(tmp_path / "one", 32))
+    _run(_torchrun(tmp_path / "two", 16))
+    _compare(_results(tmp_path / "one"), _results(tmp_path / "two"), atol=1e-5)
+    assert (tmp_path / "two" / "summary.json").exists()
+    assert not list((tmp_path / "two").rglob("*.tmp"))
+
+
+def test_killed_two_process_run_resumes(tmp_path):
+    _run(_torchrun(tmp_path / "straight", 16))
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(_torchrun(run_dir, 16, sleep=0.15), env=_env(),
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (run_dir / "summary.json").exists()
+    _run(_torchrun(run_dir, 16))
+    _compare(_results(tmp_path / "straight"), _results(run_dir), atol=0)
+
+
+def test_resume_with_another_world_size_is_refused(tmp_path):
+    _run(_torchrun(tmp_path / "run", 16))
+    (tmp_path / "run" / "summary.json").unlink()
+    done = subprocess.run(_single(tmp_path / "run", 32), env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0
+    assert "written by 2 process(es) but this run has 1" in done.stderr

@@ -844,14 +844,6 @@ class GSRTrainer:
         self.model.to(self.device)
         if resume:
             self._load_checkpoint()
-        self._train_model = self.model
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            # hooks sit on the inner modules, so they fire inside the wrapped forward
-            self._train_model = DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-            loader = _distributed_loader(loader, self.seed)
         else:
             torch.manual_seed(self.seed)
             np.random.seed(self.seed % 2**32)
@@ -861,6 +853,14 @@ class GSRTrainer:
                 self.reg.set_graph(name, self.reg.graph(name).num_nodes,
                                    normalization=self.schedule.normalization)
             self._advance_phase_at_start()
+        self._train_model = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # hooks sit on the inner modules, so they fire inside the wrapped forward
+            self._train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            loader = _distributed_loader(loader, self.seed)
         total = self._planned_steps()
         bar = None
         if self.verbose and self.is_main:

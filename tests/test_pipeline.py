@@ -147,7 +147,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     run_dir = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     proc = subprocess.Popen([sys.executable, str(HERE / "small_run.py"), str(run_dir),
-                             "--sleep", "0.05"], env=env)
+                             "--sleep", "0.05"], env=env, stdout=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
         # kill once a mid-run checkpoint exists (steps 7 or 14 of 55)

@@ -2,6 +2,7 @@
 batches, and a killed 2-process run that resumes."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,7 +42,7 @@ def _single(run_dir, batch_size):
 
 
 def _run(cmd):
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -67,22 +68,28 @@ def _compare(a, b, atol):
             assert torch.allclose(ga.edge_weight, gb.edge_weight)
 
 
-def test_two_processes_equal_one_process_on_the_same_global_batches(tmp_path):
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """One uninterrupted 2-process run, shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("ddp") / "two"
+    _run(_torchrun(run_dir, 16))
+    return run_dir
+
+
+def test_two_processes_equal_one_process_on_the_same_global_batches(two_process_run, tmp_path):
     _run(_single(tmp_path / "one", 32))
-    _run(_torchrun(tmp_path / "two", 16))
-    _compare(_results(tmp_path / "one"), _results(tmp_path / "two"), atol=1e-5)
-    assert (tmp_path / "two" / "summary.json").exists()
-    assert not list((tmp_path / "two").rglob("*.tmp"))
+    _compare(_results(tmp_path / "one"), _results(two_process_run), atol=1e-5)
+    assert (two_process_run / "summary.json").exists()
+    assert not list(two_process_run.rglob("*.tmp"))
 
 
-def test_killed_two_process_run_resumes(tmp_path):
-    _run(_torchrun(tmp_path / "straight", 16))
+def test_killed_two_process_run_resumes(two_process_run, tmp_path):
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(_torchrun(run_dir, 16, sleep=0.15), env=_env(),
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 240
         while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline:
             time.sleep(0.05)
         time.sleep(0.5)
@@ -94,13 +101,13 @@ def test_killed_two_process_run_resumes(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
     assert not (run_dir / "summary.json").exists()
     _run(_torchrun(run_dir, 16))
-    _compare(_results(tmp_path / "straight"), _results(run_dir), atol=0)
+    _compare(_results(two_process_run), _results(run_dir), atol=0)
 
 
-def test_resume_with_another_world_size_is_refused(tmp_path):
-    _run(_torchrun(tmp_path / "run", 16))
-    (tmp_path / "run" / "summary.json").unlink()
-    done = subprocess.run(_single(tmp_path / "run", 32), env=_env(), capture_output=True,
-                          text=True, timeout=300)
+def test_resume_with_another_world_size_is_refused(two_process_run, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(two_process_run, run_dir)
+    done = subprocess.run(_single(run_dir, 32), env=_env(), capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode != 0
     assert "written by 2 process(es) but this run has 1" in done.stderr

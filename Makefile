@@ -42,7 +42,7 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 demo: install
-	$(PY) -m pipelines.demo --out $(DEMO_OUT)
+	$(PY) -m pipelines.mnist_grid --quick --out $(DEMO_OUT)
 
 bench: install
 	$(PY) -m bench

@@ -32,9 +32,10 @@ Memory: distances are computed for a block of ``chunk_size`` rows at a time, nev
 ``neurons x neurons`` matrix, so a 65,536-wide layer builds a kNN graph in blocks of about
 256 MB. The Gaussian and adaptive graphs keep every pair above the threshold, which is dense
 for small thresholds: use them on layers of a few thousand neurons. Results do not depend on
-``chunk_size``: the matrix products behind the distances are always taken in the same blocks
-of :data:`_ATOM_ROWS` rows, so every neuron's distances are bitwise the same whatever the
-chunking, and the transcendental functions run once on the final edge list.
+``chunk_size``: the matrix products behind the distances are always taken on the same
+aligned blocks of 64 rows (BLAS rounds differently for differently shaped products), so every
+neuron's distances are bitwise the same whatever the chunking, and the transcendental
+functions run once on the final edge list.
 
 Example::
 
@@ -416,7 +417,8 @@ def knn_graph(
       connectivity).
 
     After ``mean`` or ``max`` every neuron has at least ``k`` neighbours; after ``mutual`` at
-    most ``k``. kNN rankings equal scikit-learn's ``NearestNeighbors`` with the same metric.
+    most ``k``. kNN rankings equal scikit-learn's ``NearestNeighbors`` with the same metric
+    (where scikit-learn leaves the order of ties open, the lower index wins here).
 
     Args:
         activations: ``[samples, neurons]``; each column is a neuron (at least 2 samples).

@@ -28,7 +28,6 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch_geometric.utils import coalesce, get_laplacian, remove_self_loops, scatter
 
 from gsr_pyg._validation import check_choice, check_int, check_tensor, describe
 
@@ -72,8 +71,10 @@ def _work_dtype(device: torch.device) -> torch.dtype:
 def _graph_tensors(data, name: str = "data") -> tuple[int, Tensor, Tensor]:
     """Validate a neuron graph; return ``(N, edge_index, edge_weight)``.
 
-    The returned edge list has no self-loops, is coalesced and its weights are exactly
-    symmetric (averaged over the two directions) in the float64 work dtype.
+    The returned edge list has no self-loops, is coalesced (duplicate entries summed) and its
+    weights are exactly symmetric (averaged over the two directions) in the float64 work
+    dtype. A graph that is already coalesced (the data model) is checked without sorting it
+    again: one sort of the reversed keys finds every edge's reverse.
     """
     edge_index = getattr(data, "edge_index", None)
     if edge_index is None:
@@ -84,19 +85,7 @@ def _graph_tensors(data, name: str = "data") -> tuple[int, Tensor, Tensor]:
     if num_nodes is None:
         raise ValueError(f"{name}.num_nodes must be set, got None")
     num_nodes = check_int(int(num_nodes), f"{name}.num_nodes", minimum=1)
-    check_tensor(edge_index, f"{name}.edge_index", ndim=2)
-    if edge_index.size(0) != 2 or edge_index.dtype != torch.long:
-        raise ValueError(
-            f"{name}.edge_index must be a [2, E] long tensor, got {describe(edge_index)}"
-        )
-    if edge_index.numel() and (
-        int(edge_index.min()) < 0 or int(edge_index.max()) >= num_nodes
-    ):
-        raise ValueError(
-            f"{name}.edge_index must hold node ids in [0, {num_nodes - 1}] for "
-            f"{num_nodes} nodes, got ids from {int(edge_index.min())} to "
-            f"{int(edge_index.max())}"
-        )
+    _check_edge_index(edge_index, num_nodes, name)
     device = edge_index.device
     work = _work_dtype(device)
     edge_weight = getattr(data, "edge_weight", None)
@@ -109,23 +98,36 @@ def _graph_tensors(data, name: str = "data") -> tuple[int, Tensor, Tensor]:
                 f"{name}.edge_weight must have one entry per edge ({edge_index.size(1)}), "
                 f"got {describe(edge_weight)}"
             )
-        if edge_weight.numel() and not bool(
-            (torch.isfinite(edge_weight) & (edge_weight > 0)).all()
-        ):
-            bad = int((~(torch.isfinite(edge_weight) & (edge_weight > 0))).sum())
+        valid = torch.isfinite(edge_weight) & (edge_weight > 0)
+        if edge_weight.numel() and not bool(valid.all()):
             raise ValueError(
-                f"{name}.edge_weight must be finite and > 0, got {bad} entries that are not"
+                f"{name}.edge_weight must be finite and > 0, got {int((~valid).sum())} "
+                "entries that are not"
             )
         edge_weight = edge_weight.to(device=device, dtype=work)
 
-    edge_index, edge_weight = remove_self_loops(edge_index, edge_weight)
-    edge_index, edge_weight = coalesce(edge_index, edge_weight, num_nodes)
-    reverse_index, reverse_weight = coalesce(edge_index.flip(0), edge_weight, num_nodes)
-    if not torch.equal(edge_index, reverse_index):
+    row, col = edge_index[0], edge_index[1]
+    loops = row == col
+    if bool(loops.any()):
+        keep = ~loops
+        row, col, edge_weight = row[keep], col[keep], edge_weight[keep]
+    key = row * num_nodes + col
+    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
+        # not coalesced: sort, and sum duplicate entries
+        key, order = torch.sort(key)
+        edge_weight = edge_weight[order]
+        key, inverse = torch.unique_consecutive(key, return_inverse=True)
+        if key.numel() < inverse.numel():
+            edge_weight = edge_weight.new_zeros(key.numel()).index_add_(0, inverse, edge_weight)
+        row, col = key // num_nodes, key % num_nodes
+    reverse_key, order = torch.sort(col * num_nodes + row)
+    if not torch.equal(reverse_key, key):
         raise ValueError(
             f"{name}.edge_index must list both directions of every undirected edge "
             "(see torch_geometric.utils.to_undirected), got a directed edge list"
         )
+    # order[p] is the position of the reverse of edge p
+    reverse_weight = edge_weight[order]
     if not torch.allclose(edge_weight, reverse_weight, rtol=_SYMMETRY_RTOL, atol=0.0):
         worst = float((edge_weight - reverse_weight).abs().max())
         raise ValueError(
@@ -133,20 +135,41 @@ def _graph_tensors(data, name: str = "data") -> tuple[int, Tensor, Tensor]:
             f"{worst:.3g} (see torch_geometric.utils.to_undirected(reduce='mean'))"
         )
     edge_weight = 0.5 * (edge_weight + reverse_weight)
-    return num_nodes, edge_index, edge_weight
+    return num_nodes, torch.stack([row, col]), edge_weight
+
+
+def _check_edge_index(edge_index, num_nodes: int, name: str) -> None:
+    check_tensor(edge_index, f"{name}.edge_index", ndim=2)
+    if edge_index.size(0) != 2 or edge_index.dtype != torch.long:
+        raise ValueError(
+            f"{name}.edge_index must be a [2, E] long tensor, got {describe(edge_index)}"
+        )
+    if edge_index.numel():
+        low, high = int(edge_index.min()), int(edge_index.max())
+        if low < 0 or high >= num_nodes:
+            raise ValueError(
+                f"{name}.edge_index must hold node ids in [0, {num_nodes - 1}] for "
+                f"{num_nodes} nodes, got ids from {low} to {high}"
+            )
 
 
 def _laplacian_entries(num_nodes: int, edge_index: Tensor, edge_weight: Tensor,
                        normalization: str | None) -> tuple[Tensor, Tensor]:
-    """COO entries of L (validated, symmetric input); isolated nodes get no entry."""
-    index, value = get_laplacian(edge_index, edge_weight, normalization, num_nodes=num_nodes)
+    """COO entries of L (validated, symmetric, coalesced input), not coalesced: the edges,
+    then the diagonal. Isolated nodes get no entry (an all-zero row, also for ``"sym"``,
+    where :func:`torch_geometric.utils.get_laplacian` would put a 1)."""
+    row, col = edge_index[0], edge_index[1]
+    degree = edge_weight.new_zeros(num_nodes).index_add_(0, row, edge_weight)
     if normalization == "sym":
-        # PyG puts 1 on the diagonal of isolated nodes; the convention here (and in
-        # networkx) is an all-zero row, which keeps a^T L a equal to the edge form.
-        degree = scatter(edge_weight, edge_index[0], 0, dim_size=num_nodes, reduce="sum")
-        isolated_diagonal = (index[0] == index[1]) & (degree[index[0]] == 0)
-        index, value = index[:, ~isolated_diagonal], value[~isolated_diagonal]
-    return index, value
+        inv_sqrt = degree.pow(-0.5).masked_fill_(degree == 0, 0.0)
+        off_diagonal = -(inv_sqrt[row] * edge_weight * inv_sqrt[col])
+        diagonal = (degree > 0).to(edge_weight.dtype)
+    else:
+        off_diagonal = -edge_weight
+        diagonal = degree
+    nodes = torch.arange(num_nodes, device=row.device)[degree > 0]
+    index = torch.cat([edge_index, nodes.expand(2, -1)], dim=1)
+    return index, torch.cat([off_diagonal, diagonal[nodes]])
 
 
 # --------------------------------------------------------------------------------------
@@ -200,24 +223,77 @@ def laplacian(data, normalization: str | None = None, dense: bool = False) -> Te
 # the quadratic form
 # --------------------------------------------------------------------------------------
 
-class _QuadraticFormWithProduct(torch.autograd.Function):
-    r"""Columns of ``X`` [N, M] -> :math:`q_m = x_m^\top L x_m` for a symmetric ``L``.
+# Sparse products of a [B, N] batch on the CPU go through the samples in blocks whose
+# node-major copy takes about this many bytes: the rows of that copy, which the sparse matrix
+# gathers in random order, then stay in the core's cache.
+_SPARSE_BLOCK_BYTES = 2**20
+_SPARSE_MIN_BLOCK = 32
 
-    The backward pass reuses the product :math:`L X` of the forward pass:
-    :math:`\partial q_m / \partial x_m = 2 L x_m`, so a training step costs one product.
+
+def _sample_block(num_samples: int, num_nodes: int, x: Tensor) -> int:
+    if x.device.type != "cpu":
+        return num_samples
+    block = max(_SPARSE_MIN_BLOCK, _SPARSE_BLOCK_BYTES // (num_nodes * x.element_size()))
+    return min(block, num_samples)
+
+
+class _QuadraticFormWithProduct(torch.autograd.Function):
+    r"""Samples of ``x`` -> :math:`q_m = \mathbf{x}_m^\top \mathbf{L} \mathbf{x}_m` for a
+    symmetric ``L`` (dense, or sparse CSR).
+
+    ``x`` is ``[N, M]`` (``node_dim=0``: one column per sample) or ``[M, N]``
+    (``node_dim=1``: one row per sample, a layer's own ``[B, N]`` output, used as is).
+
+    The backward pass reuses the product :math:`\mathbf{L}\mathbf{x}_m` of the forward pass:
+    :math:`\partial q_m / \partial \mathbf{x}_m = 2 \mathbf{L} \mathbf{x}_m`, so a training
+    step costs one product. A sparse product of ``[M, N]`` rows runs on node-major blocks of
+    samples (:func:`_sample_block`); the products stay node-major until the backward pass
+    writes the gradient, transposed, in one pass.
     """
 
     @staticmethod
-    def forward(ctx, columns: Tensor, matrix: Tensor) -> Tensor:
-        product = matrix @ columns
-        ctx.save_for_backward(product)
-        return (columns * product).sum(dim=0)
+    def forward(ctx, x: Tensor, matrix: Tensor, node_dim: int) -> Tensor:
+        ctx.node_dim = node_dim
+        ctx.blocked = node_dim == 1 and matrix.layout == torch.sparse_csr
+        if not ctx.blocked:
+            # (L x_m)^T = x_m^T L for symmetric L: a [M, N] batch needs no transpose
+            product = matrix @ x if node_dim == 0 else x @ matrix
+            ctx.save_for_backward(product)
+            return (x * product).sum(dim=node_dim)
+        num_samples, num_nodes = x.shape
+        block = _sample_block(num_samples, num_nodes, x)
+        products = x.new_empty(num_samples * num_nodes)  # node-major block after block
+        values = x.new_empty(num_samples)
+        for start in range(0, num_samples, block):  # a few blocks, not a loop per sample
+            columns = x[start:start + block].t().contiguous()
+            width = columns.shape[1]
+            product = products[start * num_nodes:(start + width) * num_nodes].view(
+                num_nodes, width)
+            if x.device.type == "cpu":
+                torch.mm(matrix, columns, out=product)
+            else:  # one block; sparse `out=` support varies by backend
+                product.copy_(matrix @ columns)
+            values[start:start + width] = (columns * product).sum(dim=0)
+        ctx.block = block
+        ctx.save_for_backward(products)
+        return values
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output: Tensor):
         (product,) = ctx.saved_tensors
-        return 2.0 * product * grad_output.unsqueeze(0), None
+        scale = 2.0 * grad_output
+        if not ctx.blocked:
+            return product * scale.unsqueeze(ctx.node_dim), None, None
+        num_samples = scale.shape[0]
+        num_nodes = product.numel() // num_samples
+        grad = product.new_empty(num_samples, num_nodes)
+        for start in range(0, num_samples, ctx.block):
+            stop = min(start + ctx.block, num_samples)
+            block = product[start * num_nodes:stop * num_nodes].view(num_nodes, stop - start)
+            # the multiply writes straight into the transposed rows of the gradient
+            torch.mul(block, scale[start:stop], out=grad[start:stop].t())
+        return grad, None, None
 
 
 def _check_activations(x, num_nodes: int, name: str = "x") -> Tensor:
@@ -285,7 +361,7 @@ class LaplacianOperator:
         self._weight = edge_weight[upper].contiguous()
         self._inv_sqrt_degree: Tensor | None = None
         if normalization == "sym":
-            degree = scatter(edge_weight, edge_index[0], 0, dim_size=num_nodes, reduce="sum")
+            degree = edge_weight.new_zeros(num_nodes).index_add_(0, edge_index[0], edge_weight)
             inv_sqrt = degree.pow(-0.5)
             self._inv_sqrt_degree = inv_sqrt.masked_fill(degree == 0, 0.0)
         self._entries = _laplacian_entries(num_nodes, edge_index, edge_weight, normalization)
@@ -335,13 +411,37 @@ class LaplacianOperator:
         )
 
     # ----------------------------------------------------------------------------------
+    @property
+    def num_entries(self) -> int:
+        """Stored entries of the sparse :math:`\\mathbf{L}` (both directions of every edge
+        and the diagonal of every node with an edge)."""
+        return int(self._entries[1].numel())
+
     def resolve_method(self, num_samples: int, device: torch.device | str | None = None) -> str:
         """The method ``"auto"`` uses for ``num_samples`` columns (samples times spatial
         positions) on ``device`` (default: the operator's).
 
-        On the CPU the sparse CSR product is never much slower than the dense one and far
-        faster from a few hundred nodes on; the edge form is never the fastest, because its
-        backward scatters into the input. The dense matmul only wins on tiny graphs.
+        On the CPU: ``"dense"`` while :math:`N^2 \\le 16\\,\\mathrm{nnz}(\\mathbf{L})`, else
+        ``"sparse"``. A dense product costs :math:`N^2` multiply-adds per sample, the sparse
+        one :math:`\\mathrm{nnz}` gathers, each about 16 times dearer here; the rule puts
+        the switch at ``N`` of about 16 times the mean degree (256 for a kNN graph with
+        k=8, 80 for a grid). The edge form is never the fastest, because its backward
+        scatters into the input. Forward and backward of ``op(x).mean()`` for ``x`` of
+        shape ``[B, N]``, float32, one thread of a shared 2-core CPU, kNN graphs (k=8,
+        ~15 entries per row), ms as dense / sparse:
+
+        ======  ==============  ==============  ==============
+        N       B = 64          B = 256         B = 1024
+        ======  ==============  ==============  ==============
+        64      0.47 / 0.57     0.41 / 0.59     0.75 / 1.16
+        128     0.50 / 0.74     0.65 / 0.82     1.46 / 2.26
+        256     0.42 / 0.40     0.83 / 0.82     3.22 / 3.60
+        512     1.74 / 1.26     4.05 / 2.78     13.3 / 11.9
+        1024    4.25 / 1.04     10.4 / 3.36     38.3 / 13.6
+        4096    65.7 / 4.33     177 / 14.2      595 / 75.0
+        16384   - / 21.8        - / 70.1        - / 464
+        ======  ==============  ==============  ==============
+
         On CUDA a dense ``[N, N]`` GEMM is one well-tuned kernel that stays cheap while the
         matrix is small, so dense up to ``N = 1024`` and sparse CSR above (not timed here).
         Other accelerators (MPS, XPU) get dense or the edge form, which needs only
@@ -353,16 +453,7 @@ class LaplacianOperator:
             return "dense" if n <= 1024 else "sparse"
         if device.type != "cpu":
             return "dense" if n <= 1024 else "edge"
-        # Forward+backward of op(x).mean() in float32 on a 2-core CPU, kNN-like graphs of
-        # mean degree ~12, best of many runs, ms as dense / sparse / edge:
-        #   N      x = [64, N]            x = [500, N]           x = [64, N, 8, 8]
-        #   32     0.26 / 0.27 / 0.36     0.33 / 0.36 / 0.66     1.21 / 1.21 / 27.9
-        #   64     0.29 / 0.29 / 0.43     0.40 / 0.44 / 1.03     1.61 / 1.35 / 5.85
-        #   128    0.29 / 0.30 / 0.48     0.60 / 0.56 / 1.62     3.57 / 1.95 / 20.2
-        #   256    0.62 / 0.55 / 1.17     1.84 / 1.14 / 12.7     24.9 / 14.0 / 225
-        #   1024   10.9 / 0.90 / 12.3     39.3 / 14.8 / 108      -
-        #   4096   100  / 10.3 / 50.6     682  / 106  / 1333     -
-        return "dense" if n <= 64 and num_samples <= 1024 else "sparse"
+        return "dense" if n * n <= 16 * self.num_entries else "sparse"
 
     def _matrix(self, kind: str, dtype: torch.dtype) -> Tensor:
         key = (kind, dtype)
@@ -378,6 +469,11 @@ class LaplacianOperator:
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
                     matrix = coo.to_sparse_csr()
+                    if matrix.values().numel() < 2**31 - 1:
+                        # 32-bit indices: MKL (CPU) would convert 64-bit ones at every call
+                        matrix = torch.sparse_csr_tensor(
+                            matrix.crow_indices().int(), matrix.col_indices().int(),
+                            matrix.values(), matrix.shape, check_invariants=False)
             self._cache[key] = matrix
         return matrix
 
@@ -408,25 +504,30 @@ class LaplacianOperator:
         method = self.method if method is None else method
         if method != self.method:
             check_choice(method, "method", METHODS)
-        out_shape = (x.size(0),) + tuple(x.shape[2:])
-        # Node-major layout [N, M]: every column is one sample (or one spatial position).
-        columns = x.transpose(0, 1).reshape(self.num_nodes, -1)
-        if columns.dtype not in (torch.float32, torch.float64):
-            columns = columns.float()
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()
+        if x.dim() == 2:
+            # [B, N] is used as is: one row per sample (no transposed copy of the layer)
+            samples, node_dim, out_shape = x, 1, None
+        else:
+            # node-major [N, M]: every column is one sample or one spatial position
+            out_shape = (x.size(0),) + tuple(x.shape[2:])
+            samples, node_dim = x.transpose(0, 1).reshape(self.num_nodes, -1), 0
         if method == "auto":
-            method = self.resolve_method(columns.size(1), x.device)
+            method = self.resolve_method(samples.numel() // self.num_nodes, x.device)
         # Under autocast the product would run in half precision: keep float32/float64.
-        device_type = columns.device.type
+        device_type = x.device.type
         no_autocast = (torch.autocast(device_type=device_type, enabled=False)
                        if device_type in ("cpu", "cuda", "mps", "xpu") else nullcontext())
         with no_autocast:
             if method == "edge":
+                columns = samples if node_dim == 0 else samples.t()
                 values = self._edge_form(columns)
             else:
                 values = _QuadraticFormWithProduct.apply(
-                    columns, self._matrix(method, columns.dtype)
+                    samples, self._matrix(method, samples.dtype), node_dim
                 )
-        return values.reshape(out_shape)
+        return values if out_shape is None else values.reshape(out_shape)
 
 
 def quadratic_form(x: Tensor, data, normalization: str | None = None,
@@ -472,7 +573,8 @@ def connected_components(data) -> tuple[int, Tensor]:
 
     The number of components equals the multiplicity of the eigenvalue 0 of
     :math:`\mathbf{L}`. Computed with :func:`scipy.sparse.csgraph.connected_components`
-    on the CPU (this is not a training hot path).
+    on the CPU (this is not a training hot path). Only the structure is read: weights are
+    ignored and an edge listed in one direction only still joins its two nodes.
 
     Returns:
         ``(num_components, labels)`` with ``labels`` a ``[N]`` long tensor on the device
@@ -488,11 +590,25 @@ def connected_components(data) -> tuple[int, Tensor]:
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components as scipy_components
 
-    num_nodes, edge_index, _ = _graph_tensors(data)
+    edge_index = getattr(data, "edge_index", None)
+    if edge_index is None:
+        raise TypeError(
+            f"data must be a torch_geometric.data.Data with an edge_index, got {describe(data)}"
+        )
+    if data.num_nodes is None:
+        raise ValueError("data.num_nodes must be set, got None")
+    num_nodes = check_int(int(data.num_nodes), "data.num_nodes", minimum=1)
+    _check_edge_index(edge_index, num_nodes, "data")
     rows, cols = edge_index.cpu().numpy()
-    adjacency = sp.coo_matrix(
-        (np.ones(rows.shape[0], dtype=np.int8), (rows, cols)), shape=(num_nodes, num_nodes)
-    ).tocsr()
+    ones = np.ones(rows.shape[0])  # float64 and int32 indices: what scipy works in
+    if 0 < rows.size < 2**31 and num_nodes < 2**31 and bool((rows[1:] >= rows[:-1]).all()):
+        # sorted rows (a coalesced graph): the CSR index pointer is a cumulative count
+        indptr = np.zeros(num_nodes + 1, dtype=np.int32)
+        np.cumsum(np.bincount(rows, minlength=num_nodes), out=indptr[1:])
+        adjacency = sp.csr_matrix((ones, cols.astype(np.int32), indptr),
+                                  shape=(num_nodes, num_nodes))
+    else:
+        adjacency = sp.csr_matrix((ones, (rows, cols)), shape=(num_nodes, num_nodes))
     num, raw = scipy_components(adjacency, directed=False)
     # Renumber in order of first appearance.
     _, first = np.unique(raw, return_index=True)

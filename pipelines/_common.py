@@ -8,13 +8,14 @@ from three layers, in order of precedence: what the command line gives explicitl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from gsr_pyg.pipeline import atomic_write
 
 __all__ = [
     "add_common_arguments",
+    "torch_threads",
     "non_negative_float",
     "positive_int",
     "resolve_settings",
@@ -78,7 +80,22 @@ def add_common_arguments(parser: argparse.ArgumentParser, out_default: str) -> N
                         help="train on the first N training images only")
     parser.add_argument("--test-subset", type=positive_int, default=None, metavar="N",
                         help="evaluate on the first N test images only")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch (default: torch's choice, one per core); "
+                             "1 is faster for small models or on a busy machine")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(threads)`` (when given), then restore."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_settings(args: argparse.Namespace, full: Mapping, quick: Mapping) -> dict:

@@ -56,6 +56,7 @@ from ._common import (
     resolve_device,
     resolve_settings,
     save_state_dict,
+    torch_threads,
     write_file,
     write_results,
 )
@@ -139,8 +140,8 @@ def grid_readouts(grid_activations: torch.Tensor, labels: torch.Tensor, grid: ob
 
 def pick_examples(labels: torch.Tensor, predictions: torch.Tensor, num_correct: int = 6,
                   num_wrong: int = 4) -> torch.Tensor:
-    """Indices of test examples to show: misclassified ones first, then one correctly
-    classified example of each class 0, 1, 2, ... until ``num_correct + num_wrong``."""
+    """Indices of test examples to show: one correctly classified example of each class
+    0, 1, 2, ... (``num_correct`` in all), then up to ``num_wrong`` misclassified ones."""
     wrong = (labels != predictions).nonzero().flatten()[:num_wrong]
     correct_mask = labels == predictions
     chosen = []
@@ -238,6 +239,11 @@ def main(argv: list[str] | None = None) -> Path:
     """Run the pipeline; returns the path of ``report.html``."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = build_parser().parse_args(argv)
+    with torch_threads(args.threads):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> Path:
     settings = resolve_settings(args, FULL_SETTINGS, QUICK_SETTINGS)
     settings["weights"] = list(dict.fromkeys(settings["weights"]))  # drop repeats, keep order
     device = resolve_device(args.device)

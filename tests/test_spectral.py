@@ -381,3 +381,103 @@ def test_eigenbasis_of_grid():
     assert float(sym_all.max()) <= 2.0 + 1e-5
     with pytest.raises(ValueError, match="k must be <= 64"):
         eigenbasis(data, k=65)
+
+
+# ----------------------------------------------------------------------------------------
+# fast paths: blocked sparse product, auto rule, validation of unsorted input, devices
+# ----------------------------------------------------------------------------------------
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def knn_like_graph(n: int, k: int, seed: int = 0) -> Data:
+    """Each node joined to k random others, symmetrised, random positive weights."""
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.arange(n).repeat_interleave(k)
+    dst = (src + torch.randint(1, n, (n * k,), generator=gen)) % n
+    edge_index = torch.cat([torch.stack([src, dst]), torch.stack([dst, src])], dim=1)
+    weight = torch.rand(n * k, generator=gen, dtype=torch.float64) + 0.1
+    edge_index, weight = coalesce(edge_index, torch.cat([weight, weight]), n, reduce="max")
+    return Data(edge_index=edge_index, edge_weight=weight.float(), num_nodes=n)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("normalization", [None, "sym"])
+def test_sparse_product_in_sample_blocks_matches_dense(monkeypatch, device, normalization):
+    # A tiny block budget forces blocks of 32 samples: 70 samples -> 32, 32 and 6.
+    import gsr_pyg.spectral as spectral
+
+    monkeypatch.setattr(spectral, "_SPARSE_BLOCK_BYTES", 1)
+    data = knn_like_graph(50, 4)
+    graph = nx.Graph()
+    graph.add_nodes_from(range(50))
+    for (i, j), w in zip(data.edge_index.t().tolist(), data.edge_weight.double().tolist()):
+        graph.add_edge(i, j, weight=w)
+    lap = torch.from_numpy(nx_laplacian(graph, normalization))
+    x0 = torch.randn(70, 50, dtype=torch.float64)
+    expected_value = torch.einsum("bi,ij,bj->b", x0, lap, x0)
+    expected_grad = 2.0 * (x0 @ lap) * torch.arange(1.0, 71.0, dtype=torch.float64)[:, None]
+    op = LaplacianOperator(data.to(device), normalization)
+    for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-4)]:
+        x = x0.to(device=device, dtype=dtype).clone().requires_grad_()
+        value = op(x, method="sparse")
+        # a different weight per sample checks that each block gets its own scale
+        (value * torch.arange(1.0, 71.0, device=device, dtype=dtype)).sum().backward()
+        torch.testing.assert_close(value.double().cpu(), expected_value, rtol=tol, atol=tol)
+        torch.testing.assert_close(x.grad.double().cpu(), expected_grad, rtol=tol, atol=tol)
+        assert x.grad.is_contiguous()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_method_agrees_on_every_layout(device):
+    data = knn_like_graph(40, 3, seed=1)
+    data.edge_weight = data.edge_weight.double()
+    op = LaplacianOperator(data.to(device))
+    dense_lap = laplacian(data, dense=True).double()
+    for shape in [(9, 40), (3, 40, 2, 5)]:
+        x0 = torch.randn(*shape, dtype=torch.float64)
+        columns = x0.transpose(0, 1).reshape(40, -1)
+        expected = (columns * (dense_lap @ columns)).sum(0).reshape((shape[0],) + shape[2:])
+        for method in METHODS:
+            got = op(x0.to(device), method=method)
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got.cpu(), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_auto_rule_switches_at_sixteen_entries_per_dense_row():
+    grid16 = LaplacianOperator(Data(edge_index=grid_graph_8x8().edge_index, num_nodes=64))
+    assert grid16.num_entries == 64 + 224
+    assert grid16.resolve_method(500) == "dense"       # 64^2 = 4096 <= 16 * 288
+    sparse_ring = LaplacianOperator(knn_like_graph(300, 1))
+    assert sparse_ring.resolve_method(64) == "sparse"
+    dense_enough = LaplacianOperator(knn_like_graph(128, 8))
+    assert 128 * 128 <= 16 * dense_enough.num_entries
+    assert dense_enough.resolve_method(256) == "dense"
+    wide = LaplacianOperator(knn_like_graph(512, 8))
+    assert wide.resolve_method(256) == "sparse"
+    assert wide.resolve_method(256, "cuda") == "dense"
+    assert LaplacianOperator(knn_like_graph(2048, 2)).resolve_method(8, "cuda") == "sparse"
+
+
+def test_unsorted_duplicated_edges_are_summed_like_coalesce():
+    # (0,1) listed twice in each direction, out of order: weights sum to 3 on that edge.
+    edge_index = torch.tensor([[1, 2, 0, 1, 0, 1], [0, 1, 1, 2, 1, 0]])
+    weight = torch.tensor([1.0, 4.0, 1.0, 4.0, 2.0, 2.0])
+    data = Data(edge_index=edge_index, edge_weight=weight, num_nodes=3)
+    torch.testing.assert_close(laplacian(data, dense=True), torch.tensor([[3.0, -3.0, 0.0],
+                                                                         [-3.0, 7.0, -4.0],
+                                                                         [0.0, -4.0, 4.0]]))
+    x = torch.tensor([[1.0, 0.0, 2.0]])
+    for method in METHODS:
+        torch.testing.assert_close(quadratic_form(x, data, method=method),
+                                   torch.tensor([3.0 * 1 + 4.0 * 4]))
+
+
+def test_connected_components_reads_structure_only():
+    # One direction only still joins the nodes; weights are not looked at.
+    one_way = Data(edge_index=torch.tensor([[0, 3], [1, 2]]), num_nodes=5)
+    num, labels = connected_components(one_way)
+    assert num == 3 and labels.tolist() == [0, 0, 1, 1, 2]
+    with pytest.raises(ValueError, match=r"\[2, E\] long"):
+        connected_components(Data(edge_index=torch.tensor([[0.0, 1.0], [1.0, 0.0]]),
+                                  num_nodes=2))

@@ -1,0 +1,217 @@
+"""Smoke tests of the MNIST pipelines on a small MNIST subset (or upscaled 8x8 digits)."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import gzip
+import json
+import re
+import struct
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from matplotlib import image as mpimg
+
+from gsr_pyg.models import MNISTClassifier
+from pipelines import mnist_grid, reconstruction_cost
+from pipelines._common import resolve_device, resolve_settings
+
+TRAIN_IMAGES = 2000
+TEST_IMAGES = 500
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I",
+                                                                     *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@functools.lru_cache(maxsize=1)
+def _small_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """2,000 + 500 real MNIST images; without MNIST installed, the 8x8 digits upscaled."""
+    try:
+        from gsr_pyg.data.mnist import load_mnist
+
+        train_x, train_y, test_x, test_y = load_mnist()
+        return (train_x[:TRAIN_IMAGES], train_y[:TRAIN_IMAGES], test_x[:TEST_IMAGES],
+                test_y[:TEST_IMAGES])
+    except FileNotFoundError:
+        from gsr_pyg.data.mnist import load_digits_8x8
+
+        images, labels = load_digits_8x8()
+        # 8x8 -> 24x24 by repetition, padded to 28x28 like MNIST's centred digits
+        images = torch.nn.functional.pad(images.repeat_interleave(3, 2).repeat_interleave(3, 3),
+                                         (2, 2, 2, 2))
+        split = 1400
+        return images[:split], labels[:split], images[split:], labels[split:]
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory) -> Path:
+    """The subset as gzipped IDX files, read back through ``--data``."""
+    directory = tmp_path_factory.mktemp("mnist")
+    train_x, train_y, test_x, test_y = _small_mnist()
+    for stem, images, labels in (("train", train_x, train_y), ("t10k", test_x, test_y)):
+        pixels = (images[:, 0] * 255).round().clamp(0, 255).numpy()
+        _write_idx(directory / f"{stem}-images-idx3-ubyte.gz", pixels)
+        _write_idx(directory / f"{stem}-labels-idx1-ubyte.gz", labels.numpy())
+    return directory
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames), list(reader)
+
+
+def _check_png(path: Path) -> None:
+    """The file decodes as an image that is not blank (several distinct colours)."""
+    assert path.is_file(), path
+    pixels = mpimg.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100, path
+    rgb = (pixels[..., :3] * 255).round().astype(np.int64)
+    colours = np.unique((rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2])
+    assert colours.size > 10, f"{path} has only {colours.size} colours"
+    assert pixels[..., :3].std() > 0.05, f"{path} is nearly uniform"
+
+
+def test_mnist_grid_pipeline(mnist_dir, tmp_path):
+    out = tmp_path / "grid"
+    report = mnist_grid.main([
+        "--data", str(mnist_dir), "--out", str(out), "--weights", "0", "0.1",
+        "--epochs", "1", "--batch-size", "50", "--lr", "1e-3", "--device", "cpu",
+        "--train-subset", "2000", "--threads", "1", "--seed", "0", "--quiet",
+    ])
+    assert report == out / "report.html"
+    train_images = min(TRAIN_IMAGES, len(_small_mnist()[0]))
+    expected_steps = -(-train_images // 50)
+
+    columns, rows = _read_csv(out / "results.csv")
+    assert columns == mnist_grid.RESULT_COLUMNS
+    assert [float(r["weight"]) for r in rows] == [0.0, 0.1]
+    assert json.loads((out / "results.json").read_text())[1]["weight"] == 0.1
+    for row in rows:
+        assert float(row["test_accuracy"]) > 0.5  # chance is 0.1
+        assert int(row["steps"]) == expected_steps
+        assert float(row["train_time_s"]) > 0
+        assert 0 < float(row["test_loss"]) < 2.3  # below the loss of a uniform guess
+    unpenalised, penalised = (float(r["morans_i"]) for r in rows)
+    # The grid penalty makes the centred class maps smooth on the grid; without it the
+    # neurons are unordered and Moran's I is near its null value -1/63.
+    assert abs(unpenalised) < 0.2
+    assert penalised > unpenalised + 0.05
+    assert float(rows[1]["smoothness_ratio"]) < float(rows[0]["smoothness_ratio"])
+
+    pngs = sorted(out.glob("*.png"))
+    for tag in ("0", "0.1"):
+        for stem in ("class_maps", "class_maps_centered", "segmentation", "examples"):
+            assert out / f"{stem}_w{tag}.png" in pngs
+    assert out / "weight_comparison.png" in pngs
+    for path in pngs:
+        _check_png(path)
+
+    text = report.read_text()
+    assert text.count("data:image/png;base64,") == len(pngs)
+    assert not re.search(r"(src|href)=\"(https?:)?//", text)  # nothing loaded from a network
+
+    grid = nx.read_graphml(out / "grid.graphml")
+    assert (grid.number_of_nodes(), grid.number_of_edges()) == (64, 112)
+    assert grid.nodes["9"]["x"] == 1.0 and grid.nodes["9"]["y"] == 6.0  # row 1, column 1
+
+    # the saved model gives back the reported accuracy
+    model = MNISTClassifier()
+    model.load_state_dict(torch.load(out / "model_w0.1.pt", weights_only=True))
+    model.eval()
+    _, _, test_x, test_y = _small_mnist()
+    with torch.no_grad():
+        pixels = (test_x * 255).round() / 255  # as stored in the IDX files
+        accuracy = (model(pixels).argmax(1) == test_y).float().mean().item()
+    assert accuracy == pytest.approx(float(rows[1]["test_accuracy"]), abs=1e-6)
+    assert (out / "runs" / "w0.1" / "checkpoint.pt").is_file()
+
+
+def test_reconstruction_cost_pipeline_and_resume(mnist_dir, tmp_path):
+    out = tmp_path / "rc"
+    argv = ["--data", str(mnist_dir), "--out", str(out), "--strengths", "0.01", "100",
+            "--epochs", "1", "--lr", "3e-3", "--train-subset", "1920", "--test-subset", "200",
+            "--device", "cpu", "--threads", "1", "--quiet"]
+    results = reconstruction_cost.main(argv)
+    columns, rows = _read_csv(results)
+    assert columns == reconstruction_cost.RESULT_COLUMNS
+    runs = [(r["regularizer"], float(r["strength"])) for r in rows]
+    assert runs == [("none", 0.0), ("l1", 0.01), ("l1", 100.0), ("l2", 0.01), ("l2", 100.0),
+                    ("gsr", 0.01), ("gsr", 100.0)]
+    by_run = {run: row for run, row in zip(runs, rows)}
+    for row in rows:
+        assert int(row["steps"]) == 60  # 1920 images / batch 32
+        # pure reconstruction error of [0, 1] pixels: never the penalty-inflated loss
+        assert 0 < float(row["train_mse"]) < 0.2 and 0 < float(row["test_mse"]) < 0.2
+    none = by_run[("none", 0.0)]
+    # a strong L1 penalty shrinks the code; a strong GSR penalty smooths it on the torus
+    assert float(by_run[("l1", 100.0)]["latent_mean_abs"]) < 0.1 * float(none["latent_mean_abs"])
+    gsr_ratios = [float(by_run[("gsr", s)]["latent_smoothness_ratio"]) for s in (0.01, 100.0)]
+    assert max(gsr_ratios) < float(none["latent_smoothness_ratio"])
+    assert min(gsr_ratios) < float(none["latent_smoothness_ratio"]) - 0.2
+    for name in ("test_mse_vs_strength.png", "train_mse_vs_strength.png"):
+        _check_png(out / name)
+    assert (out / "report.html").is_file()
+
+    # a second call resumes: every run is finished, so nothing is trained again
+    checkpoints = sorted((out / "runs").glob("*/checkpoint.pt"))
+    assert len(checkpoints) == 7
+    stamps = [path.stat().st_mtime_ns for path in checkpoints]
+    reconstruction_cost.main(argv)
+    assert [path.stat().st_mtime_ns for path in checkpoints] == stamps
+    _, again = _read_csv(results)
+    assert [(r["steps"], r["train_mse"], r["test_mse"]) for r in again] == [
+        (r["steps"], r["train_mse"], r["test_mse"]) for r in rows]
+
+
+def test_settings_precedence():
+    parser = mnist_grid.build_parser()
+    quick = resolve_settings(parser.parse_args(["--quick", "--epochs", "3"]),
+                             mnist_grid.FULL_SETTINGS, mnist_grid.QUICK_SETTINGS)
+    assert quick == {"weights": [0.0, 0.01], "epochs": 3, "batch_size": 128, "lr": 1e-3}
+    full = resolve_settings(parser.parse_args(["--weights", "0", "0.5"]),
+                            mnist_grid.FULL_SETTINGS, mnist_grid.QUICK_SETTINGS)
+    assert full == {"weights": [0.0, 0.5], "epochs": 40, "batch_size": 500, "lr": 1e-4}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--weights", "-1"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--epochs", "0"])
+
+
+def test_resolve_device_errors():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device"):
+        resolve_device("not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_pick_examples_puts_errors_last_and_one_correct_per_class():
+    labels = torch.tensor([3, 0, 0, 1, 7, 2, 1, 5])
+    predictions = torch.tensor([3, 0, 4, 1, 1, 2, 1, 5])
+    chosen = mnist_grid.pick_examples(labels, predictions, num_correct=3, num_wrong=2)
+    # wrong: indices 2 and 4; correct, by class: 0 -> 1, 1 -> 3, 2 -> 5
+    assert chosen.tolist() == [1, 3, 5, 2, 4]
+    only_wrong = mnist_grid.pick_examples(labels, predictions, num_correct=0, num_wrong=1)
+    assert only_wrong.tolist() == [2]
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        mnist_grid.build_parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--weights", "--conv-head", "--epochs", "--batch-size", "--lr", "--seed",
+                   "--device", "--data", "--out", "--quick", "--train-subset"):
+        assert option in text
+    help_text = reconstruction_cost.build_parser().format_help()
+    for option in ("--regularizers", "--strengths", "--epochs", "--quick", "--test-subset"):
+        assert option in help_text

@@ -1,0 +1,215 @@
+"""The single-cell pipeline: outputs, the annotated .h5ad read back, gene modules, errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from gsr_pyg.data.synthetic import planted_modules
+from gsr_pyg.metrics import adjusted_rand_index
+from pipelines import single_cell
+
+anndata = pytest.importorskip("anndata")
+pd = pytest.importorskip("pandas")
+
+SHORT = ["--warmup-steps", "200", "--refresh-every", "50", "--learning-steps", "200",
+         "--embedding", "pca", "--quiet"]
+GENE_NAMES = [f"gene{i}" for i in range(12)]
+
+
+def _planted_adata(cells: int = 1200) -> anndata.AnnData:
+    """Cells whose 12 genes form three well separated planted modules of four genes."""
+    planted = planted_modules(num_samples=cells, module_sizes=(4, 4, 4), within_corr=0.9,
+                              seed=0)
+    obs = pd.DataFrame(
+        {"state": pd.Categorical([f"state{m}" for m in planted.active.tolist()]),
+         "time": np.linspace(0.0, 1.0, cells).astype(np.float32)},
+        index=[f"cell{i}" for i in range(cells)])
+    adata = anndata.AnnData(X=planted.data.numpy(), obs=obs,
+                            var=pd.DataFrame(index=GENE_NAMES))
+    adata.uns["truth"] = planted.feature_module.numpy()
+    return adata
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("single_cell")
+    adata = _planted_adata()
+    path = folder / "planted.h5ad"
+    adata.write_h5ad(path)
+    out = folder / "out"
+    report = single_cell.main(["--data", str(path), "--label-columns", "state",
+                               "--pseudotime-column", "time", "--out", str(out), *SHORT])
+    return out, report, adata
+
+
+def test_writes_every_output(planted_run):
+    out, report, _ = planted_run
+    assert report == out / "report.html"
+    for name in ("results.json", "gene_modules.csv", "neuron_graph.graphml",
+                 "gene_graph.graphml", "neuron_graph.png", "neuron_graph_evolution.png",
+                 "activity_state.png", "activity_time_bins.png", "correlations_all.png",
+                 "correlations_state_state0.png", "embedding_pca.png", "adata_gsr.h5ad"):
+        assert (out / name).stat().st_size > 0, name
+    assert sorted((out / "run" / "snapshots" / "latent").glob("*.graphml"))
+    html = report.read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == len(
+        json.loads((out / "results.json").read_text())["files"]["figures"])
+
+
+def test_results_json(planted_run):
+    out, _, _ = planted_run
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["data"] == {"cells": 1200, "genes": 12}
+    assert results["training"]["steps"] == 400
+    assert results["training"]["graphs_learned"] == 4
+    graph = results["graph"]
+    assert graph["neurons"] == 100
+    modules = results["gene_modules"]
+    assert len(modules) == graph["modules"]
+    assert sum(m["neurons"] for m in modules) == 100
+    assigned = [g for m in modules for g in m["genes"]]
+    assert sorted(assigned) == sorted(GENE_NAMES)  # every gene in exactly one module
+    for module in modules:
+        loadings = [entry["loading"] for entry in module["top_genes"]]
+        assert loadings == sorted(loadings, reverse=True)
+        assert all(abs(entry["mean_r"]) <= entry["loading"] + 1e-6
+                   for entry in module["top_genes"])
+    table = results["group_module_activity"]["state"]
+    assert [row["state"] for row in table] == ["state0", "state1", "state2"]
+    assert sum(row["cells"] for row in table) == 1200
+    assert len(results["group_module_activity"]["time bins"]) == 5
+
+
+def test_easy_gene_modules_match_the_planted_ones(planted_run):
+    out, _, adata = planted_run
+    back = anndata.read_h5ad(out / "adata_gsr.h5ad")
+    found = back.var["gsr_module"].to_numpy()
+    assert adjusted_rand_index(found.tolist(), adata.uns["truth"].tolist()) >= 0.8
+
+
+def test_annotated_h5ad_read_back(planted_run):
+    out, _, adata = planted_run
+    back = anndata.read_h5ad(out / "adata_gsr.h5ad")
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    modules = results["graph"]["modules"]
+    assert back.shape == adata.shape
+    latent = back.obsm["X_gsr"]
+    assert latent.shape == (1200, 100)
+    assert back.obsm["X_gsr_pca"].shape == (1200, 2)
+    labels = np.asarray(back.uns["gsr"]["neuron_modules"])
+    assert labels.shape == (100,) and labels.max() + 1 == modules
+    # module activity = mean latent of the module's neurons
+    expected = np.stack([latent[:, labels == m].mean(axis=1) for m in range(modules)], axis=1)
+    np.testing.assert_allclose(back.obsm["X_gsr_modules"], expected, rtol=1e-5, atol=1e-5)
+    # loadings = mean |r| between each gene and the module's neurons (numpy reference)
+    x = (adata.X - adata.X.mean(0)) / adata.X.std(0)
+    corr = np.corrcoef(latent.T.astype(np.float64), x.T.astype(np.float64))[:100, 100:]
+    np.testing.assert_allclose(back.varm["gsr_correlation"], corr.T, atol=1e-4)
+    loadings = np.stack([np.abs(corr[labels == m]).mean(0) for m in range(modules)], axis=1)
+    np.testing.assert_allclose(back.varm["gsr_loadings"], loadings, atol=1e-4)
+    np.testing.assert_array_equal(back.var["gsr_module"].to_numpy(), loadings.argmax(1))
+    edge_index = np.asarray(back.uns["gsr"]["edge_index"])
+    assert edge_index.shape[0] == 2
+    assert edge_index.shape[1] == np.asarray(back.uns["gsr"]["edge_weight"]).shape[0]
+    assert edge_index.shape[1] == 2 * results["graph"]["edges"]
+    assert list(back.uns["gsr"]["genes"]) == GENE_NAMES
+    assert back.uns["truth"].tolist() == adata.uns["truth"].tolist()  # input fields kept
+
+
+def test_graphs_open_in_networkx(planted_run):
+    out, _, _ = planted_run
+    back = anndata.read_h5ad(out / "adata_gsr.h5ad")
+    neurons = nx.read_graphml(out / "neuron_graph.graphml")
+    assert neurons.number_of_nodes() == 100
+    labels = np.asarray(back.uns["gsr"]["neuron_modules"])
+    assert [neurons.nodes[n]["module"] for n in neurons.nodes] == labels.tolist()
+    genes = nx.read_graphml(out / "gene_graph.graphml")
+    assert genes.number_of_nodes() == 12
+    assert {genes.nodes[n]["label"] for n in genes.nodes} == set(GENE_NAMES)
+    # genes are only linked when they share a module they load on
+    for a, b in genes.edges:
+        shared = set(genes.nodes[a]["loads_on"].split(",")) & set(
+            genes.nodes[b]["loads_on"].split(","))
+        assert shared - {""}
+
+
+def test_gene_graph_weights_by_hand():
+    loadings = torch.tensor([[0.9, 0.1], [0.6, 0.58], [0.05, 0.7], [0.1, 0.15]])
+    graph = single_cell.gene_graph(loadings, min_loading=0.2, relative=0.9)
+    # gene 0 loads on module 0; gene 1 on both; gene 2 on module 1; gene 3 on none
+    assert graph.loads.tolist() == [[True, False], [True, True], [False, True],
+                                    [False, False]]
+    weights = {(a, b): w for (a, b), w in zip(graph.edge_index.t().tolist(),
+                                             graph.edge_weight.tolist())}
+    assert weights == pytest.approx({(0, 1): 0.6, (1, 0): 0.6, (1, 2): 0.58, (2, 1): 0.58})
+
+
+def test_krumsiek11_defaults(tmp_path):
+    out = tmp_path / "k11"
+    single_cell.main(["--out", str(out), "--warmup-steps", "40", "--refresh-every", "20",
+                      "--learning-steps", "40", "--embedding", "pca", "--quiet"])
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["data"] == {"cells": 640, "genes": 11}
+    assert results["settings"]["label_columns"] == ["cell_type", "fate"]
+    assert results["settings"]["pseudotime_column"] == "time_step"
+    fates = {row["fate"]: row["cells"] for row in results["group_module_activity"]["fate"]}
+    assert fates == {"Ery": 160, "Mk": 160, "Mo": 160, "Neu": 160}
+    back = anndata.read_h5ad(out / "adata_gsr.h5ad")
+    assert back.obs["time_step"].max() == 159
+    # every simulation ends in its fate
+    last = back.obs.groupby("fate", observed=True)["time_step"].idxmax()
+    assert all(back.obs.loc[cell, "cell_type"] == fate for fate, cell in last.items())
+
+
+# --------------------------------------------------------------------------- errors
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.h5ad"):
+        single_cell.main(["--data", str(tmp_path / "nothere.h5ad"), "--out",
+                          str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("shape, message", [((0, 5), "no cells"), ((5, 0), "no genes")])
+def test_empty_file(tmp_path, shape, message):
+    path = tmp_path / "empty.h5ad"
+    anndata.AnnData(X=np.zeros(shape, dtype=np.float32)).write_h5ad(path)
+    with pytest.raises(ValueError, match=message):
+        single_cell.main(["--data", str(path), "--out", str(tmp_path / "out")])
+
+
+def test_missing_columns(tmp_path):
+    path = tmp_path / "planted.h5ad"
+    _planted_adata(60).write_h5ad(path)
+    with pytest.raises(ValueError, match="column 'stat' not found; closest: \\['state'"):
+        single_cell.main(["--data", str(path), "--label-columns", "stat", "--out",
+                          str(tmp_path / "out")])
+    with pytest.raises(ValueError, match="column 'pseudotime' not found"):
+        single_cell.main(["--data", str(path), "--pseudotime-column", "pseudotime",
+                          "--out", str(tmp_path / "out")])
+    with pytest.raises(ValueError, match="genes: 1 of 2 not found"):
+        single_cell.main(["--data", str(path), "--genes", "gene1", "gene99", "--out",
+                          str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_in_matrix(tmp_path):
+    adata = _planted_adata(60)
+    adata.X[7, 3] = np.nan
+    path = tmp_path / "nan.h5ad"
+    adata.write_h5ad(path)
+    with pytest.raises(ValueError, match="must be finite, got 1 NaN .* gene 'gene3'"):
+        single_cell.main(["--data", str(path), "--out", str(tmp_path / "out")])
+
+
+def test_command_line_prints_the_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["single_cell", "--data", str(tmp_path / "x.h5ad")])
+    with pytest.raises(SystemExit) as exit_info:
+        single_cell._cli()
+    assert exit_info.value.code == 2
+    assert "single_cell: error: no such file" in capsys.readouterr().err

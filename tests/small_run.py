@@ -9,10 +9,10 @@ import argparse
 import time
 
 import torch
-from gsr_pyg.learn import CoactivationGraph
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from gsr_pyg.learn import CoactivationGraph
 from gsr_pyg.pipeline import GSRTrainer, LearningSchedule
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 

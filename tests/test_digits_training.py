@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from gsr_pyg.metrics import smoothness_ratio
 from torch import nn
 
 from gsr_pyg import graphs
+from gsr_pyg.metrics import smoothness_ratio
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 
 sklearn = pytest.importorskip("sklearn.datasets")

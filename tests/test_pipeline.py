@@ -9,11 +9,11 @@ from pathlib import Path
 import networkx as nx
 import pytest
 import torch
-from gsr_pyg.learn import CoactivationGraph
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from gsr_pyg import graphs
+from gsr_pyg.learn import CoactivationGraph
 from gsr_pyg.pipeline import GSRTrainer, LearningSchedule, load_snapshot
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.spectral import connected_components

@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 
 lint: install
-	$(PY) -m ruff check gsr_pyg pipelines tests bench
+	$(PY) -m ruff check gsr_pyg pipelines tests bench tools
 
 test: lint
 	$(PY) -m pytest -q

@@ -605,7 +605,8 @@ def check_graph(data: Data, num_nodes: int | None = None) -> Data:
     ``TypeError``/``ValueError``); ``edge_index`` is ``[2, E]`` and ``int64``; indices lie in
     ``[0, N)``; no self-loops; no duplicate entries; every edge ``(i, j)`` has its reverse
     ``(j, i)`` with the same weight; ``edge_weight`` (optional, unit weights when absent) is a
-    floating ``[E]`` tensor, finite and ``> 0``; ``pos`` (optional) is ``[N, 2]``; and
+    floating ``[E]`` tensor, finite and ``> 0``; ``pos`` (optional) is a finite floating
+    ``[N, 2]`` tensor; and
     ``data.num_nodes == num_nodes`` when ``num_nodes`` is given. A graph with no edges is
     valid. The checks are vectorised and run on the device of ``edge_index``.
 
@@ -673,9 +674,10 @@ def check_graph(data: Data, num_nodes: int | None = None) -> Data:
             )
 
     if data.pos is not None:
-        pos = check_tensor(data.pos, "pos")
+        pos = check_tensor(data.pos, "pos", floating=True)
         if pos.dim() != 2 or pos.size(0) != n or pos.size(1) != 2:
             raise ValueError(f"pos must have shape [{n}, 2], got {describe(pos)}")
+        check_finite(pos, "pos")
 
     if num_edges:
         _check_symmetric(row, col, edge_weight, n)

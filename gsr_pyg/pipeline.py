@@ -32,6 +32,7 @@ import copy
 import json
 import os
 import random
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -55,6 +56,8 @@ __all__ = ["LearningSchedule", "GSRTrainer", "History", "load_snapshot", "atomic
 
 _STOP_RULES = ("disconnected", "converged", "never")
 CHECKPOINT = "checkpoint.pt"
+_CHECKPOINT_KEYS = ("model", "optimizer", "regularizer", "learning", "loop", "world_size",
+                    "per_rank")
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -124,6 +127,8 @@ class LearningSchedule:
         check_choice(self.stop, "stop", _STOP_RULES)
         check_choice(self.normalization, "normalization", (None, "sym"))
         check_positive(self.converged_jaccard, "converged_jaccard")
+        if self.converged_jaccard > 1:  # a Jaccard index is at most 1: the rule could not fire
+            raise ValueError(f"converged_jaccard must be in (0, 1], got {self.converged_jaccard}")
 
     @classmethod
     def reference(cls) -> LearningSchedule:
@@ -151,11 +156,27 @@ def _snapshot_tensors(graph: Data, step: int, layer: str) -> dict:
 def load_snapshot(path: str | os.PathLike) -> Data:
     """Read a ``.pt`` snapshot (``weights_only=True``) back into a ``Data``."""
     state = _safe_load(path, "snapshot")
+    missing = [key for key in ("edge_index", "edge_weight", "num_nodes", "step", "layer")
+               if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"snapshot file {str(path)!r} is not a gsr_pyg graph snapshot: it "
+                         f"lacks {', '.join(missing)}")
     data = Data(edge_index=state["edge_index"], edge_weight=state["edge_weight"],
                 num_nodes=state["num_nodes"])
     data.step = state["step"]
     data.name = state["layer"]
     return data
+
+
+def _as_device(device) -> torch.device:
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a torch.device or a device string (cpu, cuda, cuda:1), "
+                        f"got {describe(device)}")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be a torch.device or a device string (cpu, cuda, "
+                         f"cuda:1), got {device!r}") from None
 
 
 def _safe_load(path, what: str) -> dict:
@@ -164,8 +185,21 @@ def _safe_load(path, what: str) -> dict:
     except Exception as err:  # torch raises several types for truncated/foreign files
         raise ValueError(
             f"{what} file {str(path)!r} cannot be read (truncated, corrupted or not written by "
-            f"gsr_pyg): {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            f"gsr_pyg): {_load_error_reason(err)}"
         ) from None
+
+
+def _load_error_reason(err: Exception) -> str:
+    """Why torch.load failed, without torch's advice to retry with ``weights_only=False``
+    (which would run whatever code the file carries)."""
+    text = str(err)
+    if "Weights only load failed" in text:
+        found = re.search(r"(Unsupported global: [^\n]*|Trying to load unsupported GLOBAL [^\n]*"
+                          r"|Unsupported operand [^\n]*)", text)
+        detail = f" ({found.group(1).strip()})" if found else ""
+        return (f"the file holds objects other than tensors and plain containers{detail}; "
+                "gsr_pyg reads files with weights_only=True and never runs code from them")
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 class History:
@@ -434,11 +468,17 @@ class GSRTrainer:
                                                  "smoothness_permutations", minimum=0)
         self.seed = check_int(seed, "seed")
         self.verbose = verbose
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping of JSON-serialisable settings, got "
+                            f"{describe(config)}")
         self.extra_config = dict(config or {})
         if device is None:
             param = next(model.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
-        self.device = torch.device(device)
+        self.device = _as_device(device)
+        if run_dir is not None and not isinstance(run_dir, (str, os.PathLike)):
+            raise TypeError(f"run_dir must be a path (str or os.PathLike) or None, got "
+                            f"{describe(run_dir)}")
         self.run_dir = Path(run_dir) if run_dir is not None else None
         if _distributed():
             self.rank = torch.distributed.get_rank()
@@ -514,6 +554,10 @@ class GSRTrainer:
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path} is not valid JSON ({err}); remove the run "
                                      "directory or choose another") from None
+            if not isinstance(old, dict):
+                raise ValueError(f"{path} must hold a JSON object (the run's settings), got a "
+                                 f"{type(old).__name__}; remove the run directory or choose "
+                                 "another")
             if old != config:
                 diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
                 detail = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:5])
@@ -583,6 +627,10 @@ class GSRTrainer:
         if not isinstance(state, dict) or state.get("format") != 1:
             raise ValueError(f"checkpoint file {str(path)!r} was not written by this version of "
                              "gsr_pyg")
+        missing = [key for key in _CHECKPOINT_KEYS if key not in state]
+        if missing:
+            raise ValueError(f"checkpoint file {str(path)!r} is incomplete: it lacks "
+                             f"{', '.join(missing)}; remove it to start the run again")
         if state["world_size"] != self.world_size:
             raise ValueError(
                 f"checkpoint {str(path)!r} was written by {state['world_size']} process(es) but "
@@ -591,7 +639,11 @@ class GSRTrainer:
         if set(state["learning"]) != set(self._learning):
             raise ValueError(f"checkpoint learns layers {sorted(state['learning'])} but the "
                              f"trainer learns {sorted(self._learning)}")
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # another architecture or width
+            raise ValueError(f"checkpoint file {str(path)!r} holds another model than the one "
+                             f"given to the trainer: {' '.join(str(err).split())[:300]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.reg.load_state_dict(state["regularizer"])
         for name, st in state["learning"].items():
@@ -840,6 +892,9 @@ class GSRTrainer:
     # ------------------------------------------------------------------ fit
     def fit(self, loader: Iterable) -> History:
         """Train until the schedule ends; resume from ``run_dir`` when it holds a checkpoint."""
+        if not isinstance(loader, Iterable):
+            raise TypeError(f"loader must be an iterable of batches (a DataLoader, a list of "
+                            f"(inputs, targets) pairs...), got {describe(loader)}")
         resume = self._prepare_run_dir()
         self.model.to(self.device)
         if resume:

@@ -253,8 +253,15 @@ class GraphSpectralRegularizer:
         # A model wrapped in DistributedDataParallel/DataParallel prefixes names with "module.".
         if f"module.{key}" in named:
             return f"module.{key}", named[f"module.{key}"]
-        close = closest_names(key, [n for n in named if n])
-        hint = f"; closest names: {', '.join(repr(c) for c in close)}" if close else ""
+        names = [n for n in named if n]
+        close = closest_names(key, names)
+        if close:
+            hint = f"; closest names: {', '.join(repr(c) for c in close)}"
+        elif names:
+            shown = ", ".join(repr(n) for n in names[:10]) + (", ..." if len(names) > 10 else "")
+            hint = f"; layers: {shown}"
+        else:
+            hint = "; the model has no submodules"
         raise ValueError(f"model has no layer named {key!r}{hint}")
 
     @staticmethod
@@ -284,9 +291,11 @@ class GraphSpectralRegularizer:
     def _hook(self, layer: _Layer):
         def capture(module, inputs, output):
             if not isinstance(output, torch.Tensor):
+                # a tuple of tensors (e.g. an LSTM's) would print every value: name the type
                 raise ValueError(
                     f"layer {layer.name!r} must output a tensor [B, N] or [B, C, ...] to be "
-                    f"regularized, got {describe(output)}"
+                    f"regularized, got a {type(output).__name__}; hook the submodule whose "
+                    "output is the activations"
                 )
             if output.dim() < 2:
                 raise ValueError(

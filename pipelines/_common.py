@@ -1,8 +1,9 @@
 """Helpers shared by the pipeline scripts: arguments, settings, data, run directories.
 
 Every pipeline is ``python -m pipelines.<name>`` with a ``main(argv=None)``; its settings come
-from three layers, in order of precedence: what the command line gives explicitly, the
-``--quick`` preset when asked for, and the full (paper) settings.
+from four layers, in order of precedence: what the command line gives explicitly, a
+``--config`` file (TOML or JSON, parsed as data, never evaluated), the ``--quick`` preset when
+asked for, and the full (paper) settings.
 """
 
 from __future__ import annotations
@@ -10,21 +11,35 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import difflib
 import io
 import json
 import math
 import os
+import pickle
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import tomllib
 import torch
 
 from gsr_pyg.data.mnist import load_mnist
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: JSON configs only
+    tomllib = None
 from gsr_pyg.pipeline import atomic_write
 
 __all__ = [
     "add_common_arguments",
+    "add_config_argument",
+    "parse_arguments",
+    "read_config",
+    "run_cli",
+    "make_out_dir",
     "torch_threads",
     "non_negative_float",
     "positive_int",
@@ -84,6 +99,134 @@ def add_common_arguments(parser: argparse.ArgumentParser, out_default: str) -> N
                         help="CPU threads for torch (default: torch's choice, one per core); "
                              "1 is faster for small models or on a busy machine")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_argument(parser)
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="settings from a .toml or .json file whose keys are the long "
+                             "option names (e.g. batch_size = 128); the command line wins")
+
+
+# Names of the argparse value types, for messages about config values.
+_TYPE_NAMES = {int: "an integer", float: "a number", positive_int: "an integer >= 1",
+               non_negative_float: "a finite number >= 0"}
+
+
+def read_config(parser: argparse.ArgumentParser, path: str | os.PathLike) -> dict:
+    """The settings of a TOML or JSON config file, checked against ``parser``'s options.
+
+    Keys are option names without the dashes (``batch_size`` or ``batch-size``); values have
+    the option's type (a list for options taking several values, true/false for flags).
+    Raises ValueError naming the file, the key and what was expected."""
+    path = Path(path)
+    where = f"config file {str(path)!r}"
+    if not path.is_file():
+        raise ValueError(f"{where} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise ValueError(f"{where} must end in .toml or .json, got {suffix or 'no suffix'!r}")
+    if suffix == ".toml" and tomllib is None:
+        raise ValueError(f"{where}: TOML needs Python 3.11 or later; write it as JSON")
+    try:  # both decoders raise ValueError subclasses; neither evaluates anything
+        text = path.read_text(encoding="utf-8")
+        content = tomllib.loads(text) if suffix == ".toml" else json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"{where} is not valid {suffix[1:].upper()}: {err}") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{where} must hold a table of settings, got a "
+                         f"{type(content).__name__}")
+    options = {action.dest: action for action in parser._actions
+               if action.option_strings and action.dest not in ("help", "config")}
+    settings = {}
+    for key, value in content.items():
+        dest = key.replace("-", "_")
+        if dest not in options:
+            close = difflib.get_close_matches(dest, options, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}; {hint}known keys: "
+                             f"{', '.join(sorted(options))}")
+        settings[dest] = _config_value(options[dest], f"{where}: key {key!r}", value)
+    return settings
+
+
+def _config_value(action: argparse.Action, where: str, value):
+    if action.nargs == 0:  # a flag
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} is a flag: expected true or false, got {value!r}")
+        return action.const if value else action.default
+    if action.nargs in ("+", "*"):
+        if not isinstance(value, list) or (action.nargs == "+" and not value):
+            raise ValueError(f"{where} expects a list, each {_expected(action)}, got {value!r}")
+        return [_config_scalar(action, f"{where}[{i}]", item) for i, item in enumerate(value)]
+    return _config_scalar(action, where, value)
+
+
+def _expected(action: argparse.Action) -> str:
+    if action.choices is not None:
+        return "one of " + ", ".join(repr(c) for c in action.choices)
+    if action.type in (None, str):
+        return "a string"
+    return _TYPE_NAMES.get(action.type, "a number")
+
+
+def _config_scalar(action: argparse.Action, where: str, value):
+    textual = action.type in (None, str)
+    if isinstance(value, bool) or not isinstance(value, str if textual else (int, float)):
+        raise ValueError(f"{where} expects {_expected(action)}, got {value!r}")
+    if not textual:
+        try:
+            value = action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError, TypeError):
+            raise ValueError(f"{where} expects {_expected(action)}, got {value!r}") from None
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{where} expects {_expected(action)}, got {value!r}")
+    return value
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str],
+                    check: Callable[[argparse.Namespace], None] | None = None
+                    ) -> argparse.Namespace:
+    """Parse ``argv`` over the ``--config`` file's settings; ``check(args)`` may raise
+    ValueError for combinations of options. Problems exit with argparse's usage message."""
+    found, _ = parser.parse_known_args(argv)
+    if found.config is not None:
+        try:
+            parser.set_defaults(**read_config(parser, found.config))
+        except ValueError as err:
+            parser.error(str(err))
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "device", None) is not None:
+            resolve_device(args.device)
+        if check is not None:
+            check(args)
+    except ValueError as err:
+        parser.error(str(err))
+    return args
+
+
+def make_out_dir(path: str | os.PathLike) -> Path:
+    """Create the output directory ``--out`` (and its parents) as given; ValueError when it
+    cannot be created or written."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"--out {str(out)!r} cannot be created: {err.strerror or err}") from None
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"--out {str(out)!r} is not writable")
+    return out
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a pipeline's ``main`` from the command line: a bad input (a missing or damaged
+    file, a value the data cannot take) ends with its message, not a traceback."""
+    try:
+        main()
+    except (ValueError, TypeError, OSError, pickle.UnpicklingError) as err:
+        print(f"{Path(sys.argv[0]).stem}: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 @contextlib.contextmanager

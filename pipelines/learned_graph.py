@@ -55,7 +55,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +72,15 @@ from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.report import write_html_report
 
 from ._common import (
+    add_config_argument,
     fit_timed,
+    make_out_dir,
     non_negative_float,
+    parse_arguments,
     positive_int,
     resolve_device,
+    run_cli,
+    torch_threads,
     write_file,
     write_results,
     write_text,
@@ -93,7 +97,6 @@ __all__ = [
     "label_module_colorbar",
     "module_colormap",
     "neuron_planted_modules",
-    "torch_threads",
     "write_graphml",
     "main",
 ]
@@ -187,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "small model trains several times faster on one thread than on "
                              "two busy cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_argument(parser)
     return parser
 
 
@@ -409,15 +413,18 @@ def _summaries(rows: list[dict], presets: Sequence[str]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> Path:
-    """Run the pipeline; returns the path of ``report.html``."""
-    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+def _check_arguments(args: argparse.Namespace) -> None:
     if args.active_per_sample > len(args.modules):
         raise ValueError(f"--active-per-sample must be at most the number of modules "
                          f"({len(args.modules)}), got {args.active_per_sample}")
     if any(seed < 0 for seed in args.seed):
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Run the pipeline; returns the path of ``report.html``."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = parse_arguments(build_parser(), argv, check=_check_arguments)
     seeds = list(dict.fromkeys(args.seed))
     presets = list(dict.fromkeys(args.presets or PRESETS))
     samples = args.samples or (QUICK_DATA["samples"] if args.quick else 60000)
@@ -427,22 +434,9 @@ def main(argv: list[str] | None = None) -> Path:
         return _run(args, argv, seeds, presets, samples, eval_samples, device)
 
 
-@contextmanager
-def torch_threads(count: int | None):
-    """Use ``count`` torch CPU threads inside the block, then restore the previous number."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _run(args: argparse.Namespace, argv: list[str], seeds: list[int], presets: list[str],
          samples: int, eval_samples: int, device: torch.device) -> Path:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(args.out)
     started = time.perf_counter()
     num_modules = len(args.modules)
     print(f"planted modules {args.modules} (correlation {args.within_corr:g}, shift "
@@ -521,13 +515,5 @@ def _json_default(value):
     return repr(value)
 
 
-def _cli() -> None:
-    try:
-        main()
-    except ValueError as error:
-        print(f"learned_graph: error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    _cli()
+    run_cli(main)

@@ -51,10 +51,13 @@ from ._common import (
     fit_timed,
     format_strength,
     load_mnist_subsets,
+    make_out_dir,
     non_negative_float,
+    parse_arguments,
     positive_int,
     resolve_device,
     resolve_settings,
+    run_cli,
     save_state_dict,
     torch_threads,
     write_file,
@@ -238,7 +241,7 @@ def train_weight(weight: float, settings: dict, args: argparse.Namespace, data: 
 def main(argv: list[str] | None = None) -> Path:
     """Run the pipeline; returns the path of ``report.html``."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     with torch_threads(args.threads):
         return _run(args, argv)
 
@@ -247,8 +250,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> Path:
     settings = resolve_settings(args, FULL_SETTINGS, QUICK_SETTINGS)
     settings["weights"] = list(dict.fromkeys(settings["weights"]))  # drop repeats, keep order
     device = resolve_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(args.out)
     started = time.perf_counter()
 
     data = load_mnist_subsets(args.data, args.train_subset, args.test_subset)
@@ -323,4 +325,4 @@ def _report_sections(rows, figures, comparison, curves, settings, args, argv, de
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

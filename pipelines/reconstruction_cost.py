@@ -52,10 +52,13 @@ from ._common import (
     fit_timed,
     format_strength,
     load_mnist_subsets,
+    make_out_dir,
     non_negative_float,
+    parse_arguments,
     positive_int,
     resolve_device,
     resolve_settings,
+    run_cli,
     torch_threads,
     write_results,
 )
@@ -173,7 +176,7 @@ def run_one(kind: str, strength: float, settings: dict, args: argparse.Namespace
 def main(argv: list[str] | None = None) -> Path:
     """Run the pipeline; returns the path of ``results.csv``."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     threads = args.threads
     if threads is None and resolve_device(args.device).type == "cpu":
         threads = 1  # a small model at batch 32: one thread beats several (no sync overhead)
@@ -186,8 +189,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> Path:
     regularizers = list(dict.fromkeys(settings["regularizers"]))
     strengths = sorted(set(settings["strengths"]))
     device = resolve_device(args.device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(args.out)
     started = time.perf_counter()
 
     train_x, _, test_x, _ = load_mnist_subsets(args.data, settings["train_subset"],
@@ -241,4 +243,4 @@ def _run(args: argparse.Namespace, argv: list[str]) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -77,14 +77,24 @@ from gsr_pyg.pipeline import GSRTrainer
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.report import write_html_report
 
-from ._common import fit_timed, non_negative_float, positive_int, resolve_device, write_text
+from ._common import (
+    add_config_argument,
+    fit_timed,
+    make_out_dir,
+    non_negative_float,
+    parse_arguments,
+    positive_int,
+    resolve_device,
+    run_cli,
+    torch_threads,
+    write_text,
+)
 from .learned_graph import (
     MODULE_METHODS,
     PRESETS,
     build_learning,
     label_module_colorbar,
     module_colormap,
-    torch_threads,
     write_graphml,
 )
 
@@ -178,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads for torch while the pipeline runs (default 1: this "
                              "small model trains fastest on one thread)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_argument(parser)
     return parser
 
 
@@ -422,6 +433,13 @@ def _annotate(adata, latent, activity, coords, kind, graph, neuron_labels, genes
 
 
 # --------------------------------------------------------------------------- main
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.genes is not None and args.hvg is not None:
+        raise ValueError("pass either --genes or --hvg, not both")
+    if args.module_method == "spectral" and args.num_modules is None:
+        raise ValueError("--module-method spectral needs --num-modules")
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Run the pipeline; returns the path of ``report.html``.
 
@@ -429,11 +447,7 @@ def main(argv: list[str] | None = None) -> Path:
     no cells or genes, unknown gene / layer / column, NaN in the matrix) before training.
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = build_parser().parse_args(argv)
-    if args.genes is not None and args.hvg is not None:
-        raise ValueError("pass either --genes or --hvg, not both")
-    if args.module_method == "spectral" and args.num_modules is None:
-        raise ValueError("--module-method spectral needs --num-modules")
+    args = parse_arguments(build_parser(), argv, check=_check_arguments)
     device = resolve_device(args.device)
     with torch_threads(args.threads):
         return _run(args, argv, device)
@@ -457,8 +471,7 @@ def _run(args: argparse.Namespace, argv: list[str], device: torch.device) -> Pat
         raise ValueError(f"the data need at least 2 cells, got {x.shape[0]}")
     settings = _training_settings(args)
     batch_size = min(settings["batch_size"], x.shape[0])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(args.out)
     print(f"{args.data}: {x.shape[0]} cells x {x.shape[1]} genes; preset {args.preset}; "
           f"device {device}", flush=True)
 
@@ -696,13 +709,5 @@ def _write_h5ad(adata, path: Path) -> None:
     write_file(path, write)
 
 
-def _cli() -> None:
-    try:
-        main()
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        print(f"single_cell: error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
 if __name__ == "__main__":
-    _cli()
+    run_cli(main)

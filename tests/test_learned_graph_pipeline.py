@@ -13,6 +13,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch_geometric.data import Data
 
 from pipelines import learned_graph
+from pipelines._common import run_cli
 
 # An easy case: three well separated modules, a short schedule.
 EASY = ["--modules", "4", "4", "4", "--within-corr", "0.9", "--samples", "2048",
@@ -142,19 +143,9 @@ def test_extract_modules_on_two_cliques():
     assert found["components"]["features"].tolist() == [0, 0, 0, 0]
 
 
-def test_user_errors_are_clear(tmp_path):
-    with pytest.raises(ValueError, match="--active-per-sample must be at most"):
-        learned_graph.main(["--modules", "5", "5", "--active-per-sample", "3", "--out",
-                            str(tmp_path)])
-    with pytest.raises(ValueError, match="--seed must be >= 0"):
-        learned_graph.main(["--seed", "-1", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
-        learned_graph.main(["--presets", "fancy", "--out", str(tmp_path)])
-
-
 def test_command_line_prints_the_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["learned_graph", "--seed", "-2", "--out", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
-        learned_graph._cli()
+        run_cli(learned_graph.main)
     assert exit_info.value.code == 2
     assert "learned_graph: error: --seed must be >= 0" in capsys.readouterr().err

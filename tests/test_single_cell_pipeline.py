@@ -13,6 +13,7 @@ import torch
 from gsr_pyg.data.synthetic import planted_modules
 from gsr_pyg.metrics import adjusted_rand_index
 from pipelines import single_cell
+from pipelines._common import run_cli
 
 anndata = pytest.importorskip("anndata")
 pd = pytest.importorskip("pandas")
@@ -210,6 +211,6 @@ def test_nan_in_matrix(tmp_path):
 def test_command_line_prints_the_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["single_cell", "--data", str(tmp_path / "x.h5ad")])
     with pytest.raises(SystemExit) as exit_info:
-        single_cell._cli()
+        run_cli(single_cell.main)
     assert exit_info.value.code == 2
     assert "single_cell: error: no such file" in capsys.readouterr().err

@@ -75,6 +75,10 @@ _HOW_TO_GET_MNIST = (
 # --------------------------------------------------------------------------- pickle
 
 
+# How RestrictedUnpickler's refusals begin (load_mnist adds the file's name to them).
+_REFUSED = "refused to load global"
+
+
 def _numpy_reconstruct():
     # numpy 2 moved numpy.core to numpy._core; importing the old name only warns.
     try:
@@ -110,7 +114,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in self._ALLOWED:
             allowed = ", ".join(sorted(f"{m}.{n}" for m, n in self._ALLOWED))
             raise pickle.UnpicklingError(
-                f"refused to load global '{module}.{name}' from the pickle; only {allowed} "
+                f"{_REFUSED} '{module}.{name}' from the pickle; only {allowed} "
                 "are allowed"
             )
         if name == "_reconstruct":
@@ -132,8 +136,14 @@ def _read_mnist_pickle(path: Path):
     try:
         with opener(path, "rb") as fileobj:
             content = restricted_pickle_load(fileobj)
-    except (EOFError, OSError) as err:  # truncated or corrupt gzip stream
-        raise ValueError(f"could not read the MNIST pickle '{path}': {err}") from err
+    except pickle.UnpicklingError as err:
+        if str(err).startswith(_REFUSED):  # the file asks for code: say which file
+            raise pickle.UnpicklingError(f"MNIST pickle '{path}': {err}") from None
+        raise ValueError(f"could not read the MNIST pickle '{path}' (empty, truncated or "
+                         f"corrupted): {err}") from err
+    except Exception as err:  # a damaged gzip or pickle stream raises many other types
+        raise ValueError(f"could not read the MNIST pickle '{path}' (empty, truncated or "
+                         f"corrupted): {type(err).__name__}: {err}") from err
 
     splits = _check_pickle_layout(content, path)
     (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = splits
@@ -185,6 +195,9 @@ def _read_bytes(path: Path) -> bytes:
             data = fileobj.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"IDX file '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"IDX file '{path}' is a directory; pass one IDX file (load_mnist "
+                         "reads a directory of them)") from None
     if data[:2] == _GZIP_SIGNATURE:
         try:
             data = gzip.decompress(data)
@@ -238,6 +251,9 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> t
                          f"dimensions ({header_size} header bytes) but the file holds "
                          f"{len(data)} bytes")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
+    if any(size < 0 for size in shape):
+        raise ValueError(f"IDX file '{path}' is corrupted: its header declares the negative "
+                         f"dimensions {list(shape)}")
     dtype = _IDX_DTYPES[type_code]
     expected_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     found_bytes = len(data) - header_size
@@ -360,8 +376,9 @@ def load_mnist(
     Raises:
         FileNotFoundError: no MNIST anywhere; the message says how to get it.
         ValueError: a file that is not what it should be (wrong magic number, truncated,
-            image and label counts that differ, a pickle of another layout).
-        pickle.UnpicklingError: a pickle that references anything but numpy arrays.
+            image and label counts that differ, a damaged pickle or one of another layout).
+        pickle.UnpicklingError: a pickle that references anything but numpy arrays (the
+            message names the file and the refused global; nothing is called).
 
     Example:
         >>> x_train, y_train, x_test, y_test = load_mnist()  # doctest: +SKIP

@@ -106,6 +106,12 @@ def _read_csv(path: Path):
         table = pd.read_csv(path, index_col=0)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{str(path)!r} has no cells and no genes (the file is empty)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as error:
+        # ragged rows, binary content, a damaged gzip stream
+        raise ValueError(
+            f"{str(path)!r} is not a readable CSV table of cells x genes: "
+            f"{type(error).__name__}: {_first_line(error)}"
+        ) from None
     _check_not_empty_table(table, path)
     for column in table.columns:
         if not pd.api.types.is_numeric_dtype(table[column]):
@@ -121,6 +127,24 @@ def _read_csv(path: Path):
     obs = pd.DataFrame(index=pd.Index(table.index.astype(str), name=None))
     var = pd.DataFrame(index=pd.Index(table.columns.astype(str), name=None))
     return anndata.AnnData(X=matrix, obs=obs, var=var)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _read_h5ad(path: Path):
+    anndata = _import_anndata()
+    try:
+        return anndata.read_h5ad(path)
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        # h5py raises OSError for a file that is not HDF5 or is cut short; anndata raises
+        # KeyError/ValueError/TypeError for HDF5 files of another layout
+        raise ValueError(
+            f"{str(path)!r} is not a readable .h5ad file (truncated, corrupted or not written "
+            f"by anndata): {type(error).__name__}: {_first_line(error)}"
+        ) from None
 
 
 def _load_builtin(name: str):
@@ -146,7 +170,9 @@ def load_anndata(source: str | os.PathLike):
 
     Raises:
         FileNotFoundError: the path does not exist (the message names it).
-        ValueError: unknown file extension, no cells, no genes, a non-numeric CSV entry.
+        ValueError: unknown file extension, a file that cannot be parsed (truncated or
+            corrupted ``.h5ad``, ragged or binary CSV), no cells, no genes, a non-numeric
+            CSV entry.
         ImportError: anndata (files) or scanpy (bundled datasets) is not installed.
 
     Example:
@@ -173,7 +199,7 @@ def load_anndata(source: str | os.PathLike):
         raise ValueError(f"source must be a file, but {str(path)!r} is a directory")
     suffixes = "".join(path.suffixes[-2:]).lower()
     if path.suffix.lower() == ".h5ad":
-        adata = _import_anndata().read_h5ad(path)
+        adata = _read_h5ad(path)
     elif path.suffix.lower() == ".csv" or suffixes == ".csv.gz":
         adata = _read_csv(path)
     else:

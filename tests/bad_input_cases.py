@@ -1,0 +1,1476 @@
+"""The registry of bad inputs: one entry per input tried on a public surface.
+
+Each :class:`Case` names the surface, the public call, the input that is wrong, a
+``trigger(tmp_dir)`` that makes the call, and what must happen: the exception type and a
+regular expression its message must match (the message names the argument and what was
+expected), or, for inputs the library deliberately accepts (the empty graph, self-loops
+given to ``from_edge_index``...), a ``check`` of the result and a sentence saying what the
+caller gets.
+
+``tests/test_bad_inputs.py`` runs every case; ``tools/write_reliability_doc.py`` runs every
+case and writes ``docs/reliability.md`` from the messages actually raised. Add a case here,
+not a ``pytest.raises`` elsewhere, when a new bad input is handled.
+
+``known_issue`` marks a case whose current behaviour is not the one registered (the fix
+belongs to a module being changed elsewhere): the test is an expected failure (strict, so
+it fails once the fix lands and the mark must go) and the document shows the message users
+see today.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import random
+import re
+import shutil
+import tempfile
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torch_geometric.data import Data
+
+from gsr_pyg import graphs, learn, spectral
+from gsr_pyg.data import (
+    branching_trajectory,
+    load_anndata,
+    load_mnist,
+    obs_labels,
+    obs_values,
+    planted_modules,
+    prepare_matrix,
+    read_idx,
+)
+from gsr_pyg.pipeline import GSRTrainer, LearningSchedule, load_snapshot
+from gsr_pyg.regularizer import GraphSpectralRegularizer
+
+#: Surfaces in document order, with the title of their section.
+SURFACES: dict[str, str] = {
+    "graphs": "Graphs (`gsr_pyg.graphs`)",
+    "spectral": "Spectral (`gsr_pyg.spectral`)",
+    "regularizer": "Regularizer (`GraphSpectralRegularizer`)",
+    "learn": "Learned graphs (`gsr_pyg.learn`)",
+    "pipeline": "Trainer (`gsr_pyg.pipeline`)",
+    "data": "Data loaders (`gsr_pyg.data`)",
+    "scripts": "Pipeline scripts: arguments and configs",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input tried on a public surface and what must happen."""
+
+    surface: str
+    call: str
+    input: str
+    trigger: Callable[[Path], object]
+    error: type[BaseException] | None = None
+    match: str = ""
+    check: Callable[[object], None] | None = None
+    outcome: str = ""
+    skip: Callable[[], str | None] | None = None
+    known_issue: str | None = None
+
+    @property
+    def id(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{self.surface} {self.call} {self.input}".lower())
+        return slug.strip("-")[:90]
+
+
+@dataclass
+class Outcome:
+    """What a case did: the value returned or the exception raised."""
+
+    value: object = None
+    error: BaseException | None = None
+
+
+def run(case: Case, tmp: Path) -> Outcome:
+    """Run ``case.trigger`` in ``tmp`` (an empty directory) and record what happened."""
+    try:
+        return Outcome(value=case.trigger(tmp))
+    except Exception as error:  # the point is to see what users see
+        return Outcome(error=error)
+
+
+def verdict(case: Case, outcome: Outcome) -> str | None:
+    """``None`` when the outcome is the registered one, else what differs."""
+    if case.error is None:
+        if outcome.error is not None:
+            return f"expected the input to be accepted, got {outcome.error!r}"
+        try:
+            case.check(outcome.value)
+        except AssertionError as failure:
+            return f"accepted, but the result is wrong: {failure}"
+        return None
+    if outcome.error is None:
+        return f"expected {case.error.__name__}, but the call returned {outcome.value!r:.200}"
+    if not isinstance(outcome.error, case.error):
+        return (f"expected {case.error.__name__}, got {type(outcome.error).__name__}: "
+                f"{outcome.error}")
+    if not re.search(case.match, str(outcome.error)):
+        return f"message {str(outcome.error)!r} does not match {case.match!r}"
+    return None
+
+
+CASES: list[Case] = []
+
+
+def _add(surface: str, call: str, input: str, trigger: Callable[[Path], object],
+         error: type[BaseException] | None = None, match: str = "", **options) -> None:
+    if error is not None and not match:
+        raise ValueError(f"case {input!r} needs a message pattern")
+    CASES.append(Case(surface, call, input, trigger, error, match, **options))
+
+
+def _accepted(surface: str, call: str, input: str, trigger: Callable[[Path], object],
+              check: Callable[[object], None], outcome: str) -> None:
+    CASES.append(Case(surface, call, input, trigger, check=check, outcome=outcome))
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+PAIR = [[0, 1], [1, 0]]
+
+
+def _data(edge_index, edge_weight=None, num_nodes=2, pos=None) -> Data:
+    """A Data exactly as given (no validation, no conversion)."""
+    data = Data(edge_index=torch.tensor(edge_index, dtype=torch.long).view(2, -1),
+                num_nodes=num_nodes)
+    if edge_weight is not None:
+        data.edge_weight = torch.tensor(edge_weight)
+    if pos is not None:
+        data.pos = pos
+    return data
+
+
+def _empty_graph(num_nodes: int) -> Data:
+    return Data(edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=num_nodes)
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(OrderedDict(fc1=nn.Linear(3, 4), act=nn.ReLU(), out=nn.Linear(4, 2)))
+
+
+def _regularize(graph, **options) -> tuple[nn.Module, GraphSpectralRegularizer]:
+    model = _mlp()
+    return model, GraphSpectralRegularizer(model, {"fc1": graph}, **options)
+
+
+def _penalty_with_bias(value: float, spread: float = 0.0) -> torch.Tensor:
+    """Penalty of fc1 (ring of 4) when every fc1 output is ``value`` (+ spread per neuron)."""
+    model, reg = _regularize(graphs.ring(4))
+    with torch.no_grad():
+        model.fc1.weight.zero_()
+        model.fc1.bias.copy_(value + spread * torch.arange(4.0))
+    model(torch.randn(2, 3))
+    return reg.penalty()
+
+
+def _expect(condition: bool) -> None:
+    assert condition
+
+
+def _nx_with_pos(pos) -> nx.Graph:
+    G = nx.Graph([(0, 1)])
+    nx.set_node_attributes(G, {0: pos, 1: pos}, "pos")
+    return G
+
+
+def _forward_and_penalty(graph) -> torch.Tensor:
+    model, reg = _regularize(graph)
+    model(torch.randn(5, 3))
+    return reg.penalty()
+
+
+def _save(path: Path, obj) -> Path:
+    torch.save(obj, path)
+    return path
+
+
+def _drop(directory: Path, name: str) -> Path:
+    (directory / name).unlink()
+    return directory
+
+
+class _LSTMLayer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]
+
+
+class _Flatten1D(nn.Module):
+    """A layer that outputs one number per sample: [B]."""
+
+    def forward(self, x):
+        return x.sum(dim=1)
+
+
+class _VectorModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 4)
+        self.total = _Flatten1D()
+
+    def forward(self, x):
+        return self.total(self.fc(x))
+
+
+def _forward_through(model: nn.Module, key: str, graph, x: torch.Tensor):
+    reg = GraphSpectralRegularizer(model, {key: graph})
+    model(x)
+    return reg.penalty()
+
+
+def _activations(samples: int = 10, neurons: int = 6, seed: int = 0) -> torch.Tensor:
+    return torch.randn(samples, neurons, generator=torch.Generator().manual_seed(seed),
+                       dtype=torch.float64)
+
+
+def _with_constant_neuron() -> torch.Tensor:
+    acts = _activations()
+    acts[:, 5] = 3.0
+    return acts
+
+
+def _with_value(value: float) -> torch.Tensor:
+    acts = _activations()
+    acts[2, 4] = value
+    return acts
+
+
+def _stats_with(acts: torch.Tensor) -> learn.CoactivationStats:
+    stats = learn.CoactivationStats(acts.shape[1])
+    stats.update(acts)
+    return stats
+
+
+# ---- a tiny learned-graph run -----------------------------------------------------------------
+
+def _tiny_trainer(run_dir, k: int = 3, width: int = 8, **options):
+    """Eight steps of a learned-graph run on an 8-neuron latent layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(enc=nn.Linear(6, width), latent=nn.Tanh(),
+                                      dec=nn.Linear(width, 6)))
+    reg = GraphSpectralRegularizer(model, {"latent": width}, weight=1e-2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    schedule = LearningSchedule(warmup_steps=2, refresh_every=2, max_learning_steps=6,
+                                after_stop_steps=0, stop="never")
+    settings = dict(schedule=schedule, learn={"latent": learn.CoactivationGraph(k=k)},
+                    run_dir=run_dir, checkpoint_every=2, log_every=2,
+                    smoothness_permutations=0, verbose=False)
+    settings.update(options)
+    trainer = GSRTrainer(model, reg, optimizer, nn.functional.mse_loss, **settings)
+    data = torch.randn(32, 6, generator=torch.Generator().manual_seed(1))
+    return trainer, DataLoader(TensorDataset(data), batch_size=8)
+
+
+def _fit(run_dir, **options):
+    trainer, loader = _tiny_trainer(run_dir, **options)
+    trainer.fit(loader)
+    return trainer
+
+
+_TEMPLATE: dict[str, Path] = {}
+
+
+def _finished_run(tmp: Path) -> Path:
+    """A copy, in ``tmp``, of a finished tiny run (trained once per process)."""
+    if "run" not in _TEMPLATE:
+        base = Path(tempfile.mkdtemp(prefix="gsr-bad-inputs-"))
+        _fit(base / "run")
+        _TEMPLATE["run"] = base / "run"
+    run_dir = tmp / "run"
+    shutil.copytree(_TEMPLATE["run"], run_dir)
+    return run_dir
+
+
+def _checkpoint_state(tmp: Path) -> tuple[Path, dict]:
+    run_dir = _finished_run(tmp)
+    return run_dir, torch.load(run_dir / "checkpoint.pt", weights_only=True)
+
+
+def _resume_with_checkpoint_bytes(make_bytes: Callable[[bytes], bytes]):
+    def trigger(tmp: Path):
+        run_dir = _finished_run(tmp)
+        checkpoint = run_dir / "checkpoint.pt"
+        checkpoint.write_bytes(make_bytes(checkpoint.read_bytes()))
+        return _fit(run_dir)
+    return trigger
+
+
+def _resume_with_checkpoint_state(change: Callable[[dict], object]):
+    def trigger(tmp: Path):
+        run_dir, state = _checkpoint_state(tmp)
+        torch.save(change(state), run_dir / "checkpoint.pt")
+        return _fit(run_dir)
+    return trigger
+
+
+def _resume_with_config_text(text: str):
+    def trigger(tmp: Path):
+        run_dir = _finished_run(tmp)
+        (run_dir / "config.json").write_text(text)
+        return _fit(run_dir)
+    return trigger
+
+
+def _replace(state: dict, **changes) -> dict:
+    return {**state, **changes}
+
+
+def _checkpoint_of_a_wider_model(tmp: Path):
+    other = _fit(tmp / "other", width=10)
+    run_dir = _finished_run(tmp)
+    shutil.copy(other.run_dir / "checkpoint.pt", run_dir / "checkpoint.pt")
+    return _fit(run_dir)
+
+
+def _snapshot_file(tmp: Path) -> Path:
+    return sorted((_finished_run(tmp) / "snapshots" / "latent").glob("*.pt"))[0]
+
+
+def _read_only_dir(tmp: Path):
+    run_dir = tmp / "read-only"
+    run_dir.mkdir()
+    run_dir.chmod(0o555)
+    try:
+        return _fit(run_dir)
+    finally:
+        run_dir.chmod(0o755)
+
+
+def _permissions_not_enforced() -> str | None:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return ("running as root, where directory permissions do not block writes; the "
+                "run_dir-under-a-regular-file case covers an unusable run directory")
+    return None
+
+
+def _trainer_parts():
+    model = _mlp()
+    reg = GraphSpectralRegularizer(model, {"fc1": 4})
+    return model, reg, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def _trainer(**options):
+    model, reg, optimizer = _trainer_parts()
+    settings = dict(max_steps=2, verbose=False)
+    settings.update(options)
+    return GSRTrainer(model, reg, optimizer, nn.functional.mse_loss, **settings)
+
+
+# ---- files --------------------------------------------------------------------------------------
+
+def _write(tmp: Path, name: str, content: bytes) -> Path:
+    path = tmp / name
+    path.write_bytes(content)
+    return path
+
+
+def _idx_header(type_code: int, dims: list[int]) -> bytes:
+    return bytes([0, 0, type_code, len(dims)]) + b"".join(d.to_bytes(4, "big", signed=True)
+                                                          for d in dims)
+
+
+class _RunsCode:
+    """Unpickling this runs ``exec``: a payload a loader must refuse before calling it."""
+
+    def __reduce__(self):
+        return (exec, ("raise SystemExit('the pickle payload ran')",))
+
+
+def _mnist_pickle_splits(n: int = 2):
+    images = np.zeros((n, 784), np.float32)
+    labels = np.zeros(n, np.int64)
+    return ((images, labels), (images, labels), (images, labels))
+
+
+def _mnist_dir(tmp: Path, train_labels: int = 2) -> Path:
+    root = tmp / "mnist"
+    root.mkdir()
+    files = {
+        "train-images-idx3-ubyte": _idx_header(8, [2, 28, 28]) + bytes(2 * 784),
+        "train-labels-idx1-ubyte": _idx_header(8, [train_labels]) + bytes(train_labels),
+        "t10k-images-idx3-ubyte": _idx_header(8, [1, 28, 28]) + bytes(784),
+        "t10k-labels-idx1-ubyte": _idx_header(8, [1]) + bytes(1),
+    }
+    for name, content in files.items():
+        _write(root, name, content)
+    return root
+
+
+def _h5ad(tmp: Path, name: str, matrix: np.ndarray) -> Path:
+    import anndata
+
+    path = tmp / name
+    anndata.AnnData(matrix.astype(np.float32)).write_h5ad(path)
+    return path
+
+
+def _truncated_h5ad(tmp: Path) -> Path:
+    full = _h5ad(tmp, "full.h5ad", np.ones((3, 2)))
+    return _write(tmp, "cut.h5ad", full.read_bytes()[: full.stat().st_size // 2])
+
+
+def _adata(matrix=None, **obs):
+    import anndata
+    import pandas as pd
+
+    matrix = np.arange(12, dtype=np.float32).reshape(4, 3) if matrix is None else matrix
+    adata = anndata.AnnData(matrix.astype(np.float32))
+    adata.var_names = [f"g{i}" for i in range(adata.n_vars)]
+    adata.obs = pd.DataFrame(obs, index=[f"c{i}" for i in range(adata.n_obs)]) if obs else \
+        adata.obs
+    return adata
+
+
+# --------------------------------------------------------------------------------------------
+# graphs
+# --------------------------------------------------------------------------------------------
+
+S = "graphs"
+C = "check_graph(data)"
+_add(S, C, "edge (0, 1) listed in one direction only",
+     lambda tmp: graphs.check_graph(_data([[0], [1]])),
+     ValueError, r"edge \(0, 1\) has no reverse edge \(1, 0\); store both directions")
+_add(S, C, "asymmetric weights: w(0, 1) = 1, w(1, 0) = 2",
+     lambda tmp: graphs.check_graph(_data(PAIR, [1.0, 2.0])),
+     ValueError, r"edge \(0, 1\) has weight 1\.0 but its reverse \(1, 0\) has weight 2\.0; "
+                 r"edge weights must be symmetric")
+_add(S, C, "negative edge weight",
+     lambda tmp: graphs.check_graph(_data(PAIR, [-1.0, -1.0])),
+     ValueError, r"edge_weight must be > 0, got -1\.0 on edge \(0, 1\)")
+_add(S, C, "zero edge weight",
+     lambda tmp: graphs.check_graph(_data(PAIR, [0.0, 0.0])),
+     ValueError, r"edge_weight must be > 0, got 0\.0")
+_add(S, C, "NaN edge weight",
+     lambda tmp: graphs.check_graph(_data(PAIR, [NAN, NAN])),
+     ValueError, r"edge_weight must be finite, got 2 NaN and 0 Inf values")
+_add(S, C, "Inf edge weight",
+     lambda tmp: graphs.check_graph(_data(PAIR, [INF, INF])),
+     ValueError, r"edge_weight must be finite, got 0 NaN and 2 Inf values")
+_add(S, C, "self-loop (1, 1)",
+     lambda tmp: graphs.check_graph(_data([[1], [1]])),
+     ValueError, r"graph has a self-loop at node 1; a neuron graph has no self-loops")
+_add(S, C, "entry (0, 1) listed twice",
+     lambda tmp: graphs.check_graph(_data([[0, 0, 1], [1, 1, 0]])),
+     ValueError, r"edge_index has the entry \(0, 1\) more than once; coalesce it")
+_add(S, C, "node index 2 in a 2-node graph",
+     lambda tmp: graphs.check_graph(_data([[0, 2], [2, 0]])),
+     ValueError, r"edge_index contains node 2, but the graph has 2 nodes \(indices in \[0, 2\)\)")
+_add(S, C, "negative node index",
+     lambda tmp: graphs.check_graph(_data([[0, -1], [-1, 0]])),
+     ValueError, r"edge_index contains node -1, but the graph has 2 nodes")
+_add(S, C, "edge_index of dtype int32",
+     lambda tmp: graphs.check_graph(Data(edge_index=torch.tensor(PAIR, dtype=torch.int32),
+                                         num_nodes=2)),
+     ValueError, r"edge_index must have dtype torch\.int64, got .*int32")
+_add(S, C, "edge_index of shape [3, 2]",
+     lambda tmp: graphs.check_graph(Data(edge_index=torch.zeros(3, 2, dtype=torch.long),
+                                         num_nodes=2)),
+     ValueError, r"edge_index must have shape \[2, E\], got tensor of shape \(3, 2\)")
+_add(S, C, "no edge_index",
+     lambda tmp: graphs.check_graph(Data(num_nodes=2)),
+     ValueError, r"graph has no edge_index; a graph with no edges has an empty \[2, 0\] one")
+_add(S, C, "integer edge_weight",
+     lambda tmp: graphs.check_graph(_data(PAIR, [1, 1])),
+     ValueError, r"edge_weight must be a floating-point tensor, got .*int64")
+_add(S, C, "one weight for two edge entries",
+     lambda tmp: graphs.check_graph(_data(PAIR, [1.0])),
+     ValueError, r"edge_weight must have shape \[2\] \(one weight per column of edge_index\)")
+_add(S, C, "pos of shape [2, 3]",
+     lambda tmp: graphs.check_graph(_data(PAIR, pos=torch.zeros(2, 3))),
+     ValueError, r"pos must have shape \[2, 2\], got tensor of shape \(2, 3\)")
+_add(S, C, "NaN in pos",
+     lambda tmp: graphs.check_graph(_data(PAIR, pos=torch.full((2, 2), NAN))),
+     ValueError, r"pos must be finite, got 4 NaN and 0 Inf values")
+_add(S, "check_graph(data, num_nodes=6)", "a 5-node graph where 6 nodes are expected",
+     lambda tmp: graphs.check_graph(graphs.ring(5), num_nodes=6),
+     ValueError, r"graph has 5 nodes but 6 were expected")
+_add(S, C, "a dict instead of a Data",
+     lambda tmp: graphs.check_graph({"edge_index": torch.tensor(PAIR)}),
+     TypeError, r"graph must be a torch_geometric\.data\.Data, got \{'edge_index'")
+_accepted(S, C, "the empty graph: 3 nodes, zero edges",
+          lambda tmp: graphs.check_graph(_empty_graph(3)),
+          lambda g: _expect(g.num_nodes == 3 and g.edge_index.shape == (2, 0)),
+          "valid: returned unchanged (its Laplacian is 0, so its penalty is 0)")
+
+_add(S, "grid(height, width)", "height = 0",
+     lambda tmp: graphs.grid(0, 3), ValueError, r"height must be >= 1, got 0")
+_add(S, "grid(height, width)", "height = 2.0 (a float)",
+     lambda tmp: graphs.grid(2.0, 3), TypeError, r"height must be an int, got 2\.0")
+_add(S, "grid(2, 3, neighbours)", "neighbours = 6",
+     lambda tmp: graphs.grid(2, 3, neighbours=6),
+     ValueError, r"neighbours must be one of \(4, 8\), got 6")
+_add(S, "torus(height, width)", "width = -1",
+     lambda tmp: graphs.torus(4, -1), ValueError, r"width must be >= 1, got -1")
+_add(S, "ring(n)", "n = 2 (a ring needs 3 nodes)",
+     lambda tmp: graphs.ring(2), ValueError, r"n must be >= 3, got 2")
+_add(S, "line(n)", "n = 0",
+     lambda tmp: graphs.line(0), ValueError, r"n must be >= 1, got 0")
+_add(S, "star(n)", "n = True (a bool)",
+     lambda tmp: graphs.star(True), TypeError, r"n must be an int, got True")
+_add(S, "balanced_tree(branching, depth)", "branching = 0",
+     lambda tmp: graphs.balanced_tree(0, 2), ValueError, r"branching must be >= 1, got 0")
+_add(S, "balanced_tree(branching, depth)", "depth = -1",
+     lambda tmp: graphs.balanced_tree(2, -1), ValueError, r"depth must be >= 0, got -1")
+_add(S, "copies(graph, k)", "k = 0",
+     lambda tmp: graphs.copies(graphs.ring(3), 0), ValueError, r"k must be >= 1, got 0")
+_add(S, "copies(graph, k)", "graph given as the string 'ring'",
+     lambda tmp: graphs.copies("ring", 2),
+     TypeError, r"graph must be a torch_geometric\.data\.Data, got 'ring'")
+_add(S, "disjoint_union(graphs)", "an empty list",
+     lambda tmp: graphs.disjoint_union([]),
+     ValueError, r"graphs must contain at least one Data, got an empty sequence")
+_add(S, "disjoint_union(graphs)", "an int among the graphs",
+     lambda tmp: graphs.disjoint_union([graphs.ring(3), 3]),
+     TypeError, r"graphs\[1\]: graph must be a torch_geometric\.data\.Data, got 3")
+
+C = "from_edge_index(edge_index, ...)"
+_add(S, C, "edge_index of shape [3, 2]",
+     lambda tmp: graphs.from_edge_index(torch.zeros(3, 2, dtype=torch.long)),
+     ValueError, r"edge_index must have shape \[2, E\]")
+_add(S, C, "floating-point edge_index",
+     lambda tmp: graphs.from_edge_index(torch.zeros(2, 2)),
+     ValueError, r"edge_index must have an integer dtype, got .*float32")
+_add(S, C, "a nested list instead of a tensor",
+     lambda tmp: graphs.from_edge_index(PAIR),
+     TypeError, r"edge_index must be a torch\.Tensor, got \[\[0, 1\], \[1, 0\]\]")
+_add(S, C, "negative edge weight",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), torch.tensor([-1.0, -1.0])),
+     ValueError, r"edge_weight must be > 0, got -1\.0 for the pair \(0, 1\); drop the edge")
+_add(S, C, "NaN edge weight",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), torch.tensor([NAN, 1.0])),
+     ValueError, r"edge_weight must be finite, got 1 NaN and 0 Inf values")
+_add(S, C, "Inf edge weight",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), torch.tensor([INF, 1.0])),
+     ValueError, r"edge_weight must be finite, got 0 NaN and 1 Inf values")
+_add(S, C, "the two directions of (0, 1) carry weights 1 and 2",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), torch.tensor([1.0, 2.0])),
+     ValueError, r"edge_weight gives the pair \(0, 1\) two different weights, 1\.0 and 2\.0.*"
+                 r"symmetrise the weights first")
+_add(S, C, "one weight for two edges",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), torch.tensor([1.0])),
+     ValueError, r"edge_weight must have one entry per column of edge_index \(2\), got 1")
+_add(S, "from_edge_index(edge_index, num_nodes=1)", "node 1 with num_nodes = 1",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), num_nodes=1),
+     ValueError, r"edge_index contains node 1, but node indices must lie in \[0, 1\)")
+_add(S, "from_edge_index(edge_index, num_nodes=-1)", "num_nodes = -1",
+     lambda tmp: graphs.from_edge_index(torch.empty(2, 0, dtype=torch.long), num_nodes=-1),
+     ValueError, r"num_nodes must be >= 0, got -1")
+_add(S, "from_edge_index(edge_index, pos=pos)", "pos of shape [2, 3]",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), pos=torch.zeros(2, 3)),
+     ValueError, r"pos must have shape \[num_nodes, 2\], got tensor of shape \(2, 3\)")
+_add(S, "from_edge_index(edge_index, num_nodes=2, pos=pos)", "pos with 3 rows for 2 nodes",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), num_nodes=2, pos=torch.zeros(3, 2)),
+     ValueError, r"pos must have 2 rows \(one per node\), got tensor of shape \(3, 2\)")
+_add(S, "from_edge_index(edge_index, pos=pos)", "NaN in pos",
+     lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), pos=torch.full((2, 2), NAN)),
+     ValueError, r"pos must be finite, got 4 NaN")
+_accepted(S, C, "a self-loop (0, 0) beside the edge (0, 1)",
+          lambda tmp: graphs.from_edge_index(torch.tensor([[0, 0], [0, 1]])),
+          lambda g: _expect(g.edge_index.tolist() == PAIR),
+          "accepted: self-loops are dropped (documented), the graph keeps (0, 1) and (1, 0)")
+_accepted(S, C, "edge (0, 1) given in one direction only",
+          lambda tmp: graphs.from_edge_index(torch.tensor([[0], [1]])),
+          lambda g: _expect(g.edge_index.tolist() == PAIR),
+          "accepted: the reverse edge (1, 0) is added with the same weight (documented)")
+
+C = "from_networkx(G)"
+_add(S, C, "a DiGraph",
+     lambda tmp: graphs.from_networkx(nx.DiGraph([(0, 1)])),
+     ValueError, r"G must be undirected, got a DiGraph; convert it with G\.to_undirected\(\)")
+_add(S, C, "a MultiGraph",
+     lambda tmp: graphs.from_networkx(nx.MultiGraph([(0, 1)])),
+     ValueError, r"G must be a simple graph, got a MultiGraph")
+_add(S, C, "a self-loop at node 0",
+     lambda tmp: graphs.from_networkx(nx.Graph([(0, 0)])),
+     ValueError, r"G must have no self-loops, got one at node 0")
+_add(S, C, "edge weight -2",
+     lambda tmp: graphs.from_networkx(nx.Graph([(0, 1, {"weight": -2})])),
+     ValueError, r"edge \(0, 1\) has weight=-2; edge weights must be finite numbers > 0")
+_add(S, C, "edge weight 'heavy' (a string)",
+     lambda tmp: graphs.from_networkx(nx.Graph([(0, 1, {"weight": "heavy"})])),
+     ValueError, r"edge \(0, 1\) has weight='heavy'; edge weights must be finite numbers > 0")
+_add(S, C, "edge weight NaN",
+     lambda tmp: graphs.from_networkx(nx.Graph([(0, 1, {"weight": NAN})])),
+     ValueError, r"edge \(0, 1\) has weight=nan; edge weights must be finite numbers")
+_add(S, "from_networkx(G, nodelist)", "nodelist missing a node",
+     lambda tmp: graphs.from_networkx(nx.path_graph(3), nodelist=[0, 1]),
+     ValueError, r"nodelist must list every node of G, but 2 is missing")
+_add(S, "from_networkx(G, nodelist)", "nodelist naming a node not in G",
+     lambda tmp: graphs.from_networkx(nx.path_graph(3), nodelist=[0, 1, 2, 7]),
+     ValueError, r"nodelist contains 7, which is not a node of G")
+_add(S, "from_networkx(G, nodelist)", "nodelist repeating a node",
+     lambda tmp: graphs.from_networkx(nx.path_graph(3), nodelist=[0, 1, 1]),
+     ValueError, r"nodelist must list each node once, got 1 twice")
+_add(S, C, "node attribute pos with 3 numbers",
+     lambda tmp: graphs.from_networkx(_nx_with_pos((0, 0, 0))),
+     ValueError, r"node attribute 'pos' must hold 2 numbers per node")
+_add(S, C, "a dict of lists instead of a graph",
+     lambda tmp: graphs.from_networkx({0: [1]}),
+     TypeError, r"G must be a networkx\.Graph, got \{0: \[1\]\}")
+_accepted(S, C, "an empty networkx.Graph",
+          lambda tmp: graphs.from_networkx(nx.Graph()),
+          lambda g: _expect(g.num_nodes == 0 and g.edge_index.shape == (2, 0)),
+          "accepted: a graph with 0 nodes (a regularizer refuses it: a layer has >= 1 neuron)")
+_add(S, "to_networkx(data)", "a networkx graph instead of a Data",
+     lambda tmp: graphs.to_networkx(nx.path_graph(2)),
+     TypeError, r"graph must be a torch_geometric\.data\.Data, got <networkx")
+
+
+# --------------------------------------------------------------------------------------------
+# spectral
+# --------------------------------------------------------------------------------------------
+
+S = "spectral"
+C = "laplacian(data, normalization)"
+_add(S, C, "normalization = 'rw'",
+     lambda tmp: spectral.laplacian(graphs.ring(4), normalization="rw"),
+     ValueError, r"normalization='rw' is not supported: the random-walk Laplacian .* is not "
+                 r"symmetric and its quadratic form is indefinite")
+_add(S, C, "normalization = 'symm' (a typo)",
+     lambda tmp: spectral.laplacian(graphs.ring(4), normalization="symm"),
+     ValueError, r"normalization must be one of \(None, 'sym'\), got 'symm'")
+C = "laplacian(data)"
+_add(S, C, "a tensor instead of a Data",
+     lambda tmp: spectral.laplacian(torch.zeros(3)),
+     TypeError, r"data must be a torch_geometric\.data\.Data with an edge_index, got tensor")
+_add(S, C, "num_nodes = 0",
+     lambda tmp: spectral.laplacian(_empty_graph(0)),
+     ValueError, r"data\.num_nodes must be >= 1, got 0")
+_add(S, C, "floating-point edge_index",
+     lambda tmp: spectral.laplacian(Data(edge_index=torch.tensor(PAIR).float(), num_nodes=2)),
+     ValueError, r"data\.edge_index must be a \[2, E\] long tensor, got .*float32")
+_add(S, C, "node 5 in a 2-node graph",
+     lambda tmp: spectral.laplacian(_data([[0, 5], [5, 0]])),
+     ValueError, r"data\.edge_index must hold node ids in \[0, 1\] for 2 nodes, got ids from 0 "
+                 r"to 5")
+_add(S, C, "edge (0, 1) listed in one direction only",
+     lambda tmp: spectral.laplacian(_data([[0], [1]])),
+     ValueError, r"data\.edge_index must list both directions of every undirected edge")
+_add(S, C, "asymmetric weights 1 and 2",
+     lambda tmp: spectral.laplacian(_data(PAIR, [1.0, 2.0])),
+     ValueError, r"data\.edge_weight must be symmetric \(w_ij == w_ji\), got differences up to 1")
+_add(S, C, "NaN edge weight",
+     lambda tmp: spectral.laplacian(_data(PAIR, [NAN, 1.0])),
+     ValueError, r"data\.edge_weight must be finite and > 0, got 1 entries that are not")
+_add(S, C, "Inf edge weight",
+     lambda tmp: spectral.laplacian(_data(PAIR, [INF, INF])),
+     ValueError, r"data\.edge_weight must be finite and > 0, got 2 entries that are not")
+_add(S, C, "negative edge weight",
+     lambda tmp: spectral.laplacian(_data(PAIR, [-1.0, -1.0])),
+     ValueError, r"data\.edge_weight must be finite and > 0")
+_add(S, C, "integer edge_weight",
+     lambda tmp: spectral.laplacian(_data(PAIR, [1, 1])),
+     ValueError, r"data\.edge_weight must be a floating-point tensor, got .*int64")
+_accepted(S, "laplacian(data, dense=True)", "a self-loop (0, 0) beside the edge (0, 1)",
+          lambda tmp: spectral.laplacian(_data([[0, 0, 1], [0, 1, 0]]), dense=True),
+          lambda L: _expect(L.tolist() == [[1.0, -1.0], [-1.0, 1.0]]),
+          "accepted: self-loops are ignored (documented; they do not change a^T L a)")
+
+C = "quadratic_form(x, data)"
+_add(S, C, "x with 5 features for a 4-node graph",
+     lambda tmp: spectral.quadratic_form(torch.randn(3, 5), graphs.ring(4)),
+     ValueError, r"x has 5 features in dimension 1 but the graph has 4 nodes")
+_add(S, C, "1-D x",
+     lambda tmp: spectral.quadratic_form(torch.randn(4), graphs.ring(4)),
+     ValueError, r"x must have at least 2 dimensions, got tensor of shape \(4,\)")
+_add(S, C, "integer x",
+     lambda tmp: spectral.quadratic_form(torch.ones(3, 4, dtype=torch.long), graphs.ring(4)),
+     ValueError, r"x must be a floating-point tensor, got .*int64")
+_add(S, C, "a nested list instead of a tensor",
+     lambda tmp: spectral.quadratic_form([[1.0, 2.0, 3.0, 4.0]], graphs.ring(4)),
+     TypeError, r"x must be a torch\.Tensor, got \[\[1\.0")
+_add(S, "quadratic_form(x, data, method)", "method = 'fast'",
+     lambda tmp: spectral.quadratic_form(torch.randn(2, 4), graphs.ring(4), method="fast"),
+     ValueError, r"method must be one of \('auto', 'dense', 'edge', 'sparse'\), got 'fast'")
+_accepted(S, C, "the empty graph: 4 nodes, zero edges",
+          lambda tmp: spectral.quadratic_form(torch.randn(3, 4), _empty_graph(4)),
+          lambda q: _expect(q.tolist() == [0.0, 0.0, 0.0]),
+          "accepted: every sample's form is exactly 0")
+_accepted(S, C, "NaN activations",
+          lambda tmp: spectral.quadratic_form(torch.full((2, 4), NAN), graphs.ring(4)),
+          lambda q: _expect(bool(torch.isnan(q).all())),
+          "NaN comes back, unchecked: this is the per-step hot path; "
+          "GraphSpectralRegularizer checks its penalty and raises (see Regularizer)")
+C = "LaplacianOperator(data)(x)"
+_add(S, C, "x with 5 features for a 4-node graph",
+     lambda tmp: spectral.LaplacianOperator(graphs.ring(4))(torch.randn(2, 5)),
+     ValueError, r"x has 5 features in dimension 1 but the graph has 4 nodes")
+_add(S, "LaplacianOperator(data, method)", "method = 'fast'",
+     lambda tmp: spectral.LaplacianOperator(graphs.ring(4), method="fast"),
+     ValueError, r"method must be one of \('auto', 'dense', 'edge', 'sparse'\), got 'fast'")
+_add(S, "LaplacianOperator(data)(x, method)", "method = 'blas' at call time",
+     lambda tmp: spectral.LaplacianOperator(graphs.ring(4))(torch.randn(2, 4), method="blas"),
+     ValueError, r"method must be one of .*got 'blas'")
+_add(S, C, "x on another device than the operator ('meta')",
+     lambda tmp: spectral.LaplacianOperator(graphs.ring(4))(torch.randn(2, 4, device="meta")),
+     ValueError, r"x is on meta but the LaplacianOperator is on cpu; move it once with "
+                 r"op\.to\('meta'\)")
+_add(S, "LaplacianOperator(data, normalization)", "normalization = 'rw'",
+     lambda tmp: spectral.LaplacianOperator(graphs.ring(4), normalization="rw"),
+     ValueError, r"normalization='rw' is not supported")
+_add(S, "eigenbasis(data, k)", "k = 9 for a 4-node graph",
+     lambda tmp: spectral.eigenbasis(graphs.ring(4), k=9),
+     ValueError, r"k must be <= 4, got 9")
+_add(S, "connected_components(data)", "None",
+     lambda tmp: spectral.connected_components(None),
+     TypeError, r"data must be a torch_geometric\.data\.Data with an edge_index, got None")
+
+
+# --------------------------------------------------------------------------------------------
+# regularizer
+# --------------------------------------------------------------------------------------------
+
+S = "regularizer"
+C = "GraphSpectralRegularizer(model, graphs)"
+_add(S, "reg = GraphSpectralRegularizer(model, graphs); model(x)",
+     "a 5-node graph on a 4-feature layer",
+     lambda tmp: _forward_through(_mlp(), "fc1", graphs.ring(5), torch.randn(2, 3)),
+     ValueError, r"graph for layer 'fc1' has 5 nodes but the layer outputs 4 features "
+                 r"\(shape \(2, 4\)\)")
+_add(S, C, "edge (0, 1) listed in one direction only",
+     lambda tmp: _regularize(_data([[0], [1]], num_nodes=4)),
+     ValueError, r"graph for layer 'fc1': edge \(0, 1\) has no reverse edge \(1, 0\)")
+_add(S, C, "asymmetric weights 1 and 2",
+     lambda tmp: _regularize(_data(PAIR, [1.0, 2.0], num_nodes=4)),
+     ValueError, r"graph for layer 'fc1': edge \(0, 1\) has weight 1\.0 but its reverse")
+_add(S, C, "negative edge weight",
+     lambda tmp: _regularize(_data(PAIR, [-1.0, -1.0], num_nodes=4)),
+     ValueError, r"graph for layer 'fc1': edge_weight must be > 0, got -1\.0")
+_add(S, C, "NaN edge weight",
+     lambda tmp: _regularize(_data(PAIR, [NAN, NAN], num_nodes=4)),
+     ValueError, r"graph for layer 'fc1': edge_weight must be finite, got 2 NaN")
+_add(S, C, "Inf edge weight",
+     lambda tmp: _regularize(_data(PAIR, [INF, INF], num_nodes=4)),
+     ValueError, r"graph for layer 'fc1': edge_weight must be finite, got 0 NaN and 2 Inf")
+_add(S, C, "self-loop (2, 2)",
+     lambda tmp: _regularize(_data([[2], [2]], num_nodes=4)),
+     ValueError, r"graph for layer 'fc1': graph has a self-loop at node 2")
+_add(S, C, "unknown layer 'fc' (close to 'fc1')",
+     lambda tmp: GraphSpectralRegularizer(_mlp(), {"fc": graphs.ring(4)}),
+     ValueError, r"model has no layer named 'fc'; closest names: 'fc1'")
+_add(S, C, "unknown layer 'decoder' (nothing close)",
+     lambda tmp: GraphSpectralRegularizer(_mlp(), {"decoder": graphs.ring(4)}),
+     ValueError, r"model has no layer named 'decoder'; layers: 'fc1', 'act', 'out'")
+_add(S, C, "a module that is not part of the model",
+     lambda tmp: GraphSpectralRegularizer(_mlp(), {nn.Linear(2, 2): graphs.ring(4)}),
+     ValueError, r"module Linear is not a submodule of the model")
+_add(S, C, "layer key 3 (an int)",
+     lambda tmp: GraphSpectralRegularizer(_mlp(), {3: graphs.ring(4)}),
+     TypeError, r"layer keys must be names or modules, got 3")
+_add(S, C, "an empty mapping",
+     lambda tmp: GraphSpectralRegularizer(_mlp(), {}),
+     ValueError, r"graphs must be a non-empty mapping from layer name to Data, got \{\}")
+_add(S, C, "a list of graphs instead of a mapping",
+     lambda tmp: GraphSpectralRegularizer(_mlp(), [graphs.ring(4)]),
+     ValueError, r"graphs must be a non-empty mapping from layer name to Data, got \[")
+_add(S, C, "model given as a string",
+     lambda tmp: GraphSpectralRegularizer("model", {"fc1": graphs.ring(4)}),
+     TypeError, r"model must be a torch\.nn\.Module, got 'model'")
+_add(S, C, "graph given as the string 'ring'",
+     lambda tmp: _regularize("ring"),
+     TypeError, r"graph for layer 'fc1' must be a torch_geometric Data, got 'ring'")
+_add(S, C, "layer width 0 instead of a graph",
+     lambda tmp: _regularize(0),
+     ValueError, r"graph for layer 'fc1' must be >= 1, got 0")
+_add(S, "reg = GraphSpectralRegularizer(model, {'lstm': g}); model(x)",
+     "a layer whose output is a tuple (an LSTM)",
+     lambda tmp: _forward_through(_LSTMLayer(), "lstm", graphs.ring(4), torch.randn(2, 5, 3)),
+     ValueError, r"layer 'lstm' must output a tensor \[B, N\] or \[B, C, \.\.\.\] to be "
+                 r"regularized, got a tuple")
+_add(S, "reg = GraphSpectralRegularizer(model, {'total': 1}); model(x)",
+     "a layer whose output is 1-D [B]",
+     lambda tmp: _forward_through(_VectorModel(), "total", 1, torch.randn(5, 3)),
+     ValueError, r"layer 'total' must output \[B, N\] or \[B, C, \.\.\.\], got tensor of shape "
+                 r"\(5,\)")
+_add(S, "reg.penalty()", "NaN activations",
+     lambda tmp: _penalty_with_bias(NAN),
+     ValueError, r"penalty of layer 'fc1' is nan: the layer's activations hold 8 NaN/Inf "
+                 r"values out of 8")
+_add(S, "reg.penalty()", "Inf activations",
+     lambda tmp: _penalty_with_bias(INF),
+     ValueError, r"penalty of layer 'fc1' is nan: the layer's activations hold 8 NaN/Inf")
+_add(S, "reg.penalty()", "finite activations of 1e30 whose form overflows",
+     lambda tmp: _penalty_with_bias(0.0, spread=1e30),
+     ValueError, r"penalty of layer 'fc1' is inf \(activations are finite but too large: the "
+                 r"quadratic form overflowed\)")
+_add(S, "reg.penalty()", "no forward pass since the last step()",
+     lambda tmp: _regularize(graphs.ring(4))[1].penalty(),
+     RuntimeError, r"no activations captured for layer 'fc1' since the last step\(\): run a "
+                   r"forward pass")
+_add(S, "GraphSpectralRegularizer(model, graphs, normalization)", "normalization = 'rw'",
+     lambda tmp: _regularize(graphs.ring(4), normalization="rw"),
+     ValueError, r"normalization for layer 'fc1' is 'rw': the random-walk Laplacian is not "
+                 r"symmetric")
+_add(S, "GraphSpectralRegularizer(model, graphs, normalization)", "normalization = 'l2'",
+     lambda tmp: _regularize(graphs.ring(4), normalization="l2"),
+     ValueError, r"normalization for layer 'fc1' must be one of \(None, 'sym'\), got 'l2'")
+_add(S, "GraphSpectralRegularizer(model, graphs, weight)", "weight = -1",
+     lambda tmp: _regularize(graphs.ring(4), weight=-1),
+     ValueError, r"weight for layer 'fc1' must be finite and >= 0, got -1\.0")
+_add(S, "GraphSpectralRegularizer(model, graphs, weight)", "weight = NaN",
+     lambda tmp: _regularize(graphs.ring(4), weight=NAN),
+     ValueError, r"weight for layer 'fc1' must be finite and >= 0, got nan")
+_add(S, "GraphSpectralRegularizer(model, graphs, weight)", "weight = '1e-2' (a string)",
+     lambda tmp: _regularize(graphs.ring(4), weight="1e-2"),
+     TypeError, r"weight for layer 'fc1' must be a non-negative number, a WeightSchedule or a "
+                r"callable of the step, got '1e-2'")
+_add(S, "GraphSpectralRegularizer(model, graphs, batch_mean_weight)", "batch_mean_weight = -1",
+     lambda tmp: _regularize(graphs.ring(4), batch_mean_weight=-1),
+     ValueError, r"batch_mean_weight for layer 'fc1' must be finite and >= 0, got -1\.0")
+_add(S, "GraphSpectralRegularizer(model, graphs, method)", "method = 'fastest'",
+     lambda tmp: _regularize(graphs.ring(4), method="fastest"),
+     ValueError, r"method must be one of \('auto', 'dense', 'edge', 'sparse'\), got 'fastest'")
+_add(S, "reg.set_graph(layer, graph)", "a 5-node graph for a 4-node layer",
+     lambda tmp: _regularize(graphs.ring(4))[1].set_graph("fc1", graphs.ring(5)),
+     ValueError, r"new graph for layer 'fc1' has 5 nodes but the layer has 4")
+_add(S, "reg.set_graph(layer, graph)", "a layer that is not regularized",
+     lambda tmp: _regularize(4)[1].set_graph("out", graphs.ring(4)),
+     ValueError, r"layer 'out' is not regularized; regularized layers: \['fc1'\]")
+_add(S, "reg.load_state_dict(state)", "the state of a regularizer of other layers",
+     lambda tmp: _regularize(4)[1].load_state_dict({"step": 0, "layers": {"fc2": {}}}),
+     ValueError, r"regularizer state does not match: missing layers \['fc1'\], unexpected "
+                 r"layers \['fc2'\]")
+_accepted(S, "reg.penalty()", "the empty graph (zero edges) on a 4-feature layer",
+          lambda tmp: _forward_and_penalty(_empty_graph(4)),
+          lambda p: _expect(float(p.detach()) == 0.0 and p.requires_grad),
+          "accepted: the penalty is exactly 0 (a tensor in the autograd graph)")
+_accepted(S, "reg.penalty()", "a width instead of a graph ({'fc1': 4})",
+          lambda tmp: _forward_and_penalty(4),
+          lambda p: _expect(float(p.detach()) == 0.0),
+          "accepted: an edgeless 4-node graph, penalty 0 until set_graph installs one")
+
+
+# --------------------------------------------------------------------------------------------
+# learned graphs
+# --------------------------------------------------------------------------------------------
+
+S = "learn"
+C = "knn_graph(activations, k)"
+_add(S, C, "k = 0",
+     lambda tmp: learn.knn_graph(_activations(), k=0),
+     ValueError, r"k must be between 1 and num_neurons - 1 = 5 \(a neuron is not its own "
+                 r"neighbour\), got k=0 for 6 neurons")
+_add(S, C, "k = 6 for 6 neurons",
+     lambda tmp: learn.knn_graph(_activations(), k=6),
+     ValueError, r"k must be between 1 and num_neurons - 1 = 5 .*got k=6 for 6 neurons")
+_add(S, C, "k = 2.0 (a float)",
+     lambda tmp: learn.knn_graph(_activations(), k=2.0),
+     TypeError, r"k must be an int, got 2\.0")
+_add(S, C, "a single neuron (no k is possible)",
+     lambda tmp: learn.knn_graph(_activations(neurons=1), k=1),
+     ValueError, r"k must be between 1 and num_neurons - 1 = 0")
+_add(S, "knn_graph(activations, metric='correlation')", "a constant neuron",
+     lambda tmp: learn.knn_graph(_with_constant_neuron(), k=2, metric="correlation"),
+     ValueError, r"metric='correlation' needs neurons that vary over the samples, but 1 of 6 "
+                 r"neurons are constant \(indices \[5\]\)")
+_add(S, "CoactivationGraph(standardize=True).from_activations(a)", "a constant neuron",
+     lambda tmp: learn.CoactivationGraph(k=2, standardize=True).from_activations(
+         _with_constant_neuron()),
+     ValueError, r"standardize=True needs neurons that vary over the samples, but 1 of 6")
+_accepted(S, "knn_graph(activations, metric='euclidean')", "a constant neuron",
+          lambda tmp: learn.knn_graph(_with_constant_neuron(), k=2),
+          lambda g: _expect(int(g.edge_index[0].bincount(minlength=6).min()) >= 2),
+          "accepted: euclidean (and cosine) distances are defined for constant neurons")
+_add(S, C, "one sample (activations [1, 6])",
+     lambda tmp: learn.knn_graph(_activations(samples=1), k=2),
+     ValueError, r"activations must be \[samples, neurons\] with at least 2 samples")
+_add(S, C, "a NaN activation",
+     lambda tmp: learn.knn_graph(_with_value(NAN), k=2),
+     ValueError, r"activations must be finite, got 1 NaN and 0 Inf values")
+_add(S, C, "an Inf activation",
+     lambda tmp: learn.knn_graph(_with_value(INF), k=2),
+     ValueError, r"activations must be finite, got 0 NaN and 1 Inf values")
+_add(S, C, "3-D activations",
+     lambda tmp: learn.knn_graph(torch.randn(2, 3, 4), k=2),
+     ValueError, r"activations must be 2-D, got tensor of shape \(2, 3, 4\)")
+_add(S, C, "integer activations",
+     lambda tmp: learn.knn_graph(torch.ones(4, 3, dtype=torch.long), k=2),
+     ValueError, r"activations must be a floating-point tensor, got .*int64")
+_add(S, "knn_graph(activations, metric)", "metric = 'cosin' (a typo)",
+     lambda tmp: learn.knn_graph(_activations(), k=2, metric="cosin"),
+     ValueError, r"metric must be one of \('euclidean', 'cosine', 'correlation'\), got 'cosin' "
+                 r"\(did you mean 'cosine'\?\)")
+_add(S, "knn_graph(activations, symmetrize)", "symmetrize = 'min'",
+     lambda tmp: learn.knn_graph(_activations(), k=2, symmetrize="min"),
+     ValueError, r"symmetrize must be one of \('mean', 'max', 'mutual'\), got 'min'")
+_add(S, "knn_graph(activations, weights)", "weights = 'binary'",
+     lambda tmp: learn.knn_graph(_activations(), k=2, weights="binary"),
+     ValueError, r"weights must be one of \('connectivity', 'gaussian'\), got 'binary'")
+_add(S, "knn_graph(activations, sigma)", "sigma without weights='gaussian'",
+     lambda tmp: learn.knn_graph(_activations(), k=2, sigma=1.0),
+     ValueError, r"sigma is only used with weights='gaussian', got sigma=1\.0 with "
+                 r"weights='connectivity'")
+_add(S, "knn_graph(activations, weights='gaussian', sigma)", "sigma = -1",
+     lambda tmp: learn.knn_graph(_activations(), k=2, weights="gaussian", sigma=-1.0),
+     ValueError, r"sigma must be finite and > 0, got -1\.0")
+_add(S, "knn_graph(activations, chunk_size)", "chunk_size = 0",
+     lambda tmp: learn.knn_graph(_activations(), k=2, chunk_size=0),
+     ValueError, r"chunk_size must be >= 1, got 0")
+_add(S, "knn_graph(activations, gram=gram)", "both activations and gram",
+     lambda tmp: learn.knn_graph(_activations(), k=2, gram=torch.eye(6)),
+     ValueError, r"give exactly one of activations \(\[samples, neurons\]\) and gram")
+_add(S, "knn_graph()", "neither activations nor gram",
+     lambda tmp: learn.knn_graph(None, k=2),
+     ValueError, r"give exactly one of activations .* got activations=None and gram=None")
+_add(S, "knn_graph(gram=gram)", "a [3, 4] gram",
+     lambda tmp: learn.knn_graph(gram=torch.ones(3, 4), k=2),
+     ValueError, r"gram must be a square \[neurons, neurons\] matrix, got tensor of shape "
+                 r"\(3, 4\)")
+_add(S, "knn_graph(gram=gram)", "a NaN gram",
+     lambda tmp: learn.knn_graph(gram=torch.full((3, 3), NAN), k=1),
+     ValueError, r"gram must be finite, got 9 NaN")
+_add(S, "gaussian_graph(activations, threshold)", "threshold = 1",
+     lambda tmp: learn.gaussian_graph(_activations(), threshold=1.0),
+     ValueError, r"threshold must be in \[0, 1\) \(weights are at most 1\), got 1\.0")
+_add(S, "gaussian_graph(activations, sigma)", "sigma = 0",
+     lambda tmp: learn.gaussian_graph(_activations(), sigma=0),
+     ValueError, r"sigma must be finite and > 0, got 0\.0")
+_add(S, "adaptive_graph(activations, k)", "k = 6 for 6 neurons",
+     lambda tmp: learn.adaptive_graph(_activations(), k=6),
+     ValueError, r"k must be between 1 and num_neurons - 1 = 5")
+C = "CoactivationGraph(...)"
+_add(S, C, "method = 'kmeans'",
+     lambda tmp: learn.CoactivationGraph(method="kmeans"),
+     ValueError, r"method must be one of \('knn', 'gaussian', 'adaptive'\), got 'kmeans'")
+_add(S, C, "k with method='gaussian'",
+     lambda tmp: learn.CoactivationGraph(method="gaussian", k=3),
+     ValueError, r"k is not used by method='gaussian' .*got k=3")
+_add(S, C, "threshold with method='knn'",
+     lambda tmp: learn.CoactivationGraph(threshold=0.1),
+     ValueError, r"threshold is not used by method='knn', got 0\.1")
+_add(S, C, "stats_momentum = 1",
+     lambda tmp: learn.CoactivationGraph(stats_momentum=1.0),
+     ValueError, r"stats_momentum must be in \(0, 1\), got 1\.0")
+_add(S, C, "features = 'epoch'",
+     lambda tmp: learn.CoactivationGraph(features="epoch"),
+     ValueError, r"features must be one of \('batch', 'stats'\), got 'epoch'")
+_add(S, "CoactivationGraph()(data)", "a Data with neither x nor gram",
+     lambda tmp: learn.CoactivationGraph()(Data(num_nodes=3)),
+     ValueError, r"data must carry x \(\[neurons, features\]\) or gram \(\[neurons, neurons\]\), "
+                 r"got neither")
+_add(S, "CoactivationGraph(metric='euclidean')(stats.to_data('correlation'))",
+     "statistics prepared for another metric",
+     lambda tmp: learn.CoactivationGraph(k=2)(_stats_with(_activations()).to_data()),
+     ValueError, r"data\.gram was made for metric='correlation', standardize=False but this "
+                 r"transform uses metric='euclidean'")
+C = "CoactivationStats(num_neurons, ...)"
+_add(S, C, "num_neurons = 0",
+     lambda tmp: learn.CoactivationStats(0),
+     ValueError, r"num_neurons must be >= 1, got 0")
+_add(S, C, "mode = 'avg'",
+     lambda tmp: learn.CoactivationStats(3, mode="avg"),
+     ValueError, r"mode must be one of \('exact', 'ema'\), got 'avg'")
+_add(S, C, "dtype = torch.int64",
+     lambda tmp: learn.CoactivationStats(3, dtype=torch.int64),
+     TypeError, r"dtype must be a floating torch\.dtype, got torch\.int64")
+_add(S, "stats.update(activations)", "5 neurons for statistics of 3",
+     lambda tmp: learn.CoactivationStats(3).update(torch.randn(4, 5)),
+     ValueError, r"activations must be \[batch >= 1, 3\] for these statistics, got tensor of "
+                 r"shape \(4, 5\)")
+_add(S, "stats.to_data()", "no update yet",
+     lambda tmp: learn.CoactivationStats(3).to_data(),
+     ValueError, r"CoactivationStats needs a count above 0 here, got count=0 \(call update\(\) "
+                 r"with activations first\)")
+_add(S, "stats.to_data(metric='correlation')", "a constant neuron",
+     lambda tmp: _stats_with(_with_constant_neuron()).to_data(),
+     ValueError, r"metric='correlation' needs neurons that vary over the samples, but 1 of 6")
+_add(S, "stats.to_data(metric='euclidean')", "NaN activations given to update()",
+     lambda tmp: _stats_with(_with_value(NAN)).to_data("euclidean"),
+     ValueError, r"the accumulated statistics \(non-finite activations\?\) must be finite")
+_add(S, "stats.load_state_dict(state)", "a state without mean and m2",
+     lambda tmp: learn.CoactivationStats(3).load_state_dict({"count": torch.tensor(1.0)}),
+     ValueError, r"state is missing \['mean', 'm2'\]; expected a CoactivationStats state_dict")
+
+
+# --------------------------------------------------------------------------------------------
+# trainer
+# --------------------------------------------------------------------------------------------
+
+S = "pipeline"
+C = "LearningSchedule(...)"
+_add(S, C, "warmup_steps = -1",
+     lambda tmp: LearningSchedule(warmup_steps=-1),
+     ValueError, r"warmup_steps must be >= 0, got -1")
+_add(S, C, "warmup_steps = 1.5",
+     lambda tmp: LearningSchedule(warmup_steps=1.5),
+     TypeError, r"warmup_steps must be an int, got 1\.5")
+_add(S, C, "refresh_every = 0",
+     lambda tmp: LearningSchedule(refresh_every=0),
+     ValueError, r"refresh_every must be >= 1, got 0")
+_add(S, C, "max_learning_steps = 0",
+     lambda tmp: LearningSchedule(max_learning_steps=0),
+     ValueError, r"max_learning_steps must be >= 1, got 0")
+_add(S, C, "after_stop_steps = -2",
+     lambda tmp: LearningSchedule(after_stop_steps=-2),
+     ValueError, r"after_stop_steps must be >= 0, got -2")
+_add(S, C, "stop = 'early'",
+     lambda tmp: LearningSchedule(stop="early"),
+     ValueError, r"stop must be one of \('disconnected', 'converged', 'never'\), got 'early'")
+_add(S, C, "normalization = 'rw'",
+     lambda tmp: LearningSchedule(normalization="rw"),
+     ValueError, r"normalization must be one of \(None, 'sym'\), got 'rw'")
+_add(S, C, "converged_jaccard = 0",
+     lambda tmp: LearningSchedule(converged_jaccard=0),
+     ValueError, r"converged_jaccard must be finite and > 0, got 0\.0")
+_add(S, C, "converged_jaccard = 1.5 (a Jaccard index is at most 1)",
+     lambda tmp: LearningSchedule(converged_jaccard=1.5),
+     ValueError, r"converged_jaccard must be in \(0, 1\], got 1\.5")
+
+C = "GSRTrainer(model, reg, optimizer, loss_fn, ...)"
+_add(S, C, "reg given as a string",
+     lambda tmp: GSRTrainer(_mlp(), "reg", None, nn.functional.mse_loss, max_steps=2),
+     TypeError, r"reg must be a GraphSpectralRegularizer, got 'reg'")
+_add(S, C, "reg built for another model",
+     lambda tmp: GSRTrainer(_mlp(), _trainer_parts()[1], _trainer_parts()[2],
+                            nn.functional.mse_loss, max_steps=2),
+     ValueError, r"reg regularizes a different model than the one given to the trainer")
+_add(S, C, "optimizer given as the string 'adam'",
+     lambda tmp: GSRTrainer(*_trainer_parts()[:2], "adam", nn.functional.mse_loss, max_steps=2),
+     TypeError, r"optimizer must be a torch\.optim\.Optimizer, got 'adam'")
+_add(S, C, "loss_fn given as the string 'mse'",
+     lambda tmp: GSRTrainer(*_trainer_parts(), "mse", max_steps=2),
+     TypeError, r"loss_fn must be callable, got 'mse'")
+_add(S, "GSRTrainer(..., learn)", "learn = {'fc1': 'knn'}",
+     lambda tmp: _trainer(learn={"fc1": "knn"}),
+     TypeError, r"learn\['fc1'\] must be a gsr_pyg\.learn\.CoactivationGraph, got 'knn'")
+_add(S, "GSRTrainer(..., learn)", "learning a layer the regularizer does not hold",
+     lambda tmp: _trainer(learn={"out": learn.CoactivationGraph()}),
+     ValueError, r"layer 'out' is not regularized; regularized layers: \['fc1'\]")
+_add(S, "GSRTrainer(..., schedule)", "schedule given as a dict",
+     lambda tmp: _trainer(learn={"fc1": learn.CoactivationGraph()},
+                          schedule={"warmup_steps": 1}),
+     TypeError, r"schedule must be a LearningSchedule, got \{'warmup_steps': 1\}")
+_add(S, C, "no learned layer and no max_steps",
+     lambda tmp: _trainer(max_steps=None),
+     ValueError, r"max_steps is required when no layer learns its graph \(learn is empty\)")
+_add(S, "GSRTrainer(..., max_steps)", "max_steps = 0",
+     lambda tmp: _trainer(max_steps=0), ValueError, r"max_steps must be >= 1, got 0")
+_add(S, "GSRTrainer(..., checkpoint_every)", "checkpoint_every = 0",
+     lambda tmp: _trainer(checkpoint_every=0),
+     ValueError, r"checkpoint_every must be >= 1, got 0")
+_add(S, "GSRTrainer(..., log_every)", "log_every = -1",
+     lambda tmp: _trainer(log_every=-1), ValueError, r"log_every must be >= 1, got -1")
+_add(S, "GSRTrainer(..., smoothness_permutations)", "smoothness_permutations = -1",
+     lambda tmp: _trainer(smoothness_permutations=-1),
+     ValueError, r"smoothness_permutations must be >= 0, got -1")
+_add(S, "GSRTrainer(..., seed)", "seed = '0' (a string)",
+     lambda tmp: _trainer(seed="0"), TypeError, r"seed must be an int, got '0'")
+_add(S, "GSRTrainer(..., device)", "device = 'gpu'",
+     lambda tmp: _trainer(device="gpu"),
+     ValueError, r"device must be a torch\.device or a device string .*got 'gpu'")
+_add(S, "GSRTrainer(..., config)", "config = [1, 2] (not a mapping)",
+     lambda tmp: _trainer(config=[1, 2]),
+     TypeError, r"config must be a mapping of JSON-serialisable settings, got \[1, 2\]")
+_add(S, "GSRTrainer(..., run_dir)", "run_dir = 5 (an int)",
+     lambda tmp: _trainer(run_dir=5),
+     TypeError, r"run_dir must be a path \(str or os\.PathLike\) or None, got 5")
+_add(S, "trainer.fit(loader)", "a loader that yields no batch",
+     lambda tmp: _trainer().fit([]),
+     ValueError, r"the training loader yielded no batch")
+_add(S, "trainer.fit(loader)", "loader = 5 (not iterable)",
+     lambda tmp: _trainer().fit(5),
+     TypeError, r"loader must be an iterable of batches .*got 5")
+
+C = "GSRTrainer(..., run_dir).fit(loader)"
+_add(S, C, "run_dir below a regular file",
+     lambda tmp: _fit(_write(tmp, "file", b"x") / "run"),
+     ValueError, r"run_dir '.*file/run' cannot be created: \[Errno 20\] Not a directory")
+_add(S, C, "run_dir is a regular file",
+     lambda tmp: _fit(_write(tmp, "file", b"x")),
+     ValueError, r"run_dir '.*file' cannot be created: \[Errno 17\] File exists")
+_add(S, C, "run_dir is a read-only directory",
+     _read_only_dir,
+     ValueError, r"run_dir '.*read-only' is not writable", skip=_permissions_not_enforced)
+_add(S, C, "resume: empty checkpoint.pt",
+     _resume_with_checkpoint_bytes(lambda good: b""),
+     ValueError, r"checkpoint file '.*checkpoint\.pt' cannot be read \(truncated, corrupted or "
+                 r"not written by gsr_pyg\)")
+_add(S, C, "resume: checkpoint.pt cut to half its length",
+     _resume_with_checkpoint_bytes(lambda good: good[: len(good) // 2]),
+     ValueError, r"checkpoint file '.*checkpoint\.pt' cannot be read \(truncated, corrupted")
+_add(S, C, "resume: checkpoint.pt overwritten with zeros after 100 bytes",
+     _resume_with_checkpoint_bytes(lambda good: good[:100] + bytes(len(good) - 100)),
+     ValueError, r"checkpoint file '.*checkpoint\.pt' cannot be read")
+_add(S, C, "resume: checkpoint.pt holding random bytes",
+     _resume_with_checkpoint_bytes(lambda good: random.Random(0).randbytes(2000)),
+     ValueError, r"(?s)^(?!.*weights_only. set to .False).*checkpoint file '.*checkpoint\.pt' "
+                 r"cannot be read")
+_add(S, C, "resume: checkpoint.pt holding a tensor",
+     _resume_with_checkpoint_state(lambda state: torch.zeros(3)),
+     ValueError, r"checkpoint file '.*checkpoint\.pt' was not written by this version of "
+                 r"gsr_pyg")
+_add(S, C, "resume: checkpoint.pt of another format version",
+     _resume_with_checkpoint_state(lambda state: _replace(state, format=2)),
+     ValueError, r"checkpoint file '.*checkpoint\.pt' was not written by this version")
+_add(S, C, "resume: checkpoint.pt without its loop state",
+     _resume_with_checkpoint_state(lambda state: {"format": 1, "model": state["model"]}),
+     ValueError, r"checkpoint file '.*checkpoint\.pt' .*(lacks|missing).*world_size")
+_add(S, C, "resume: checkpoint.pt written by 2 processes",
+     _resume_with_checkpoint_state(lambda state: _replace(state, world_size=2)),
+     ValueError, r"checkpoint '.*checkpoint\.pt' was written by 2 process\(es\) but this run has "
+                 r"1: resume with the same world size")
+_add(S, C, "resume: checkpoint.pt learning no layer",
+     _resume_with_checkpoint_state(lambda state: _replace(state, learning={})),
+     ValueError, r"checkpoint learns layers \[\] but the trainer learns \['latent'\]")
+_add(S, C, "resume: checkpoint.pt copied from a run of a wider model",
+     _checkpoint_of_a_wider_model,
+     ValueError, r"checkpoint file '.*checkpoint\.pt' .*model")
+_add(S, C, "resume: config.json that is not JSON",
+     _resume_with_config_text("{not json"),
+     ValueError, r"config\.json is not valid JSON \(.*\); remove the run directory or choose "
+                 r"another")
+_add(S, C, "resume: empty config.json",
+     _resume_with_config_text(""),
+     ValueError, r"config\.json is not valid JSON")
+_add(S, C, "resume: config.json holding a JSON list",
+     _resume_with_config_text("[1, 2]"),
+     ValueError, r"config\.json .*(object|mapping)")
+_add(S, C, "resume with another learner (k = 4 instead of 3)",
+     lambda tmp: _fit(_finished_run(tmp), k=4),
+     ValueError, r"run_dir '.*run' holds a run with a different config \(learn: .*k=3.* -> "
+                 r".*k=4.*\); use another run_dir or remove it")
+_add(S, C, "resume with a wider model (10 latent neurons instead of 8)",
+     lambda tmp: _fit(_finished_run(tmp), width=10),
+     ValueError, r"holds a run with a different config \(.*num_parameters: 110 -> 136")
+_add(S, "load_snapshot(path)", "a snapshot cut to 50 bytes",
+     lambda tmp: load_snapshot(_write(tmp, "cut.pt", _snapshot_file(tmp).read_bytes()[:50])),
+     ValueError, r"snapshot file '.*cut\.pt' cannot be read \(truncated, corrupted or not "
+                 r"written by gsr_pyg\)")
+_add(S, "load_snapshot(path)", "a path that does not exist",
+     lambda tmp: load_snapshot(tmp / "missing.pt"),
+     ValueError, r"snapshot file '.*missing\.pt' cannot be read .*FileNotFoundError")
+_add(S, "load_snapshot(path)", "a .pt file of other tensors",
+     lambda tmp: load_snapshot(_save(tmp / "other.pt", {"weight": torch.zeros(2)})),
+     ValueError, r"snapshot file '.*other\.pt' .*edge_index")
+
+
+# --------------------------------------------------------------------------------------------
+# data loaders
+# --------------------------------------------------------------------------------------------
+
+S = "data"
+C = "read_idx(path)"
+_add(S, C, "an empty file",
+     lambda tmp: read_idx(_write(tmp, "empty-idx1-ubyte", b"")),
+     ValueError, r"IDX file '.*empty-idx1-ubyte' is truncated: it holds 0 bytes, fewer than "
+                 r"the 4-byte magic number")
+_add(S, "read_idx(path, expected_magic=2051)", "a labels file (magic 2049)",
+     lambda tmp: read_idx(_write(tmp, "labels", _idx_header(8, [2]) + b"ab"),
+                          expected_magic=2051),
+     ValueError, r"IDX file '.*labels' has magic number 2049, expected 2051")
+_add(S, C, "a zip file (magic 0x504b0304)",
+     lambda tmp: read_idx(_write(tmp, "zip-idx", b"PK\x03\x04abcd")),
+     ValueError, r"has magic number 1347093252 \(0x504b0304\), which is not an IDX header "
+                 r"\(expected 0x0000TTDD")
+_add(S, C, "header declaring 3 dimensions, cut after the first",
+     lambda tmp: read_idx(_write(tmp, "header-idx", _idx_header(8, [5, 28, 28])[:8])),
+     ValueError, r"is truncated: its header declares 3 dimensions \(16 header bytes\) but the "
+                 r"file holds 8 bytes")
+_add(S, C, "5 images declared, 2 stored",
+     lambda tmp: read_idx(_write(tmp, "short-idx", _idx_header(8, [5, 28, 28]) + bytes(1568))),
+     ValueError, r"is truncated: dimensions \[5, 28, 28\] need 3920 data bytes, found 1568")
+_add(S, C, "2 trailing bytes after the data",
+     lambda tmp: read_idx(_write(tmp, "long-idx", _idx_header(8, [4]) + bytes(6))),
+     ValueError, r"is longer than declared: dimensions \[4\] need 4 data bytes, found 6")
+_add(S, C, "a negative dimension in the header",
+     lambda tmp: read_idx(_write(tmp, "negative-idx", _idx_header(8, [-1]))),
+     ValueError, r"is corrupted: its header declares the negative dimensions \[-1\]")
+_add(S, C, "a cut gzip stream",
+     lambda tmp: read_idx(_write(tmp, "cut-idx.gz",
+                                 gzip.compress(_idx_header(8, [4]) + bytes(4))[:12])),
+     ValueError, r"IDX file '.*cut-idx\.gz' is not a readable gzip stream")
+_add(S, C, "a path that does not exist",
+     lambda tmp: read_idx(tmp / "missing-idx"),
+     FileNotFoundError, r"IDX file '.*missing-idx' does not exist")
+_add(S, C, "a directory",
+     lambda tmp: read_idx(tmp),
+     ValueError, r"IDX file '.*' is a directory; pass one IDX file")
+C = "load_mnist(source)"
+_add(S, C, "a pickle whose payload calls exec",
+     lambda tmp: load_mnist(_write(tmp, "mnist.pkl", pickle.dumps(_RunsCode()))),
+     pickle.UnpicklingError, r"MNIST pickle '.*mnist\.pkl': refused to load global "
+                             r"'builtins\.exec' from the pickle; only .* are allowed")
+_add(S, C, "a gzipped pickle of MNIST-shaped arrays plus a global (os.system)",
+     lambda tmp: load_mnist(_write(tmp, "mnist.pkl.gz", gzip.compress(
+         pickle.dumps((_mnist_pickle_splits(), os.system))))),
+     pickle.UnpicklingError, r"refused to load global '(posix|nt|os)\.system'")
+_add(S, C, "an empty mnist.pkl",
+     lambda tmp: load_mnist(_write(tmp, "mnist.pkl", b"")),
+     ValueError, r"could not read the MNIST pickle '.*mnist\.pkl' \(empty, truncated or "
+                 r"corrupted\): EOFError")
+_add(S, C, "a pickle cut to 40 bytes",
+     lambda tmp: load_mnist(_write(tmp, "mnist.pkl", pickle.dumps(_mnist_pickle_splits())[:40])),
+     ValueError, r"could not read the MNIST pickle '.*mnist\.pkl' \(empty, truncated or "
+                 r"corrupted\)")
+_add(S, C, "a gzipped pickle cut to 40 bytes",
+     lambda tmp: load_mnist(_write(tmp, "mnist.pkl.gz", gzip.compress(
+         pickle.dumps(_mnist_pickle_splits()))[:40])),
+     ValueError, r"could not read the MNIST pickle '.*mnist\.pkl\.gz' \(empty, truncated or "
+                 r"corrupted\)")
+_add(S, C, "a text file named mnist.pkl",
+     lambda tmp: load_mnist(_write(tmp, "mnist.pkl", b"not a pickle\n")),
+     ValueError, r"could not read the MNIST pickle '.*mnist\.pkl' \(empty, truncated or "
+                 r"corrupted\)")
+_add(S, C, "a pickle of a list",
+     lambda tmp: load_mnist(_write(tmp, "mnist.pkl", pickle.dumps([1, 2, 3]))),
+     ValueError, r"MNIST pickle '.*mnist\.pkl' must hold \(\(train_x, train_y\), .*got a list")
+_add(S, C, "a pickle of 27 x 27 images",
+     lambda tmp: load_mnist(_write(tmp, "mnist.pkl", pickle.dumps(
+         ((np.zeros((2, 729)), np.zeros(2)),) * 3))),
+     ValueError, r"train images must have shape \[n, 784\], got \[2, 729\]")
+_add(S, C, "an empty directory",
+     lambda tmp: load_mnist(tmp),
+     FileNotFoundError, r"no MNIST files in source '.*' \(looked in it, in MNIST/raw and in "
+                        r"raw\)\. Get MNIST in one of two ways")
+_add(S, C, "a directory holding 3 of the 4 IDX files",
+     lambda tmp: load_mnist(_drop(_mnist_dir(tmp), "t10k-labels-idx1-ubyte")),
+     FileNotFoundError, r"MNIST directory '.*mnist' lacks the IDX files "
+                        r"\['t10k-labels-idx1-ubyte'\]")
+_add(S, C, "2 training images but 3 training labels",
+     lambda tmp: load_mnist(_mnist_dir(tmp, train_labels=3)),
+     ValueError, r"image and label counts differ: '.*train-images-idx3-ubyte' holds 2 images "
+                 r"but '.*train-labels-idx1-ubyte' holds 3 labels")
+_add(S, C, "one IDX file instead of their directory",
+     lambda tmp: load_mnist(_mnist_dir(tmp) / "train-images-idx3-ubyte"),
+     ValueError, r"source '.*train-images-idx3-ubyte' is a single IDX file; pass the directory")
+_add(S, C, "source = 3 (an int)",
+     lambda tmp: load_mnist(3),
+     TypeError, r"source must be a path \(str or os\.PathLike\) or None, got int")
+
+C = "load_anndata(source)"
+_add(S, C, "an .h5ad file with no cells (0 x 4)",
+     lambda tmp: load_anndata(_h5ad(tmp, "no-cells.h5ad", np.zeros((0, 4)))),
+     ValueError, r"'.*no-cells\.h5ad' has no cells \(0 rows\)")
+_add(S, C, "an .h5ad file with no genes (4 x 0)",
+     lambda tmp: load_anndata(_h5ad(tmp, "no-genes.h5ad", np.zeros((4, 0)))),
+     ValueError, r"'.*no-genes\.h5ad' has no genes \(0 columns\)")
+_add(S, C, "an empty .h5ad file",
+     lambda tmp: load_anndata(_write(tmp, "empty.h5ad", b"")),
+     ValueError, r"'.*empty\.h5ad' is not a readable \.h5ad file \(truncated, corrupted or not "
+                 r"written by anndata\)")
+_add(S, C, "an .h5ad file cut to half its length",
+     lambda tmp: load_anndata(_truncated_h5ad(tmp)),
+     ValueError, r"'.*cut\.h5ad' is not a readable \.h5ad file")
+_add(S, C, "a text file named data.h5ad",
+     lambda tmp: load_anndata(_write(tmp, "data.h5ad", b"cell,g1\nc1,1\n")),
+     ValueError, r"'.*data\.h5ad' is not a readable \.h5ad file")
+_add(S, C, "an empty CSV file",
+     lambda tmp: load_anndata(_write(tmp, "empty.csv", b"")),
+     ValueError, r"'.*empty\.csv' has no cells and no genes \(the file is empty\)")
+_add(S, C, "a CSV header without rows",
+     lambda tmp: load_anndata(_write(tmp, "header.csv", b"cell,g1,g2\n")),
+     ValueError, r"'.*header\.csv' has no cells \(a header but no rows\)")
+_add(S, C, "a CSV of cell ids only",
+     lambda tmp: load_anndata(_write(tmp, "ids.csv", b"cell\nc1\nc2\n")),
+     ValueError, r"'.*ids\.csv' has no genes \(only the cell id column\)")
+_add(S, C, "a CSV entry 'abc'",
+     lambda tmp: load_anndata(_write(tmp, "text.csv", b"cell,g1\nc1,abc\n")),
+     ValueError, r"'.*text\.csv' must hold numbers \(cells x genes\), but gene column 'g1' is "
+                 r"not numeric: cell 'c1' has 'abc'")
+_add(S, C, "a CSV with ragged rows",
+     lambda tmp: load_anndata(_write(tmp, "ragged.csv", b"cell,g1\nc1,1,2,3\nc2\n")),
+     ValueError, r"'.*ragged\.csv' is not a readable CSV table of cells x genes: ParserError")
+_add(S, C, "binary bytes named data.csv",
+     lambda tmp: load_anndata(_write(tmp, "binary.csv", bytes(range(128, 256)))),
+     ValueError, r"'.*binary\.csv' is not a readable CSV table of cells x genes: "
+                 r"UnicodeDecodeError")
+_add(S, C, "a cut .csv.gz",
+     lambda tmp: load_anndata(_write(tmp, "cut.csv.gz", gzip.compress(b"cell,g1\nc1,1\n")[:15])),
+     ValueError, r"'.*cut\.csv\.gz' is not a readable CSV table of cells x genes")
+_add(S, C, "a .txt file",
+     lambda tmp: load_anndata(_write(tmp, "data.txt", b"1 2 3")),
+     ValueError, r"source '.*data\.txt' has an unknown extension '\.txt'; expected '\.h5ad', "
+                 r"'\.csv' or '\.csv\.gz'")
+_add(S, C, "a directory",
+     lambda tmp: load_anndata(tmp),
+     ValueError, r"source must be a file, but '.*' is a directory")
+_add(S, C, "'krumsiek' (a misspelt bundled dataset)",
+     lambda tmp: load_anndata("krumsiek"),
+     FileNotFoundError, r"no such file: 'krumsiek'; bundled datasets: \['pbmc68k_reduced', "
+                        r"'krumsiek11'\] \(did you mean 'krumsiek11'\?\)")
+_add(S, C, "source = 3 (an int)",
+     lambda tmp: load_anndata(3),
+     TypeError, r"source must be a path or the name of a bundled dataset .*got 3")
+C = "prepare_matrix(adata, ...)"
+_add(S, C, "a numpy array instead of an AnnData",
+     lambda tmp: prepare_matrix(np.zeros((3, 3))),
+     TypeError, r"adata must be an anndata\.AnnData, got array")
+_add(S, C, "an AnnData with no cells",
+     lambda tmp: prepare_matrix(_adata(np.zeros((0, 3)))),
+     ValueError, r"adata has no cells \(0 rows\)")
+_add(S, "prepare_matrix(adata, layer)", "layer = 'count' (no such layer)",
+     lambda tmp: prepare_matrix(_adata(), layer="count"),
+     ValueError, r"layer 'count' not found; available: \[\]")
+_add(S, "prepare_matrix(adata, genes)", "genes naming 'g7' in a 3-gene matrix",
+     lambda tmp: prepare_matrix(_adata(), genes=["g0", "g7"]),
+     ValueError, r"genes: 1 of 2 not found in the data: \['g7'\]")
+_add(S, C, "a NaN in the matrix",
+     lambda tmp: prepare_matrix(_adata(np.array([[1.0, NAN], [2.0, 3.0]]))),
+     ValueError, r"adata\.X must be finite, got 1 NaN and 0 Inf values; first in gene 'g1' "
+                 r"\(1 cells\)")
+_add(S, "prepare_matrix(adata, scale)", "scale = 'zscore'",
+     lambda tmp: prepare_matrix(_adata(), scale="zscore"),
+     ValueError, r"scale must be one of \('standard', 'minmax', None\), got 'zscore'")
+_add(S, "prepare_matrix(adata, highly_variable)", "highly_variable = 9 for 3 genes",
+     lambda tmp: prepare_matrix(_adata(), highly_variable=9),
+     ValueError, r"highly_variable must be <= 3, got 9")
+_add(S, "obs_labels(adata, column)", "a column that does not exist",
+     lambda tmp: obs_labels(_adata(cell_type=["a", "b", "a", "b"]), "celltype"),
+     ValueError, r"column 'celltype' not found; closest: \['cell_type'\]")
+_add(S, "obs_labels(adata, column)", "a float column",
+     lambda tmp: obs_labels(_adata(time=[0.1, 0.2, 0.3, 0.4]), "time"),
+     ValueError, r"column 'time' holds floats \(float64\); use obs_values")
+_add(S, "obs_values(adata, column)", "a column with a missing value",
+     lambda tmp: obs_values(_adata(time=[0.1, NAN, 0.3, 0.4]), "time"),
+     ValueError, r"column 'time' has 1 missing values; pass allow_missing=True")
+_add(S, "planted_modules(num_samples, ...)", "num_samples = 0",
+     lambda tmp: planted_modules(0),
+     ValueError, r"num_samples must be >= 1, got 0")
+_add(S, "planted_modules(..., within_corr)", "within_corr = 1.5",
+     lambda tmp: planted_modules(10, within_corr=1.5),
+     ValueError, r"within_corr must be in \[0, 1\], got 1\.5")
+_add(S, "branching_trajectory(num_cells, ...)", "num_cells = 0",
+     lambda tmp: branching_trajectory(0),
+     ValueError, r"num_cells must be >= 1, got 0")
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline scripts: command-line arguments and --config files
+# --------------------------------------------------------------------------------------------
+
+S = "scripts"
+
+
+class UsageError(Exception):
+    """What a pipeline printed when it refused its command line (argparse exits with 2)."""
+
+
+def _script(name: str, *argv: str):
+    """``python -m pipelines.<name> argv...`` in-process; a refusal becomes a UsageError
+    carrying the last line printed on stderr (argparse's ``error: ...`` line)."""
+    import contextlib
+    import importlib
+    import io
+
+    module = importlib.import_module(f"pipelines.{name}")
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return module.main(list(argv))
+    except SystemExit as exit_:
+        lines = stderr.getvalue().strip().splitlines()
+        raise UsageError(lines[-1] if lines else f"exit status {exit_.code}") from None
+
+
+def _config(tmp: Path, name: str, text: str) -> str:
+    return str(_write(tmp, name, text.encode()))
+
+
+def _cuda_present() -> str | None:
+    return "CUDA is available here" if torch.cuda.is_available() else None
+
+
+C = "python -m pipelines.mnist_grid"
+_add(S, C, "--epochs 0",
+     lambda tmp: _script("mnist_grid", "--epochs", "0"),
+     UsageError, r"argument --epochs: expected an integer >= 1, got '0'")
+_add(S, C, "--weights -0.1",
+     lambda tmp: _script("mnist_grid", "--weights", "-0.1"),
+     UsageError, r"argument --weights: expected a finite number >= 0, got '-0\.1'")
+_add(S, C, "--lr nan",
+     lambda tmp: _script("mnist_grid", "--lr", "nan"),
+     UsageError, r"argument --lr: expected a finite number >= 0, got 'nan'")
+_add(S, C, "--device gpu",
+     lambda tmp: _script("mnist_grid", "--device", "gpu"),
+     UsageError, r"--device must name a torch device \(cpu, cuda, cuda:1, \.\.\.\), got 'gpu'")
+_add(S, C, "--device cuda on a machine without CUDA",
+     lambda tmp: _script("mnist_grid", "--device", "cuda"),
+     UsageError, r"--device 'cuda' was asked for but CUDA is not available here",
+     skip=_cuda_present)
+_add(S, C, "--out below a regular file",
+     lambda tmp: _script("mnist_grid", "--out", str(_write(tmp, "file", b"x") / "out")),
+     ValueError, r"--out '.*file/out' cannot be created: Not a directory")
+_add(S, C, "--data pointing at an empty directory",
+     lambda tmp: _script("mnist_grid", "--data", str(tmp), "--out", str(tmp / "out")),
+     FileNotFoundError, r"no MNIST files in source '.*'.*Get MNIST in one of two ways")
+C = "python -m pipelines.learned_graph"
+_add(S, C, "--active-per-sample 4 with 3 modules",
+     lambda tmp: _script("learned_graph", "--modules", "5", "5", "5", "--active-per-sample", "4"),
+     UsageError, r"--active-per-sample must be at most the number of modules \(3\), got 4")
+_add(S, C, "--seed -1",
+     lambda tmp: _script("learned_graph", "--seed", "-1"),
+     UsageError, r"--seed must be >= 0, got \[-1\]")
+_add(S, C, "--presets fast (no such preset)",
+     lambda tmp: _script("learned_graph", "--presets", "fast"),
+     UsageError, r"argument --presets: invalid choice: 'fast'")
+C = "python -m pipelines.single_cell"
+_add(S, C, "--genes and --hvg together",
+     lambda tmp: _script("single_cell", "--genes", "Gata1", "--hvg", "10"),
+     UsageError, r"pass either --genes or --hvg, not both")
+_add(S, C, "--module-method spectral without --num-modules",
+     lambda tmp: _script("single_cell", "--module-method", "spectral"),
+     UsageError, r"--module-method spectral needs --num-modules")
+_add(S, C, "--data naming a file that does not exist",
+     lambda tmp: _script("single_cell", "--data", str(tmp / "atlas.h5ad")),
+     FileNotFoundError, r"no such file: '.*atlas\.h5ad'")
+
+C = "python -m pipelines.mnist_grid --config FILE"
+_add(S, C, "unknown key 'epoch'",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", "epoch = 3\n")),
+     UsageError, r"config file '.*c\.toml': unknown key 'epoch'; did you mean epochs\? known "
+                 r"keys: batch_size, conv_head")
+_add(S, C, "epochs = \"3\" (a string for an integer)",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", 'epochs = "3"\n')),
+     UsageError, r"key 'epochs' expects an integer >= 1, got '3'")
+_add(S, C, "epochs = 2.5",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", "epochs = 2.5\n")),
+     UsageError, r"key 'epochs' expects an integer >= 1, got 2\.5")
+_add(S, C, "weights = 0.1 (a number for a list)",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", "weights = 0.1\n")),
+     UsageError, r"key 'weights' expects a list, each a finite number >= 0, got 0\.1")
+_add(S, C, "weights = [0, -1]",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", "weights = [0, -1]\n")),
+     UsageError, r"key 'weights'\[1\] expects a finite number >= 0, got -1")
+_add(S, C, "conv_head = 1 (a number for a flag)",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", "conv_head = 1\n")),
+     UsageError, r"key 'conv_head' is a flag: expected true or false, got 1")
+_add(S, C, "a nested table [train]",
+     lambda tmp: _script("mnist_grid", "--config",
+                         _config(tmp, "c.toml", "[train]\nepochs = 3\n")),
+     UsageError, r"unknown key 'train'")
+_add(S, C, "a file that is not TOML",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", "epochs = \n")),
+     UsageError, r"config file '.*c\.toml' is not valid TOML: Invalid value")
+_add(S, C, "a JSON file holding a list",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.json", "[1, 2]")),
+     UsageError, r"config file '.*c\.json' must hold a table of settings, got a list")
+_add(S, C, "a JSON file that is not JSON",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.json", "{epochs: 3}")),
+     UsageError, r"config file '.*c\.json' is not valid JSON: Expecting property name")
+_add(S, C, "a .yaml file",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.yaml", "epochs: 3\n")),
+     UsageError, r"config file '.*c\.yaml' must end in \.toml or \.json, got '\.yaml'")
+_add(S, C, "a config file that does not exist",
+     lambda tmp: _script("mnist_grid", "--config", str(tmp / "missing.toml")),
+     UsageError, r"config file '.*missing\.toml' does not exist or is not a file")
+_add(S, "python -m pipelines.single_cell --config FILE", "scale = \"zscore\" (not a choice)",
+     lambda tmp: _script("single_cell", "--config", _config(tmp, "c.toml", 'scale = "zscore"\n')),
+     UsageError, r"key 'scale' expects one of 'standard', 'minmax', 'none', got 'zscore'")

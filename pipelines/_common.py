@@ -31,7 +31,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: JSON configs only
     tomllib = None
-from gsr_pyg.pipeline import atomic_write
+from gsr_pyg.pipeline import atomic_write, setup_distributed
 
 __all__ = [
     "add_common_arguments",
@@ -41,6 +41,8 @@ __all__ = [
     "run_cli",
     "make_out_dir",
     "torch_threads",
+    "pipeline_processes",
+    "process_count",
     "non_negative_float",
     "positive_int",
     "resolve_settings",
@@ -210,6 +212,9 @@ def make_out_dir(path: str | os.PathLike) -> Path:
     """Create the output directory ``--out`` (and its parents) as given; ValueError when it
     cannot be created or written."""
     out = Path(path)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_rank() != 0:
+        return out  # under torchrun only rank 0 writes
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -239,6 +244,28 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def pipeline_processes(device_name: str | None) -> Iterator[tuple[bool, torch.device]]:
+    """Yield ``(is_main, device)``. Launched by ``torchrun``, the process joins the process
+    group (gloo on the CPU, nccl on CUDA, one GPU per process) and leaves it at the end; all
+    processes train, only the main one (rank 0) evaluates and writes outputs."""
+    joined_here = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    rank, _, device = setup_distributed(resolve_device(device_name))
+    try:
+        yield rank == 0, device
+    finally:
+        if joined_here and torch.distributed.is_available() \
+                and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def process_count() -> int:
+    """How many processes train together (torchrun's world size; 1 without torchrun)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
 
 
 def resolve_settings(args: argparse.Namespace, full: Mapping, quick: Mapping) -> dict:
@@ -298,7 +325,8 @@ def fit_timed(trainer, loader, run_dir: Path) -> float:
     start = time.perf_counter()
     trainer.fit(loader)
     total = previous + time.perf_counter() - start
-    write_text(record, json.dumps({"seconds": total}))
+    if trainer.is_main:  # under torchrun only rank 0 writes
+        write_text(record, json.dumps({"seconds": total}))
     return total
 
 

@@ -54,8 +54,9 @@ from ._common import (
     make_out_dir,
     non_negative_float,
     parse_arguments,
+    pipeline_processes,
     positive_int,
-    resolve_device,
+    process_count,
     resolve_settings,
     run_cli,
     save_state_dict,
@@ -220,7 +221,8 @@ def train_weight(weight: float, settings: dict, args: argparse.Namespace, data: 
     optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
     loader = DataLoader(TensorDataset(train_x, train_y), batch_size=settings["batch_size"],
                         shuffle=True)
-    steps_per_epoch = math.ceil(train_x.shape[0] / settings["batch_size"])
+    # under torchrun each process takes batch_size samples per step
+    steps_per_epoch = math.ceil(train_x.shape[0] / (settings["batch_size"] * process_count()))
     run_dir = out / "runs" / f"w{tag}"
     max_steps = settings["epochs"] * steps_per_epoch
     trainer = GSRTrainer(
@@ -232,7 +234,8 @@ def train_weight(weight: float, settings: dict, args: argparse.Namespace, data: 
                 "conv_head": args.conv_head, "train_images": int(train_x.shape[0])},
     )
     train_time = fit_timed(trainer, loader, run_dir)
-    save_state_dict(model, out / f"model_w{tag}.pt")
+    if trainer.is_main:
+        save_state_dict(model, out / f"model_w{tag}.pt")
     row = {"weight": weight, "train_time_s": train_time, "steps": trainer.step}
     return row, model, reg, trainer.history.metrics
 
@@ -242,29 +245,35 @@ def main(argv: list[str] | None = None) -> Path:
     """Run the pipeline; returns the path of ``report.html``."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parse_arguments(build_parser(), argv)
-    with torch_threads(args.threads):
-        return _run(args, argv)
+    with torch_threads(args.threads), pipeline_processes(args.device) as (is_main, device):
+        return _run(args, argv, device, is_main)
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> Path:
+def _run(args: argparse.Namespace, argv: list[str], device: torch.device,
+         is_main: bool) -> Path | None:
+    """Train every weight; under torchrun the processes other than rank 0 train with the
+    main one and return None without evaluating or writing."""
     settings = resolve_settings(args, FULL_SETTINGS, QUICK_SETTINGS)
     settings["weights"] = list(dict.fromkeys(settings["weights"]))  # drop repeats, keep order
-    device = resolve_device(args.device)
     out = make_out_dir(args.out)
     started = time.perf_counter()
 
     data = load_mnist_subsets(args.data, args.train_subset, args.test_subset)
     test_x, test_y = data[2], data[3]
-    print(f"MNIST: {data[0].shape[0]} training and {test_x.shape[0]} test images; "
-          f"device {device}; weights {[format_strength(w) for w in settings['weights']]}, "
-          f"{settings['epochs']} epoch(s), batch {settings['batch_size']}, Adam lr "
-          f"{settings['lr']:g}, conv head {args.conv_head}", flush=True)
+    if is_main:
+        print(f"MNIST: {data[0].shape[0]} training and {test_x.shape[0]} test images; "
+              f"device {device}; weights {[format_strength(w) for w in settings['weights']]}, "
+              f"{settings['epochs']} epoch(s), batch {settings['batch_size']}, Adam lr "
+              f"{settings['lr']:g}, conv head {args.conv_head}", flush=True)
     grid = graphs.grid(*GRID_SHAPE)
 
     rows, figures, histories = [], {}, {}
     for weight in settings["weights"]:
         tag = format_strength(weight)
         row, model, reg, history = train_weight(weight, settings, args, data, device, out)
+        if not is_main:
+            reg.detach()
+            continue
         evaluation = evaluate(model, reg, test_x, test_y, device)
         found = grid_readouts(evaluation["grid"], evaluation["labels"], grid.to(device),
                               seed=args.seed)
@@ -278,6 +287,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> Path:
               f"{row['morans_i']:.3f}, smoothness ratio {row['smoothness_ratio']:.3f}, "
               f"{row['steps']} steps in {row['train_time_s']:.1f} s", flush=True)
 
+    if not is_main:
+        return None
     write_results(rows, out)
     comparison = out / "weight_comparison.png"
     plotting.plot_weight_comparison(

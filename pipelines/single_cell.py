@@ -83,8 +83,8 @@ from ._common import (
     make_out_dir,
     non_negative_float,
     parse_arguments,
+    pipeline_processes,
     positive_int,
-    resolve_device,
     run_cli,
     torch_threads,
     write_text,
@@ -448,12 +448,14 @@ def main(argv: list[str] | None = None) -> Path:
     """
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = parse_arguments(build_parser(), argv, check=_check_arguments)
-    device = resolve_device(args.device)
-    with torch_threads(args.threads):
-        return _run(args, argv, device)
+    with torch_threads(args.threads), pipeline_processes(args.device) as (is_main, device):
+        return _run(args, argv, device, is_main)
 
 
-def _run(args: argparse.Namespace, argv: list[str], device: torch.device) -> Path:
+def _run(args: argparse.Namespace, argv: list[str], device: torch.device,
+         is_main: bool) -> Path | None:
+    """Under torchrun the processes other than rank 0 train with the main one and return
+    None without reading out or writing."""
     started = time.perf_counter()
 
     adata = load_anndata(args.data)
@@ -472,8 +474,9 @@ def _run(args: argparse.Namespace, argv: list[str], device: torch.device) -> Pat
     settings = _training_settings(args)
     batch_size = min(settings["batch_size"], x.shape[0])
     out = make_out_dir(args.out)
-    print(f"{args.data}: {x.shape[0]} cells x {x.shape[1]} genes; preset {args.preset}; "
-          f"device {device}", flush=True)
+    if is_main:
+        print(f"{args.data}: {x.shape[0]} cells x {x.shape[1]} genes; preset {args.preset}; "
+              f"device {device}", flush=True)
 
     # ---- training
     torch.manual_seed(args.seed)
@@ -495,6 +498,8 @@ def _run(args: argparse.Namespace, argv: list[str], device: torch.device) -> Pat
     train_time = fit_timed(trainer, loader, run_dir)
     graph = reg.graph(LAYER).cpu()
     reg.detach()
+    if not is_main:
+        return None
     model.eval()
     with torch.no_grad():
         latent = model.encode(x.to(device))

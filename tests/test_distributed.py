@@ -1,6 +1,7 @@
 """GSRTrainer under torchrun: 2 CPU processes (gloo) against one process on the same global
 batches, and a killed 2-process run that resumes."""
 
+import json
 import os
 import shutil
 import signal
@@ -111,3 +112,30 @@ def test_resume_with_another_world_size_is_refused(two_process_run, tmp_path):
                           text=True, timeout=600)
     assert done.returncode != 0
     assert "written by 2 process(es) but this run has 1" in done.stderr
+
+
+def _pipeline(name, out, *argv):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m",
+            f"pipelines.{name}", "--out", str(out), "--quiet", "--threads", "1", *argv]
+
+
+def test_mnist_pipeline_under_torchrun(tmp_path):
+    out = tmp_path / "mnist"
+    _run(_pipeline("mnist_grid", out, "--train-subset", "1024", "--test-subset", "300",
+                   "--epochs", "1", "--weights", "0", "0.01", "--batch-size", "64"))
+    rows = (out / "results.csv").read_text().splitlines()
+    assert len(rows) == 3
+    # one epoch of 1024 images in global batches of 2 x 64
+    assert all(row.split(",")[-1] == "8" for row in rows[1:])
+    assert (out / "report.html").exists() and (out / "model_w0.01.pt").exists()
+    assert not list(out.rglob("*.tmp*"))
+
+
+@pytest.mark.slow
+def test_single_cell_pipeline_under_torchrun(tmp_path):
+    out = tmp_path / "krumsiek11"
+    _run(_pipeline("single_cell", out, "--quick"))
+    assert (out / "report.html").exists() and (out / "neuron_graph.graphml").exists()
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    assert summary["phase"] == "done" and summary["latent"]["graphs_learned"] >= 1

@@ -33,7 +33,6 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from torch_geometric.data import Data
 
 from . import graphs as graphs_mod
+from ._io import atomic_write
 from ._validation import check_choice, check_int, check_positive, describe
 from .learn import CoactivationGraph, CoactivationStats
 from .metrics import smoothness_ratio
@@ -58,24 +58,6 @@ _STOP_RULES = ("disconnected", "converged", "never")
 CHECKPOINT = "checkpoint.pt"
 _CHECKPOINT_KEYS = ("model", "optimizer", "regularizer", "learning", "loop", "world_size",
                     "per_rank")
-
-
-# --------------------------------------------------------------------------- atomic files
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, then rename onto ``path``: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _write_text(path, text: str) -> None:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from ._io import atomic_write
 from ._validation import check_int, check_positive, describe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -182,24 +182,8 @@ def save_figure(fig: Figure, path: PathLike, dpi: int = 150) -> Path:
         raise ValueError(
             f"path must end with one of {sorted('.' + f for f in supported)}, got {str(path)!r}"
         )
-    _write_atomically(path, lambda handle: fig.savefig(handle, format=fmt, dpi=dpi))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi))
     return path
-
-
-def _write_atomically(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(binary_handle)`` on a temporary file, then move it onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-        os.chmod(temporary, 0o644)  # mkstemp makes the file private; outputs are shared
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 # --------------------------------------------------------------------------- grids

@@ -23,8 +23,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ._io import atomic_write
 from ._validation import describe
-from .plotting import _write_atomically
 
 __all__ = ["write_html_report"]
 
@@ -181,5 +181,5 @@ def write_html_report(path: str | os.PathLike, title: str,
     parts += ["</body>", "</html>", ""]
     document = "\n".join(parts).encode("utf-8")
     path = Path(path)
-    _write_atomically(path, lambda handle: handle.write(document))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(document))
     return path

@@ -337,14 +337,8 @@ def save_state_dict(module: torch.nn.Module, path: str | os.PathLike) -> Path:
 
 
 def write_file(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """``write(tmp_path)`` then rename onto ``path``; the file is readable by all, like the
-    figures (a temporary file starts private)."""
-
-    def write_readable(tmp: str) -> None:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-
-    atomic_write(path, write_readable)
+    """``write(tmp_path)`` then rename onto ``path`` (``gsr_pyg.pipeline.atomic_write``)."""
+    atomic_write(path, write)
     return Path(path)
 
 

@@ -92,6 +92,7 @@ __all__ = [
     "QUICK_DATA",
     "MODULE_METHODS",
     "build_parser",
+    "add_training_arguments",
     "build_learning",
     "extract_modules",
     "label_module_colorbar",
@@ -134,6 +135,20 @@ def _probability(text: str) -> float:
     return value
 
 
+def add_training_arguments(group) -> None:
+    """Options that override a preset's schedule and optimiser (shared with single_cell)."""
+    group.add_argument("--warmup-steps", type=int, default=None)
+    group.add_argument("--refresh-every", type=positive_int, default=None)
+    group.add_argument("--learning-steps", type=positive_int, default=None,
+                       help="at most this many learning steps")
+    group.add_argument("--weight", type=non_negative_float, default=None,
+                       help="penalty weight (default 1e-3)")
+    group.add_argument("--lr", type=non_negative_float, default=None,
+                       help="Adam learning rate (default 1e-3)")
+    group.add_argument("--batch-size", type=positive_int, default=None,
+                       help="batch size (default 32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.learned_graph",
@@ -165,16 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = parser.add_argument_group("training (override both presets)")
     train.add_argument("--presets", nargs="+", choices=tuple(PRESETS), default=None,
                        help="which presets to run (default both)")
-    train.add_argument("--warmup-steps", type=int, default=None)
-    train.add_argument("--refresh-every", type=positive_int, default=None)
-    train.add_argument("--learning-steps", type=positive_int, default=None,
-                       help="at most this many learning steps")
-    train.add_argument("--weight", type=non_negative_float, default=None,
-                       help="penalty weight (default 1e-3)")
-    train.add_argument("--lr", type=non_negative_float, default=None,
-                       help="Adam learning rate (default 1e-3)")
-    train.add_argument("--batch-size", type=positive_int, default=None,
-                       help="batch size (default 32)")
+    add_training_arguments(train)
     parser.add_argument("--seed", type=int, nargs="+", default=[0],
                         help="one or more seeds (data, model and batch order); with several, "
                              "results.json holds the mean and std over them (default 0)")

@@ -92,6 +92,7 @@ from ._common import (
 from .learned_graph import (
     MODULE_METHODS,
     PRESETS,
+    add_training_arguments,
     build_learning,
     label_module_colorbar,
     module_colormap,
@@ -148,15 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--preset", choices=tuple(PRESETS), default="recommended",
                        help="how the graph is learned (default recommended; see "
                             "pipelines.learned_graph)")
-    train.add_argument("--warmup-steps", type=int, default=None)
-    train.add_argument("--refresh-every", type=positive_int, default=None)
-    train.add_argument("--learning-steps", type=positive_int, default=None)
-    train.add_argument("--weight", type=non_negative_float, default=None,
-                       help="penalty weight (default 1e-3)")
-    train.add_argument("--lr", type=non_negative_float, default=None,
-                       help="Adam learning rate (default 1e-3)")
-    train.add_argument("--batch-size", type=positive_int, default=None,
-                       help="batch size (default 32)")
+    add_training_arguments(train)
     train.add_argument("--latent-dim", type=positive_int, default=100,
                        help="latent neurons (default 100)")
     train.add_argument("--noise-std", type=non_negative_float, default=0.5,

@@ -388,7 +388,7 @@ class GSRTrainer:
         run_dir: where config, metrics, snapshots and checkpoints go (None: memory only, no
             resume). An existing run directory with the same config is resumed.
         max_steps: number of steps when nothing is learned.
-        checkpoint_every: steps between checkpoints (also at every phase end and at the end).
+        checkpoint_every: steps between checkpoints (also when the run ends or learning stops).
         log_every: steps between metric rows.
         smoothness_permutations: permutations of the logged smoothness ratio (0: not logged).
         seed: seeds torch, numpy and random at the start of a fresh run.

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
-import tomllib
 import torch
 
 from gsr_pyg.data.mnist import load_mnist

@@ -33,7 +33,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 
 lint: install
-	$(PY) -m ruff check gsr_pyg pipelines tests bench tools
+	$(PY) -m ruff check gsr_pyg pipelines tests bench tools conftest.py
 
 test: lint
 	$(PY) -m pytest -q

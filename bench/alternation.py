@@ -3,7 +3,7 @@
 The reference learned-graph setting: the dense autoencoder 128x3 with a 100-unit latent
 (Gaussian noise 0.5), batch 32, Adam, the reference builder (kNN k=5 on the current batch)
 refreshing the latent's graph every 100 steps, normalized Laplacian. The learned run
-(:class:`~gsr_pyg.pipeline.GSRTrainer` with ``learn={"latent": ...}``, no warm-up, stop rule
+(:class:`~gsr_pyg.training.GSRTrainer` with ``learn={"latent": ...}``, no warm-up, stop rule
 off so every refresh happens) is timed against the same trainer with ``learn={}`` and
 ``max_steps``, whose latent carries a fixed kNN graph of the same kind from the start, so
 both pay the penalty on every step and differ only by the refreshes. Both runs log every 50
@@ -31,7 +31,7 @@ from bench._harness import Row, check_target, median_ms, median_ratio, spread, s
 from gsr_pyg import GraphSpectralRegularizer
 from gsr_pyg.learn import CoactivationGraph, knn_graph
 from gsr_pyg.models import DenseAutoencoder
-from gsr_pyg.pipeline import GSRTrainer, LearningSchedule
+from gsr_pyg.training import GSRTrainer, LearningSchedule
 
 NAME = "alternation"
 REFRESH_EVERY = 100
@@ -109,21 +109,25 @@ class _LockStep:
         return TurnLoader()
 
 
-def _time_refreshes(trainer: GSRTrainer, steps: _LockStep) -> list[float]:
-    """Accumulate the time spent in the trainer's graph refreshes."""
-    spent = [0.0]
-    refresh = trainer._refresh_graphs
+class _TimedRefresh:
+    """The trainer's :class:`~gsr_pyg.refresh.GraphRefresh` with its ``refresh()`` timed on
+    the lock step's clock; everything else is the wrapped object's."""
 
-    def timed_refresh():
-        synchronize(steps.device)
-        start = steps.now()
-        events = refresh()
-        synchronize(steps.device)
-        spent[0] += steps.now() - start
+    def __init__(self, inner, steps: _LockStep):
+        self.inner = inner
+        self.steps = steps
+        self.spent = 0.0
+
+    def refresh(self):
+        synchronize(self.steps.device)
+        start = self.steps.now()
+        events = self.inner.refresh()
+        synchronize(self.steps.device)
+        self.spent += self.steps.now() - start
         return events
 
-    trainer._refresh_graphs = timed_refresh
-    return spent
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
 
 def _lock_step_round(steps_per_run: int, data: torch.Tensor, device: torch.device,
@@ -131,7 +135,8 @@ def _lock_step_round(steps_per_run: int, data: torch.Tensor, device: torch.devic
     names = [first, "learned" if first == "fixed" else "fixed"]
     steps = _LockStep(names, device)
     runs = {name: _trainer(name == "learned", steps_per_run, data, device) for name in names}
-    refresh = _time_refreshes(runs["learned"][0], steps)
+    learned = runs["learned"][0]
+    learned.refresh = refresh = _TimedRefresh(learned.refresh, steps)  # the public attribute
     errors: list[BaseException] = []
 
     def work(name: str) -> None:
@@ -152,7 +157,7 @@ def _lock_step_round(steps_per_run: int, data: torch.Tensor, device: torch.devic
     if errors:
         raise errors[0]
     graphs = runs["learned"][0].summary()["latent"]["graphs_learned"]
-    return steps.spent, refresh[0], graphs
+    return steps.spent, refresh.spent, graphs
 
 
 def run(device: torch.device, quick: bool = False) -> list[Row]:

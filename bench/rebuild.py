@@ -7,7 +7,7 @@ installed Laplacian and the connectivity check of the stop rule.
   (connectivity, k=5) over the neurons, symmetrised ``(A + A^T) / 2``, the dense normalized
   Laplacian ``I - D^-1/2 A D^-1/2``, and a dense eigendecomposition
   (``numpy.linalg.eigvalsh``) whose near-zero eigenvalues count the connected components.
-* Library path (what :class:`~gsr_pyg.pipeline.GSRTrainer` does at a refresh):
+* Library path (what :class:`~gsr_pyg.refresh.GraphRefresh` does at a refresh):
   ``CoactivationGraph.reference().from_activations(acts)``,
   :func:`~gsr_pyg.spectral.connected_components` and a
   :class:`~gsr_pyg.spectral.LaplacianOperator` with ``normalization="sym"``, evaluated once

@@ -3,21 +3,21 @@
 The neurons of a layer are the nodes of a PyG ``Data`` graph; the penalty
 ``weight * mean_b a_b^T L a_b`` makes neighbouring neurons fire together. Graphs are enforced
 (:mod:`gsr_pyg.graphs`) or learned from co-activations (:mod:`gsr_pyg.learn`) and alternated
-with training by :class:`gsr_pyg.pipeline.GSRTrainer`.
+with training by :class:`gsr_pyg.training.GSRTrainer`.
 
 ``plotting`` and ``report`` import matplotlib only when used.
 """
 
 import importlib
 
-from . import data, graphs, learn, metrics, models, pipeline, readouts, spectral
+from . import capture, data, graphs, learn, metrics, models, readouts, schedules, spectral, training
 from .regularizer import GraphSpectralRegularizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GraphSpectralRegularizer", "data", "graphs", "learn", "metrics", "models", "pipeline",
-    "plotting", "readouts", "report", "spectral", "__version__",
+    "GraphSpectralRegularizer", "data", "graphs", "learn", "metrics", "models", "training",
+    "plotting", "readouts", "report", "spectral", "capture", "schedules", "__version__",
 ]
 
 

@@ -67,6 +67,13 @@ def check_int(value, name: str, *, minimum: int | None = None,
     return value
 
 
+def check_bool(value, name: str) -> bool:
+    """Require ``True`` or ``False`` (a string such as ``"no"`` is not taken as true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {describe(value)}")
+    return value
+
+
 def check_positive(value, name: str, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {describe(value)}")

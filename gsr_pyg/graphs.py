@@ -1,4 +1,5 @@
-r"""Predefined neuron graphs as PyG :class:`~torch_geometric.data.Data`, networkx in/out, checks.
+r"""Predefined neuron graphs as PyG :class:`~torch_geometric.data.Data`, networkx and GraphML
+in/out, and :func:`check_graph`, the one check of a graph that every module uses.
 
 Every graph here follows one data model: ``num_nodes`` is set; ``edge_index`` is a ``[2, E]``
 long tensor holding **both directions** of every undirected edge, with no self-loops, coalesced
@@ -18,7 +19,9 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Sequence
+import os
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import networkx as nx
 import torch
@@ -33,21 +36,25 @@ from gsr_pyg._validation import (
     check_tensor,
     describe,
 )
+from gsr_pyg.files import atomic_write
 
 __all__ = [
     "balanced_tree",
     "check_graph",
     "copies",
     "disjoint_union",
+    "edge_weights",
     "from_edge_index",
     "from_networkx",
     "grid",
     "line",
     "num_undirected_edges",
+    "read_graphml",
     "ring",
     "star",
     "to_networkx",
     "torus",
+    "write_graphml",
 ]
 
 # Two weights given for one undirected pair count as the same weight within this relative
@@ -285,7 +292,7 @@ def copies(graph: Data, k: int) -> Data:
     offset = (torch.arange(k, device=edge_index.device) * n).repeat_interleave(num_edges)
     data = Data(
         edge_index=edge_index.repeat(1, k) + offset,  # blocks stay sorted: still coalesced
-        edge_weight=_weights_of(graph).repeat(k),
+        edge_weight=edge_weights(graph).repeat(k),
         num_nodes=n * k,
     )
     if graph.pos is not None:
@@ -326,7 +333,7 @@ def disjoint_union(graphs: Sequence[Data]) -> Data:
     sizes = [g.num_nodes for g in graphs]
     starts = [sum(sizes[:i]) for i in range(len(graphs))]
     edge_index = torch.cat([g.edge_index + s for g, s in zip(graphs, starts, strict=True)], dim=1)
-    edge_weight = torch.cat([_weights_of(g) for g in graphs])
+    edge_weight = torch.cat([edge_weights(g) for g in graphs])
     data = Data(edge_index=edge_index, edge_weight=edge_weight, num_nodes=sum(sizes))
     if all(g.pos is not None for g in graphs):
         placed, right = [], None
@@ -344,11 +351,21 @@ def disjoint_union(graphs: Sequence[Data]) -> Data:
     return data
 
 
-def _weights_of(graph: Data) -> Tensor:
-    if graph.edge_weight is not None:
-        return graph.edge_weight
-    edge_index = graph.edge_index
-    return torch.ones(edge_index.size(1), dtype=torch.float32, device=edge_index.device)
+def edge_weights(graph: Data, dtype: torch.dtype | None = None) -> Tensor:
+    r"""The ``[E]`` edge weights of a graph: ``graph.edge_weight``, or ones (``float32``)
+    when it has none (an unweighted graph), cast to ``dtype`` when given. Not validated:
+    call :func:`check_graph` first.
+
+    Example::
+
+        >>> edge_weights(Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=2))
+        tensor([1., 1.])
+    """
+    weight = graph.edge_weight
+    if weight is None:
+        edge_index = graph.edge_index
+        weight = torch.ones(edge_index.size(1), dtype=torch.float32, device=edge_index.device)
+    return weight if dtype is None else weight.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -395,31 +412,7 @@ def from_edge_index(
     device = edge_index.device
     num_edges = edge_index.size(1)
 
-    if edge_weight is None:
-        edge_weight = torch.ones(num_edges, dtype=torch.float32, device=device)
-    else:
-        check_tensor(edge_weight, "edge_weight", ndim=1)
-        if edge_weight.is_complex() or edge_weight.dtype == torch.bool:
-            raise ValueError(
-                "edge_weight must be a real floating or integer tensor, "
-                f"got {describe(edge_weight)}"
-            )
-        if not edge_weight.is_floating_point():
-            edge_weight = edge_weight.to(torch.float32)
-        if edge_weight.numel() != num_edges:
-            raise ValueError(
-                f"edge_weight must have one entry per column of edge_index ({num_edges}), "
-                f"got {edge_weight.numel()}"
-            )
-        _check_same_device(edge_weight, "edge_weight", device)
-        check_finite(edge_weight, "edge_weight")
-        if num_edges and not bool((edge_weight > 0).all()):
-            bad = int(torch.nonzero(edge_weight <= 0)[0])
-            raise ValueError(
-                f"edge_weight must be > 0, got {float(edge_weight[bad])} for the pair "
-                f"({int(edge_index[0, bad])}, {int(edge_index[1, bad])}); drop the edge instead"
-            )
-
+    edge_weight = _edge_weight_arg(edge_weight, edge_index)
     if pos is not None:
         check_tensor(pos, "pos", ndim=2, floating=True)
         if pos.size(1) != 2:
@@ -470,11 +463,96 @@ def from_edge_index(
     return data
 
 
+def _edge_weight_arg(edge_weight: Tensor | None, edge_index: Tensor) -> Tensor:
+    """``from_edge_index``'s weights: checked, floating (ones when not given)."""
+    num_edges = edge_index.size(1)
+    if edge_weight is None:
+        return torch.ones(num_edges, dtype=torch.float32, device=edge_index.device)
+    check_tensor(edge_weight, "edge_weight", ndim=1)
+    if edge_weight.is_complex() or edge_weight.dtype == torch.bool:
+        raise ValueError(
+            f"edge_weight must be a real floating or integer tensor, got {describe(edge_weight)}"
+        )
+    if not edge_weight.is_floating_point():
+        edge_weight = edge_weight.to(torch.float32)
+    if edge_weight.numel() != num_edges:
+        raise ValueError(
+            f"edge_weight must have one entry per column of edge_index ({num_edges}), "
+            f"got {edge_weight.numel()}"
+        )
+    _check_same_device(edge_weight, "edge_weight", edge_index.device)
+    _check_positive_weights(edge_weight, edge_index)
+    return edge_weight
+
+
 def _check_same_device(value: Tensor, name: str, device: torch.device) -> None:
     if value.device != device:
         raise ValueError(
             f"{name} must be on the device of edge_index ({device}), got {value.device}"
         )
+
+
+# Edge weights and positions are float32 unless a graph says otherwise; to_networkx names any
+# other dtype in these graph attributes, so that from_networkx gives back the same tensors.
+_DTYPE_ATTRIBUTES = {"edge_weight": "edge_weight_dtype", "pos": "pos_dtype"}
+_FLOAT_DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+# Node attributes that hold a layout in networkx (a tuple, the convention of its drawing
+# functions) and in GraphML (two numbers: the writer cannot store a tuple).
+_POSITION_KEYS = ("x", "y")
+
+
+def _dtype_from_graph(G: nx.Graph, key: str) -> torch.dtype:
+    name = G.graph.get(key, "float32")
+    if name not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"graph attribute {key!r} must be one of {tuple(_FLOAT_DTYPES)}, got {name!r}"
+        )
+    return _FLOAT_DTYPES[name]
+
+
+def _node_order(G: nx.Graph, nodelist: Sequence[Hashable] | None) -> list:
+    """The nodes of G in the order of the result: ``nodelist``, checked, or G's own order."""
+    if nodelist is None:
+        return list(G.nodes)
+    nodes = list(nodelist)
+    index = {node: i for i, node in enumerate(nodes)}
+    if len(index) != len(nodes):
+        seen: set = set()
+        duplicate = next(n for n in nodes if n in seen or seen.add(n))
+        raise ValueError(f"nodelist must list each node once, got {duplicate!r} twice")
+    extra = [n for n in nodes if n not in G]
+    if extra:
+        raise ValueError(f"nodelist contains {extra[0]!r}, which is not a node of G")
+    if len(nodes) != G.number_of_nodes():
+        missing = next(n for n in G if n not in index)
+        raise ValueError(f"nodelist must list every node of G, but {missing!r} is missing")
+    return nodes
+
+
+def _positions_from_networkx(G: nx.Graph, nodes: list) -> Tensor | None:
+    """``[N, 2]`` positions from the node attribute ``pos`` (2 numbers) or from the node
+    attributes ``x`` and ``y``, when every node has them; else ``None``."""
+    attributes = G.nodes
+    if nodes and all("pos" in attributes[n] for n in nodes):
+        where = "node attribute 'pos' must hold 2 numbers per node"
+        rows = [attributes[n]["pos"] for n in nodes]
+    elif nodes and all(all(k in attributes[n] for k in _POSITION_KEYS) for n in nodes):
+        where = "node attributes 'x' and 'y' must be numbers"
+        rows = [[attributes[n][k] for k in _POSITION_KEYS] for n in nodes]
+    else:
+        return None
+    try:
+        pos = torch.tensor([list(row) for row in rows], dtype=_dtype_from_graph(G, "pos_dtype"))
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{where} ({error})") from None
+    if pos.dim() != 2 or pos.size(1) != 2:
+        raise ValueError(f"{where}, got {describe(pos)}")
+    return pos
 
 
 def from_networkx(
@@ -486,10 +564,14 @@ def from_networkx(
 
     Node ``i`` of the result is ``nodelist[i]`` (default ``list(G.nodes)``). Weights come from
     the edge attribute ``weight`` (1 when an edge lacks it, all ones when ``weight=None``) and
-    are stored as ``float32``. ``pos`` is taken from the node attribute ``"pos"`` when every
-    node has one (2 numbers each). The graph attribute ``"name"`` is kept as ``data.name``.
-    Directed graphs, multigraphs and self-loops raise ``ValueError``: their conversion to one
-    undirected weight per pair is a choice the caller should make.
+    are stored as ``float32``, or in the dtype the graph attribute ``"edge_weight_dtype"``
+    names (:func:`to_networkx` sets it for weights that are not ``float32``). ``pos`` is
+    taken, when every node has it, from the node attribute ``"pos"`` (2 numbers: networkx's
+    layouts) or else from the node attributes ``"x"`` and ``"y"`` (what :func:`to_networkx`
+    and GraphML files store), as ``float32`` or the dtype named by ``"pos_dtype"``. The graph
+    attribute ``"name"`` is kept as ``data.name``. Directed graphs, multigraphs and
+    self-loops raise ``ValueError``: their conversion to one undirected weight per pair is a
+    choice the caller should make.
 
     Example::
 
@@ -512,20 +594,8 @@ def from_networkx(
     loop = next(iter(nx.selfloop_edges(G)), None)
     if loop is not None:
         raise ValueError(f"G must have no self-loops, got one at node {loop[0]!r}")
-
-    nodes = list(G.nodes) if nodelist is None else list(nodelist)
+    nodes = _node_order(G, nodelist)
     index = {node: i for i, node in enumerate(nodes)}
-    if nodelist is not None:
-        if len(index) != len(nodes):
-            seen: set = set()
-            duplicate = next(n for n in nodes if n in seen or seen.add(n))
-            raise ValueError(f"nodelist must list each node once, got {duplicate!r} twice")
-        extra = [n for n in nodes if n not in G]
-        if extra:
-            raise ValueError(f"nodelist contains {extra[0]!r}, which is not a node of G")
-        if len(nodes) != G.number_of_nodes():
-            missing = next(n for n in G if n not in index)
-            raise ValueError(f"nodelist must list every node of G, but {missing!r} is missing")
 
     edges = list(G.edges(data=weight, default=1.0)) if weight is not None else [
         (u, v, 1.0) for u, v in G.edges()
@@ -537,24 +607,10 @@ def from_networkx(
             )
     src = torch.tensor([index[u] for u, _, _ in edges], dtype=torch.long)
     dst = torch.tensor([index[v] for _, v, _ in edges], dtype=torch.long)
-    edge_weight = torch.tensor([float(w) for _, _, w in edges], dtype=torch.float32)
-
-    pos = None
-    if nodes and all("pos" in G.nodes[n] for n in nodes):
-        try:
-            pos = torch.tensor([list(G.nodes[n]["pos"]) for n in nodes], dtype=torch.float32)
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"node attribute 'pos' must hold 2 numbers per node ({error})"
-            ) from None
-        if pos.dim() != 2 or pos.size(1) != 2:
-            raise ValueError(
-                f"node attribute 'pos' must hold 2 numbers per node, got {describe(pos)}"
-            )
-
-    data = from_edge_index(
-        torch.stack([src, dst]).view(2, -1), edge_weight, num_nodes=len(nodes), pos=pos
-    )
+    edge_weight = torch.tensor([float(w) for _, _, w in edges],
+                               dtype=_dtype_from_graph(G, "edge_weight_dtype"))
+    data = from_edge_index(torch.stack([src, dst]).view(2, -1), edge_weight,
+                           num_nodes=len(nodes), pos=_positions_from_networkx(G, nodes))
     if "name" in G.graph:
         data.name = G.graph["name"]
     return data
@@ -564,33 +620,156 @@ def to_networkx(data: Data) -> nx.Graph:
     r"""An undirected ``networkx.Graph`` with nodes ``0 .. N - 1`` in order.
 
     Isolated nodes are kept. Each undirected edge carries ``weight`` (a python float; 1.0
-    when ``data`` has no ``edge_weight``); each node carries ``pos`` (a tuple of 2 floats)
-    when ``data.pos`` exists; ``data.name`` becomes the graph attribute ``"name"``.
-    ``from_networkx(to_networkx(data))`` gives back the same graph.
+    when ``data`` has no ``edge_weight``); when ``data.pos`` exists each node carries its
+    position as the floats ``x`` and ``y`` (what GraphML can store, so
+    ``networkx.write_graphml`` takes the result as it is; for networkx's drawing functions
+    use ``{i: (G.nodes[i]["x"], G.nodes[i]["y"]) for i in G}``). ``data.name`` becomes the
+    graph attribute ``"name"``; weights or positions that are not ``float32`` name their
+    dtype in the graph attributes ``"edge_weight_dtype"`` / ``"pos_dtype"``.
+    ``from_networkx(to_networkx(data))`` gives back the same graph (a coalesced one, as in the
+    data model, with the same tensors and dtypes; a graph without ``edge_weight`` comes back
+    with ``float32`` unit weights).
 
     Example::
 
         >>> G = to_networkx(grid(2, 3))
-        >>> G.number_of_nodes(), G.number_of_edges()
-        (6, 7)
+        >>> G.number_of_nodes(), G.number_of_edges(), G.nodes[4]
+        (6, 7, {'x': 1.0, 'y': 0.0})
     """
     check_graph(data)
     G = nx.Graph()
     name = getattr(data, "name", None)
     if name is not None:
         G.graph["name"] = name
+    for key, attribute in _DTYPE_ATTRIBUTES.items():
+        value = getattr(data, key, None)
+        if value is not None and value.dtype != torch.float32:
+            G.graph[attribute] = str(value.dtype).removeprefix("torch.")
     G.add_nodes_from(range(data.num_nodes))
     edge_index = data.edge_index
     upper = edge_index[0] < edge_index[1]
     rows = edge_index[0, upper].tolist()
     cols = edge_index[1, upper].tolist()
-    weights = _weights_of(data)[upper].tolist()
+    weights = edge_weights(data)[upper].tolist()
     G.add_weighted_edges_from(zip(rows, cols, weights, strict=True), weight="weight")
     if data.pos is not None:
-        nx.set_node_attributes(
-            G, {i: tuple(p) for i, p in enumerate(data.pos.tolist())}, name="pos"
-        )
+        for key, column in zip(_POSITION_KEYS, data.pos.t().tolist(), strict=True):
+            nx.set_node_attributes(G, dict(enumerate(column)), name=key)
     return G
+
+
+# --------------------------------------------------------------------------------------------
+# GraphML files
+# --------------------------------------------------------------------------------------------
+
+_GRAPHML_VALUE_TYPES = (str, int, float, bool)
+
+
+def _graphml_value(value, name: str):
+    """A python str/int/float/bool for GraphML (tensor and numpy scalars unwrapped)."""
+    if hasattr(value, "item") and not isinstance(value, _GRAPHML_VALUE_TYPES):
+        value = value.item()
+    if not isinstance(value, _GRAPHML_VALUE_TYPES):
+        raise TypeError(
+            f"{name} must be a str, int, float or bool (what GraphML stores), "
+            f"got {describe(value)}"
+        )
+    return value
+
+
+def _extra_attributes(attributes, name: str, reserved: Iterable[str]) -> Mapping:
+    if attributes is None:
+        return {}
+    if not isinstance(attributes, Mapping):
+        raise TypeError(f"{name} must be a mapping from attribute name to values, "
+                        f"got {describe(attributes)}")
+    reserved = tuple(reserved)
+    for key in attributes:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be strings, got {describe(key)}")
+        if key in reserved:
+            raise ValueError(f"{name} must not use the key {key!r}: the graph itself is "
+                             f"written under {reserved}")
+    return attributes
+
+
+def write_graphml(
+    graph: Data,
+    path: str | os.PathLike,
+    node_attributes: Mapping[str, Sequence] | None = None,
+    *,
+    graph_attributes: Mapping[str, object] | None = None,
+) -> Path:
+    r"""Write a neuron graph (predefined, learned or a training snapshot) as GraphML.
+
+    The file holds what :func:`to_networkx` keeps: the nodes ``0 .. N - 1``, each undirected
+    edge once with its ``weight``, positions as node attributes ``x`` and ``y``, the name and
+    the dtypes; :func:`read_graphml` gives back the same :class:`Data`. It opens in networkx
+    (``networkx.read_graphml``), Cytoscape and Gephi. The file is written atomically (see
+    :func:`gsr_pyg.files.atomic_write`): a reader never sees half of it.
+
+    Args:
+        graph (Data): the graph, in the data model (see :func:`check_graph`).
+        path: the file to write; its folder is created.
+        node_attributes (Mapping[str, Sequence], optional): more node attributes, one value
+            per node each (str, int, float or bool; tensors and numpy arrays are accepted),
+            e.g. ``{"module": labels}``. The keys ``x`` and ``y`` are taken by the positions.
+        graph_attributes (Mapping[str, object], optional): graph-level values (str, int,
+            float or bool), e.g. ``{"step": 400, "layer": "fc1"}``.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Example::
+
+        >>> import tempfile
+        >>> path = write_graphml(grid(2, 3), tempfile.mkdtemp() + "/grid.graphml")
+        >>> read_graphml(path).edge_index.shape
+        torch.Size([2, 14])
+    """
+    G = to_networkx(graph)
+    nodes = _extra_attributes(node_attributes, "node_attributes", _POSITION_KEYS)
+    for key, values in nodes.items():
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise TypeError(f"node_attributes[{key!r}] must be a sequence with one value per "
+                            f"node, got {describe(values)}")
+        values = values.tolist() if hasattr(values, "tolist") else list(values)
+        if len(values) != G.number_of_nodes():
+            raise ValueError(f"node_attributes[{key!r}] must have one value per node "
+                             f"({G.number_of_nodes()}), got {len(values)}")
+        checked = {i: _graphml_value(v, f"node_attributes[{key!r}][{i}]")
+                   for i, v in enumerate(values)}
+        nx.set_node_attributes(G, checked, name=key)
+    reserved = ("name", *_DTYPE_ATTRIBUTES.values())
+    for key, value in _extra_attributes(graph_attributes, "graph_attributes", reserved).items():
+        G.graph[key] = _graphml_value(value, f"graph_attributes[{key!r}]")
+    path = Path(path)
+    atomic_write(path, lambda tmp: nx.write_graphml(G, tmp))
+    return path
+
+
+def read_graphml(path: str | os.PathLike) -> Data:
+    r"""Read a GraphML file into a graph in the data model.
+
+    A file from :func:`write_graphml` gives back the graph that was written: the same
+    ``edge_index`` (coalesced), ``edge_weight`` values and dtype, ``pos``, ``num_nodes`` and
+    ``name``. Node ids ``"0" .. "N-1"`` become nodes ``0 .. N - 1``; any other ids are
+    numbered in the order of the file. Extra node and graph attributes are not read (use
+    ``networkx.read_graphml`` for them). Any undirected GraphML file is read the way
+    :func:`from_networkx` reads its graph.
+
+    Example::
+
+        >>> import tempfile
+        >>> g = grid(3, 3)
+        >>> back = read_graphml(write_graphml(g, tempfile.mkdtemp() + "/g.graphml"))
+        >>> torch.equal(back.edge_index, g.edge_index), torch.equal(back.pos, g.pos)
+        (True, True)
+    """
+    G = nx.read_graphml(Path(path))
+    numbered = [str(i) for i in range(G.number_of_nodes())]
+    nodelist = numbered if set(G.nodes) == set(numbered) else None
+    return from_networkx(G, nodelist=nodelist)
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,17 +777,24 @@ def to_networkx(data: Data) -> nx.Graph:
 # --------------------------------------------------------------------------------------------
 
 
-def check_graph(data: Data, num_nodes: int | None = None) -> Data:
+def check_graph(data: Data, num_nodes: int | None = None, *, name: str = "graph") -> Data:
     r"""Return ``data`` when it follows the data model, else raise naming the problem.
 
-    Checks: ``data`` is a :class:`~torch_geometric.data.Data` with an ``edge_index`` (else
-    ``TypeError``/``ValueError``); ``edge_index`` is ``[2, E]`` and ``int64``; indices lie in
-    ``[0, N)``; no self-loops; no duplicate entries; every edge ``(i, j)`` has its reverse
-    ``(j, i)`` with the same weight; ``edge_weight`` (optional, unit weights when absent) is a
-    floating ``[E]`` tensor, finite and ``> 0``; ``pos`` (optional) is a finite floating
-    ``[N, 2]`` tensor; and
-    ``data.num_nodes == num_nodes`` when ``num_nodes`` is given. A graph with no edges is
-    valid. The checks are vectorised and run on the device of ``edge_index``.
+    The one check of a neuron graph: the spectral functions, metrics, plots and the
+    regularizer all call it. Checks: ``data`` is a :class:`~torch_geometric.data.Data` with
+    an ``edge_index`` (else ``TypeError``/``ValueError``); ``edge_index`` is ``[2, E]`` and
+    ``int64``; indices lie in ``[0, N)``; no self-loops; no duplicate entries; every edge
+    ``(i, j)`` has its reverse ``(j, i)`` with exactly the same weight; ``edge_weight``
+    (optional, unit weights when absent) is a floating ``[E]`` tensor, finite and ``> 0``;
+    ``pos`` (optional) is a finite floating ``[N, 2]`` tensor; and ``data.num_nodes ==
+    num_nodes`` when ``num_nodes`` is given. A graph with no edges is valid. Edges need not
+    be sorted. The checks are vectorised and run on the device of ``edge_index``.
+    :func:`from_edge_index` turns any edge list into a valid graph.
+
+    Args:
+        data (Data): the graph.
+        num_nodes (int, optional): the number of nodes it must have.
+        name (str): what error messages call the graph. (default: ``"graph"``)
 
     Example::
 
@@ -618,10 +804,11 @@ def check_graph(data: Data, num_nodes: int | None = None) -> Data:
         ValueError: graph has 49 nodes but 64 were expected
     """
     if not isinstance(data, Data):
-        raise TypeError(f"graph must be a torch_geometric.data.Data, got {describe(data)}")
+        raise TypeError(f"{name} must be a torch_geometric.data.Data, got {describe(data)}")
     edge_index = data.edge_index
     if edge_index is None:
-        raise ValueError("graph has no edge_index; a graph with no edges has an empty [2, 0] one")
+        raise ValueError(f"{name} has no edge_index; a graph with no edges has an empty [2, 0] "
+                         "one")
     check_tensor(edge_index, "edge_index")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
         raise ValueError(f"edge_index must have shape [2, E], got {describe(edge_index)}")
@@ -630,11 +817,11 @@ def check_graph(data: Data, num_nodes: int | None = None) -> Data:
 
     n = data.num_nodes
     if n is None:
-        raise ValueError("graph has no num_nodes; set data.num_nodes")
+        raise ValueError(f"{name} has no num_nodes; set data.num_nodes")
     if num_nodes is not None:
         check_int(num_nodes, "num_nodes", minimum=0)
         if n != num_nodes:
-            raise ValueError(f"graph has {n} nodes but {num_nodes} were expected")
+            raise ValueError(f"{name} has {n} nodes but {num_nodes} were expected")
 
     num_edges = edge_index.size(1)
     row, col = edge_index[0], edge_index[1]
@@ -642,15 +829,14 @@ def check_graph(data: Data, num_nodes: int | None = None) -> Data:
         low, high = int(edge_index.min()), int(edge_index.max())
         if low < 0 or high >= n:
             bad = low if low < 0 else high
-            raise ValueError(
-                f"edge_index contains node {bad}, but the graph has {n} nodes (indices in [0, {n}))"
-            )
+            raise ValueError(f"edge_index contains node {bad}, but the graph has {n} nodes "
+                             f"(indices in [0, {n}))")
         loops = row == col
         if bool(loops.any()):
             node = int(row[loops][0])
             raise ValueError(
-                f"graph has a self-loop at node {node}; a neuron graph has no self-loops "
-                "(torch_geometric.utils.remove_self_loops)"
+                f"{name} has a self-loop at node {node}; a neuron graph has no self-loops "
+                "(torch_geometric.utils.remove_self_loops, or build it with from_edge_index)"
             )
 
     edge_weight = data.edge_weight
@@ -665,13 +851,7 @@ def check_graph(data: Data, num_nodes: int | None = None) -> Data:
                 f"edge_weight must have shape [{num_edges}] (one weight per column of "
                 f"edge_index), got {describe(edge_weight)}"
             )
-        check_finite(edge_weight, "edge_weight")
-        if num_edges and not bool((edge_weight > 0).all()):
-            bad = int(torch.nonzero(edge_weight <= 0)[0])
-            raise ValueError(
-                f"edge_weight must be > 0, got {float(edge_weight[bad])} on edge "
-                f"({int(row[bad])}, {int(col[bad])})"
-            )
+        _check_positive_weights(edge_weight, edge_index)
 
     if data.pos is not None:
         pos = check_tensor(data.pos, "pos", floating=True)
@@ -682,6 +862,17 @@ def check_graph(data: Data, num_nodes: int | None = None) -> Data:
     if num_edges:
         _check_symmetric(row, col, edge_weight, n)
     return data
+
+
+def _check_positive_weights(edge_weight: Tensor, edge_index: Tensor) -> None:
+    check_finite(edge_weight, "edge_weight")
+    if edge_weight.numel() and not bool((edge_weight > 0).all()):
+        bad = int(torch.nonzero(edge_weight <= 0)[0])
+        raise ValueError(
+            f"edge_weight must be > 0, got {float(edge_weight[bad])} on edge "
+            f"({int(edge_index[0, bad])}, {int(edge_index[1, bad])}); a weight of 0 is no "
+            "edge: drop the entry"
+        )
 
 
 def _check_symmetric(row: Tensor, col: Tensor, edge_weight: Tensor | None, n: int) -> None:
@@ -714,5 +905,5 @@ def _check_symmetric(row: Tensor, col: Tensor, edge_weight: Tensor | None, n: in
             raise ValueError(
                 f"edge ({i}, {j}) has weight {float(edge_weight[bad])} but its reverse "
                 f"({j}, {i}) has weight {float(reverse_weight[bad])}; edge weights must be "
-                "symmetric"
+                "symmetric (from_edge_index merges weights that agree up to rounding)"
             )

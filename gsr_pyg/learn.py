@@ -10,7 +10,8 @@ builders turn the pairwise distances :math:`d_{ij}` into a graph:
   kNN adjacency is symmetrised (reference: :math:`k = 5`, weight 1 per neighbour,
   :math:`(A + A^\top)/2`);
 * :func:`gaussian_graph`: :math:`w_{ij} = \exp(-d_{ij}^2/\sigma^2)`, entries below a threshold
-  dropped (reference: :math:`\sigma = 1`, threshold 0.1);
+  dropped (default :math:`\sigma`: the median distance to the 5 nearest neighbours;
+  reference: :math:`\sigma = 1`, threshold 0.1);
 * :func:`adaptive_graph`: :math:`K_{ij} = \exp(-d_{ij}^2/\sigma_i^2)` with :math:`\sigma_i` the
   distance from :math:`i` to its :math:`k`-th neighbour (reference: :math:`k = 2`), symmetrised
   :math:`(K + K^\top)/2`.
@@ -25,8 +26,8 @@ Distances (``metric``), for neuron features :math:`x_i, x_j`:
 
 Every output follows the package's data model: ``edge_index`` ``[2, E]`` long with both
 directions of every edge, coalesced, no self-loops; ``edge_weight`` ``[E]`` float32, positive
-and symmetric; ``num_nodes``; and ``x`` (``[neurons, samples]``, the neuron features) when
-the graph was built from activations.
+(a weight that underflows to 0 is no edge) and symmetric; ``num_nodes``; and ``x``
+(``[neurons, samples]``, the neuron features) when the graph was built from activations.
 
 Memory: distances are computed for a block of ``chunk_size`` rows at a time, never as a full
 ``neurons x neurons`` matrix, so a 65,536-wide layer builds a kNN graph in blocks of about
@@ -48,6 +49,7 @@ Example::
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -92,6 +94,9 @@ _CONSTANT_EPS = 16
 # threshold is then applied to the final weights, so the slack only costs a few candidates.
 _CUTOFF_SLACK = 1e-4
 _MAX_LISTED = 5
+# gaussian_graph's default sigma: the median distance to this many nearest neighbours (the
+# reference kNN graph's k).
+_SIGMA_NEIGHBOURS = 5
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,17 +377,38 @@ def _upper_pairs(provider, chunk_size: int | None, cutoff) -> tuple[Tensor, Tens
     return torch.cat(rows), torch.cat(cols), torch.cat(dists)
 
 
-def _to_data(row: Tensor, col: Tensor, weight: Tensor, num_nodes: int, x: Tensor | None,
-             reduce: str = "sum") -> Data:
-    """Both directions, coalesced (``reduce`` merges duplicates), float32 positive weights."""
-    edge_index = torch.stack([torch.cat([row, col]), torch.cat([col, row])])
-    edge_index, weight = coalesce(edge_index, torch.cat([weight, weight]), num_nodes,
-                                  reduce=reduce)
-    weight = weight.to(torch.float32).clamp_(min=torch.finfo(torch.float32).tiny)
-    data = Data(edge_index=edge_index, edge_weight=weight, num_nodes=num_nodes)
+def _edge_data(edge_index: Tensor, weight: Tensor, num_nodes: int, x: Tensor | None) -> Data:
+    """The graph of a coalesced, symmetric edge list: float32 weights, and no edge where the
+    weight is 0 (a Gaussian weight that underflowed): a zero weight is no edge, and a
+    Laplacian with ``normalization="sym"`` or the stop rule would count it as a full one."""
+    weight = weight.to(torch.float32)
+    keep = weight > 0
+    data = Data(edge_index=edge_index[:, keep], edge_weight=weight[keep], num_nodes=num_nodes)
     if x is not None:
         data.x = x
     return data
+
+
+def _to_data(row: Tensor, col: Tensor, weight: Tensor, num_nodes: int, x: Tensor | None,
+             reduce: str = "sum") -> Data:
+    """Both directions, coalesced (``reduce`` merges duplicates), float32 weights > 0."""
+    edge_index = torch.stack([torch.cat([row, col]), torch.cat([col, row])])
+    edge_index, weight = coalesce(edge_index, torch.cat([weight, weight]), num_nodes,
+                                  reduce=reduce)
+    return _edge_data(edge_index, weight, num_nodes, x)
+
+
+def _warn_if_edgeless(data: Data, why: str) -> None:
+    """An edgeless graph on two or more neurons is legal but rarely meant: say so."""
+    if data.num_nodes >= 2 and data.edge_index.size(1) == 0:
+        warnings.warn(f"the learned graph of {data.num_nodes} neurons has no edges: {why}",
+                      UserWarning, stacklevel=4)  # the caller of the builder
+
+
+def _median_distance(d2: Tensor) -> Tensor:
+    """The default kernel width: the median of the kNN distances (squared in ``d2``), the
+    lower median for an even count."""
+    return d2.sqrt().median()
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,8 +443,11 @@ def knn_graph(
       connectivity).
 
     After ``mean`` or ``max`` every neuron has at least ``k`` neighbours; after ``mutual`` at
-    most ``k``. kNN rankings equal scikit-learn's ``NearestNeighbors`` with the same metric
-    (where scikit-learn leaves the order of ties open, the lower index wins here).
+    most ``k``. A Gaussian weight that underflows to 0 in float32 (a neighbour many
+    :math:`\sigma` away) is no edge: that neighbour is dropped, and a graph left without
+    edges raises a ``UserWarning``. kNN rankings equal scikit-learn's ``NearestNeighbors``
+    with the same metric (where scikit-learn leaves the order of ties open, the lower index
+    wins here).
 
     Args:
         activations: ``[samples, neurons]``; each column is a neuron (at least 2 samples).
@@ -462,7 +491,7 @@ def knn_graph(
         weight = torch.ones_like(d2)
     else:
         if sigma is None:
-            sigma_t = d2.sqrt().median()
+            sigma_t = _median_distance(d2)
             sigma = float(sigma_t)
         else:
             sigma_t = torch.tensor(sigma, dtype=d2.dtype, device=d2.device)
@@ -474,26 +503,24 @@ def knn_graph(
         both = torch.stack([torch.ones_like(weight).repeat(2), weight.repeat(2)], dim=1)
         edge_index, both = coalesce(edge_index, both, n, reduce="sum")
         mutual = both[:, 0] == 2
-        edge_index = edge_index[:, mutual]
         # the two directed weights of a pair agree up to rounding: average them
-        weight = both[mutual, 1] / 2
-        weight = weight.to(torch.float32).clamp_(min=torch.finfo(torch.float32).tiny)
-        data = Data(edge_index=edge_index, edge_weight=weight, num_nodes=n)
-        if x is not None:
-            data.x = x
+        data = _edge_data(edge_index[:, mutual], both[mutual, 1] / 2, n, x)
     elif symmetrize == "mean":
         data = _to_data(row, col, weight / 2, n, x, reduce="sum")
     else:
         data = _to_data(row, col, weight, n, x, reduce="max")
     if weights == "gaussian":
         data.sigma = sigma
+        _warn_if_edgeless(data, f"every Gaussian weight exp(-d^2/sigma^2) underflowed to 0 at "
+                                f"sigma={sigma:g}; use sigma=None (the median kNN distance) "
+                                "or a larger sigma")
     return data
 
 
 @torch.no_grad()
 def gaussian_graph(
     activations: Tensor | None = None,
-    sigma: float = 1.0,
+    sigma: float | None = None,
     threshold: float = 0.1,
     metric: str = "euclidean",
     chunk_size: int | None = None,
@@ -503,36 +530,74 @@ def gaussian_graph(
     r"""The Gaussian-kernel graph :math:`w_{ij} = \exp(-d_{ij}^2 / \sigma^2)`, small weights
     dropped.
 
-    Every pair :math:`i \ne j` with :math:`w_{ij} \ge` ``threshold`` (and :math:`w_{ij} > 0`)
-    becomes an edge. Reference: euclidean, :math:`\sigma = 1`, threshold 0.1. The graph is
-    as dense as the threshold allows (``threshold=0`` keeps every pair).
+    Every pair :math:`i \ne j` with :math:`w_{ij} \ge` ``threshold`` (and :math:`w_{ij} > 0`
+    in float32: a weight that underflows is no edge) becomes an edge, so neurons closer than
+    :math:`\sigma\sqrt{-\ln t}` are joined (:math:`1.52\,\sigma` for :math:`t = 0.1`). The
+    graph is as dense as the threshold allows (``threshold=0`` keeps every pair).
+
+    ``sigma=None`` (the default) takes the kernel width from the data: the median of the
+    distances from every neuron to its ``min(5, N - 1)`` nearest neighbours (the lower
+    median for an even count; the rule of :func:`knn_graph` with gaussian weights and the
+    reference :math:`k = 5`), so the graph joins neurons at the typical neighbour distance
+    whatever the scale of the activations. The reference used :math:`\sigma = 1` and
+    threshold 0.1 (``gaussian_graph(acts, sigma=1.0)``), which joins only neurons less than
+    1.52 apart: activations whose neurons lie 16 to 36 apart (ordinary for a few dozen
+    samples) give a graph without edges. A result without edges on two or more neurons
+    raises a ``UserWarning`` that names the sigma that would join the closest pair.
 
     Args:
         activations: ``[samples, neurons]``; each column is a neuron.
-        sigma: kernel width (> 0).
+        sigma: kernel width (> 0), or ``None`` for the median neighbour distance.
         threshold: weights below it are dropped, in ``[0, 1)``.
         metric: ``"euclidean"``, ``"cosine"`` or ``"correlation"`` (see the module notes).
         chunk_size: rows of the distance matrix held at once; the result does not depend on it.
         gram: instead of ``activations``, a ``[neurons, neurons]`` Gram matrix.
 
+    Returns:
+        :class:`~torch_geometric.data.Data`; ``sigma`` holds the kernel width used.
+
     Example::
 
         >>> acts = torch.tensor([[0., 0.5, 3.], [0., 0., 0.]])
-        >>> gaussian_graph(acts).edge_index                      # only 0-1 is close enough
+        >>> gaussian_graph(acts, sigma=1.0).edge_index           # only 0-1 is close enough
         tensor([[0, 1],
                 [1, 0]])
+        >>> g = gaussian_graph(acts * 40)           # sigma: the median 2-NN distance
+        >>> g.sigma, g.edge_index.size(1)
+        (100.0, 6)
     """
     provider, x = _distances(activations, gram, metric)
-    sigma = check_positive(sigma, "sigma")
+    n = provider.num_nodes
+    if sigma is not None:
+        sigma = check_positive(sigma, "sigma")
     threshold = _threshold_arg(threshold)
     chunk_size = _chunk_arg(chunk_size)
-    sigma2 = sigma * sigma
+    if sigma is None:
+        if n < 2:
+            raise ValueError("gaussian_graph(sigma=None) takes sigma from the distances "
+                             f"between neurons, which needs at least 2 neurons, got {n}; "
+                             "pass sigma")
+        sigma = float(_median_distance(_knn_directed(provider, min(_SIGMA_NEIGHBOURS, n - 1),
+                                                     chunk_size)[2]))
+    # max(): a median distance of 0 (duplicate neurons) joins exactly the duplicates
+    sigma2 = max(sigma * sigma, torch.finfo(provider.dtype).tiny)
     # w >= t  <=>  d2 <= -sigma^2 log t; a little slack here, the exact test on w below
     cutoff = None if threshold == 0 else -sigma2 * math.log(threshold) * (1 + _CUTOFF_SLACK)
     row, col, d2 = _upper_pairs(provider, chunk_size, cutoff)
     weight = torch.exp(-(d2 / sigma2))
     keep = (weight >= threshold) & (weight > 0)
-    return _to_data(row[keep], col[keep], weight[keep], provider.num_nodes, x)
+    data = _to_data(row[keep], col[keep], weight[keep], n, x)
+    data.sigma = sigma
+    if n >= 2 and data.edge_index.size(1) == 0:
+        nearest = float(_kth_squared_distance(provider, 1, chunk_size).min().sqrt())
+        needed = nearest / math.sqrt(-math.log(threshold)) if threshold > 0 else math.inf
+        _warn_if_edgeless(data, f"no pair has weight exp(-d^2/sigma^2) >= threshold="
+                                f"{threshold:g} at sigma={sigma:g} (the closest pair is "
+                                f"{nearest:.3g} apart and needs sigma >= {needed:.3g}); use "
+                                "sigma=None (the median distance to the 5 nearest neighbours),"
+                                " a sigma near the distances between neurons, or a lower "
+                                "threshold")
+    return data
 
 
 @torch.no_grad()
@@ -590,6 +655,8 @@ def adaptive_graph(
     keep = (weight >= threshold) & (weight > 0)
     data = _to_data(row[keep], col[keep], weight[keep], n, x)
     data.sigma = sigma2.sqrt()
+    _warn_if_edgeless(data, f"no pair has weight >= threshold={threshold:g}; lower the "
+                            "threshold")
     return data
 
 
@@ -882,7 +949,6 @@ class CoactivationStats:
 # --------------------------------------------------------------------------------------------
 
 _DEFAULT_K = {"knn": 5, "adaptive": 2}
-_DEFAULT_SIGMA = {"gaussian": 1.0}
 _DEFAULT_THRESHOLD = {"gaussian": 0.1, "adaptive": 0.0}
 
 
@@ -898,15 +964,19 @@ class CoactivationGraph(BaseTransform):
 
     The defaults are the reference: kNN, ``k=5``, euclidean, connectivity weights, mean
     symmetrisation, the current batch as features. :meth:`recommended` is the preset this
-    library suggests otherwise.
+    library suggests otherwise. The one default that is not the reference is the width of
+    ``method="gaussian"``: taken from the data (see :func:`gaussian_graph`), as the
+    reference's :math:`\sigma = 1` leaves ordinary activations without edges; pass
+    ``sigma=1.0`` for the reference.
 
     Args:
         method: ``"knn"``, ``"gaussian"`` or ``"adaptive"``.
         k: neighbours (``knn``, default 5) or bandwidth neighbour (``adaptive``, default 2).
         metric: ``"euclidean"``, ``"cosine"`` or ``"correlation"``.
         weights, symmetrize: for ``knn`` (see :func:`knn_graph`).
-        sigma: kernel width (``gaussian``: default 1; ``knn`` with gaussian weights: default
-            the median kNN distance).
+        sigma: kernel width (default from the data: ``gaussian``, the median distance to the
+            5 nearest neighbours; ``knn`` with gaussian weights, the median kNN distance;
+            reference ``gaussian``: 1).
         threshold: weight cut-off (``gaussian``: default 0.1; ``adaptive``: default 0).
         features: what a training loop should feed: ``"batch"`` (the activations of the
             current batch, the reference) or ``"stats"`` (a :class:`CoactivationStats`
@@ -951,9 +1021,7 @@ class CoactivationGraph(BaseTransform):
         self.metric = _metric_arg(metric)
         self.weights = _choice_arg(weights, "weights", WEIGHTS)
         self.symmetrize = _choice_arg(symmetrize, "symmetrize", SYMMETRIZE)
-        if sigma is None:
-            sigma = _DEFAULT_SIGMA.get(method)
-        else:
+        if sigma is not None:  # None: the builder takes it from the data
             sigma = check_positive(sigma, "sigma")
             if method == "adaptive" or (method == "knn" and weights != "gaussian"):
                 raise ValueError(f"sigma is not used by method={method!r} with "

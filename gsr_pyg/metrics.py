@@ -7,8 +7,11 @@ Notation: :math:`\mathbf{a} \in \mathbb{R}^m` the activations of one sample over
 :math:`S_0 = \sum_{ij} W_{ij}` (both directions of every edge), :math:`\bar a` the mean
 of :math:`\mathbf{a}`.
 
-Activation metrics take ``x`` of shape ``[N]`` (and return a 0-dim tensor) or ``[B, N]``
-(and return ``[B]``), on the device of ``x``; graph metrics return Python numbers.
+Activation metrics take ``x`` as the penalty reads a layer: ``[N]`` (one sample; a 0-dim
+tensor comes back), ``[B, N]`` (``[B]`` comes back) or ``[B, N, *]``, e.g. a conv map
+``[B, C, H, W]`` whose ``C`` channels are the nodes and whose every position is one more
+sample (``[B, *]`` comes back), all on the device of ``x``
+(:func:`gsr_pyg.capture.samples_by_neurons`); graph metrics return Python numbers.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import torch
 from torch import Tensor
 
 from gsr_pyg._validation import check_choice, check_int, check_tensor, describe
+from gsr_pyg.capture import samples_by_neurons
+from gsr_pyg.graphs import to_networkx
 from gsr_pyg.spectral import (
-    _check_normalization,
-    _graph_tensors,
-    _work_dtype,
+    check_normalization,
     connected_components,
     eigenbasis,
+    graph_tensors,
     quadratic_form,
+    work_dtype,
 )
 
 __all__ = [
@@ -50,20 +55,35 @@ NEURON_MODULE_METHODS = ("components", "spectral", "louvain")
 # helpers
 # --------------------------------------------------------------------------------------
 
-def _signal(x, num_nodes: int, name: str = "x") -> tuple[Tensor, bool]:
-    """Validate ``x`` [N] or [B, N]; return it as [B, N] and whether it was 1-D."""
-    check_tensor(x, name, ndim=(1, 2), floating=True)
-    if x.size(-1) != num_nodes:
-        dim = 0 if x.dim() == 1 else 1
+def _signal(x, num_nodes: int, name: str = "x") -> tuple[Tensor, tuple[int, ...]]:
+    """Validate ``x`` [N], [B, N] or [B, N, *] (the nodes on axis 1, every other axis a
+    sample); return it as [samples, N] and the shape of a per-sample result."""
+    check_tensor(x, name, min_ndim=1, floating=True)
+    dim = 0 if x.dim() == 1 else 1
+    if x.size(dim) != num_nodes:
         raise ValueError(
-            f"{name} has {x.size(-1)} features in dimension {dim} but the graph has "
+            f"{name} has {x.size(dim)} features in dimension {dim} but the graph has "
             f"{num_nodes} nodes"
         )
-    return (x.unsqueeze(0), True) if x.dim() == 1 else (x, False)
+    if x.dim() == 1:
+        return x.unsqueeze(0), ()
+    return samples_by_neurons(x), (x.size(0), *x.shape[2:])
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _centred_on_graph(x, data) -> tuple[Tensor, Tensor, Tensor, tuple[int, ...]]:
+    """``x`` as [samples, N] with every sample centred over the nodes, the edges and weights
+    on its device and in its compute dtype, and the shape of a per-sample result."""
+    num_nodes, edge_index, edge_weight = graph_tensors(data)
+    x, out_shape = _signal(x, num_nodes)
+    dtype = _compute_dtype(x)
+    values = x.to(dtype)
+    weight = edge_weight.to(device=x.device, dtype=dtype)
+    return (values - values.mean(dim=1, keepdim=True), edge_index.to(x.device), weight,
+            out_shape)
 
 
 def _labels(labels, name: str, length: int | None = None) -> Tensor:
@@ -121,7 +141,7 @@ def dirichlet_energy(x: Tensor, data, normalization: str | None = None) -> Tenso
     """
     check_tensor(x, "x", min_ndim=1, floating=True)
     if x.dim() == 1:
-        _signal(x, _graph_tensors(data)[0])
+        _signal(x, graph_tensors(data)[0])
         return quadratic_form(x.unsqueeze(0), data, normalization)[0]
     return quadratic_form(x, data, normalization)
 
@@ -145,7 +165,8 @@ def smoothness_ratio(x: Tensor, data, num_permutations: int = 100, seed: int = 0
     :math:`\sum_b (x_{b,i} - x_{b,j})^2 = G_{ii} + G_{jj} - 2G_{ij}` (in float64).
 
     Args:
-        x (Tensor): ``[N]`` or ``[B, N]`` activations (e.g. class-mean maps).
+        x (Tensor): ``[N]``, ``[B, N]`` or ``[B, N, *]`` activations (e.g. class-mean maps);
+            every row (every position of a conv map) is a sample.
         data (Data): the neuron graph.
         num_permutations (int): number of random permutations. (default: ``100``)
         seed (int): seed of the permutations. (default: ``0``)
@@ -161,13 +182,13 @@ def smoothness_ratio(x: Tensor, data, num_permutations: int = 100, seed: int = 0
         >>> round(smoothness_ratio(torch.linspace(0, 1, 64).repeat(8, 1), path), 4)
         0.0015
     """
-    _check_normalization(normalization)
-    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    check_normalization(normalization)
+    num_nodes, edge_index, edge_weight = graph_tensors(data)
     check_int(num_permutations, "num_permutations", minimum=1)
     check_int(seed, "seed")
     x, _ = _signal(x, num_nodes)
     device = x.device
-    work = _work_dtype(device)
+    work = work_dtype(device)
     upper = edge_index[0] < edge_index[1]
     source, target = edge_index[0, upper].to(device), edge_index[1, upper].to(device)
     weight = edge_weight[upper].to(device=device, dtype=work)
@@ -222,27 +243,24 @@ def morans_i(x: Tensor, data) -> Tensor:
     without edges.
 
     Args:
-        x (Tensor): ``[N]`` or ``[B, N]``.
+        x (Tensor): ``[N]``, ``[B, N]`` or ``[B, N, *]`` (a conv map: one value per
+            position).
         data (Data): the neuron graph.
 
     Returns:
-        0-dim tensor for ``[N]``, ``[B]`` for ``[B, N]``, on the device of ``x``.
+        0-dim tensor for ``[N]``, else ``x.shape`` without dimension 1, on the device of
+        ``x``.
 
     Example:
         >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
         >>> morans_i(torch.tensor([0., 1., 2.]), data)
         tensor(0.)
     """
-    num_nodes, edge_index, edge_weight = _graph_tensors(data)
-    x, single = _signal(x, num_nodes)
-    dtype = _compute_dtype(x)
-    edge_index = edge_index.to(x.device)
-    weight = edge_weight.to(device=x.device, dtype=dtype)
-    centred = x.to(dtype) - x.to(dtype).mean(dim=1, keepdim=True)
+    centred, edge_index, weight, out_shape = _centred_on_graph(x, data)
     cross = (centred[:, edge_index[0]] * centred[:, edge_index[1]]) @ weight
     total_weight = weight.sum()
-    value = num_nodes / total_weight * cross / centred.square().sum(dim=1)
-    return value[0] if single else value
+    value = centred.size(1) / total_weight * cross / centred.square().sum(dim=1)
+    return value.reshape(out_shape)
 
 
 def gearys_c(x: Tensor, data) -> Tensor:
@@ -255,30 +273,19 @@ def gearys_c(x: Tensor, data) -> Tensor:
             {\sum_i (a_i - \bar a)^2}
 
     :math:`C < 1`: positive autocorrelation (smooth), :math:`\approx 1`: none. ``nan`` for
-    a constant row or a graph without edges.
-
-    Args:
-        x (Tensor): ``[N]`` or ``[B, N]``.
-        data (Data): the neuron graph.
-
-    Returns:
-        0-dim tensor for ``[N]``, ``[B]`` for ``[B, N]``, on the device of ``x``.
+    a constant row or a graph without edges. Arguments and result as :func:`morans_i`: one
+    value per sample of ``x`` (``[N]``, ``[B, N]`` or ``[B, N, *]``).
 
     Example:
         >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
         >>> gearys_c(torch.tensor([0., 1., 2.]), data)
         tensor(0.5000)
     """
-    num_nodes, edge_index, edge_weight = _graph_tensors(data)
-    x, single = _signal(x, num_nodes)
-    dtype = _compute_dtype(x)
-    edge_index = edge_index.to(x.device)
-    weight = edge_weight.to(device=x.device, dtype=dtype)
-    centred = x.to(dtype) - x.to(dtype).mean(dim=1, keepdim=True)
+    centred, edge_index, weight, out_shape = _centred_on_graph(x, data)
     # Both directions of every edge: the sum over ordered pairs ij.
     squared = (centred[:, edge_index[0]] - centred[:, edge_index[1]]).square() @ weight
-    value = (num_nodes - 1) / (2 * weight.sum()) * squared / centred.square().sum(dim=1)
-    return value[0] if single else value
+    value = (centred.size(1) - 1) / (2 * weight.sum()) * squared / centred.square().sum(dim=1)
+    return value.reshape(out_shape)
 
 
 # --------------------------------------------------------------------------------------
@@ -357,7 +364,7 @@ def neuron_modules(data, method: str = "components", k: int | None = None,
     """
     check_choice(method, "method", NEURON_MODULE_METHODS)
     check_int(seed, "seed")
-    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    num_nodes, edge_index, edge_weight = graph_tensors(data)
     device = edge_index.device
     if method == "components":
         return connected_components(data)[1]
@@ -372,12 +379,8 @@ def neuron_modules(data, method: str = "components", k: int | None = None,
         return _first_appearance(labels).to(device)
     import networkx as nx
 
-    graph = nx.Graph()
-    graph.add_nodes_from(range(num_nodes))
-    upper = edge_index[0] < edge_index[1]
-    rows, cols = edge_index[:, upper].cpu().tolist()
-    graph.add_weighted_edges_from(zip(rows, cols, edge_weight[upper].cpu().tolist()))
-    communities = nx.community.louvain_communities(graph, weight="weight", seed=seed)
+    communities = nx.community.louvain_communities(to_networkx(data), weight="weight",
+                                                   seed=seed)
     labels = torch.empty(num_nodes, dtype=torch.long)
     for module, members in enumerate(communities):
         labels[list(members)] = module
@@ -406,7 +409,7 @@ def modularity(data, labels, resolution: float = 1.0) -> float:
         >>> modularity(data, torch.tensor([0, 0, 1, 1]))
         0.5
     """
-    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    num_nodes, edge_index, edge_weight = graph_tensors(data)
     labels = _labels(labels, "labels", num_nodes).to(edge_index.device)
     total = edge_weight.sum()
     if float(total) == 0.0:
@@ -528,7 +531,9 @@ def feature_correlations(inputs: Tensor, activations: Tensor) -> Tensor:
 
     Args:
         inputs (Tensor): ``[S, F]`` input features.
-        activations (Tensor): ``[S, N]`` neuron activations for the same samples.
+        activations (Tensor): ``[S, N]`` neuron activations for the same samples, or
+            ``[B, N, *]`` (a conv map: the ``S = B * ...`` positions are the samples, in the
+            order of :func:`gsr_pyg.capture.samples_by_neurons`).
 
     Returns:
         ``[N, F]`` tensor on the device of ``activations``.
@@ -539,7 +544,8 @@ def feature_correlations(inputs: Tensor, activations: Tensor) -> Tensor:
         tensor([1.0000, 1.0000])
     """
     check_tensor(inputs, "inputs", ndim=2, floating=True)
-    check_tensor(activations, "activations", ndim=2, floating=True)
+    check_tensor(activations, "activations", min_ndim=2, floating=True)
+    activations = samples_by_neurons(activations)
     if inputs.size(0) != activations.size(0):
         raise ValueError(
             f"inputs and activations must have the same samples in dimension 0, got "
@@ -570,7 +576,7 @@ def feature_modules(inputs: Tensor, activations: Tensor, neuron_labels) -> Tenso
 
     Args:
         inputs (Tensor): ``[S, F]`` input features.
-        activations (Tensor): ``[S, N]`` neuron activations.
+        activations (Tensor): ``[S, N]`` (or ``[B, N, *]``) neuron activations.
         neuron_labels: ``[N]`` integer module of every neuron (e.g. from
             :func:`neuron_modules`).
 
@@ -578,8 +584,10 @@ def feature_modules(inputs: Tensor, activations: Tensor, neuron_labels) -> Tenso
         ``[F]`` long tensor of module labels (values taken from ``neuron_labels``).
 
     Example:
-        >>> feature_modules(inputs, activations, neuron_modules(graph))   # doctest: +SKIP
-        tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+        >>> inputs = torch.randn(200, 2)
+        >>> activations = inputs[:, [0, 0, 1]]    # neurons 0 and 1 carry feature 0
+        >>> feature_modules(inputs, activations, torch.tensor([0, 0, 1]))
+        tensor([0, 1])
     """
     correlations = feature_correlations(inputs, activations).abs()
     labels = _labels(neuron_labels, "neuron_labels", activations.size(1))

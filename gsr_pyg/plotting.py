@@ -22,14 +22,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from torch_geometric.data import Data
+from torch_geometric.utils import coalesce
 
-from ._io import atomic_write
 from ._validation import check_int, check_positive, describe
+from .files import atomic_write
+from .graphs import check_graph, edge_weights, from_edge_index
+from .spectral import connected_components
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-    from torch_geometric.data import Data
 
 __all__ = [
     "save_figure",
@@ -43,6 +46,8 @@ __all__ = [
     "plot_heatmap",
     "plot_curves",
     "plot_embedding",
+    "module_colormap",
+    "label_module_colorbar",
 ]
 
 PathLike = str | os.PathLike
@@ -62,6 +67,17 @@ def _finish(fig: Figure, path: PathLike | None, dpi: int) -> Figure:
     if path is not None:
         save_figure(fig, path, dpi=dpi)
     return fig
+
+
+def _set_texts(ax: Axes, title: str | None, xlabel: str | None = None,
+               ylabel: str | None = None) -> None:
+    """Title and axis labels, each only when given."""
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
 
 
 def _to_numpy(value, name: str, *, ndim: int | tuple[int, ...] | None = None,
@@ -498,66 +514,40 @@ def plot_curves(x, ys: Mapping[str, Sequence[float]], xlabel: str = "penalty wei
 
 
 # --------------------------------------------------------------------------- graphs
-def _graph_parts(graph, edge_weight, num_nodes: int | None):
-    """(edge_index [2, E], weight [E] | None, num_nodes, pos | None) from Data or edge_index."""
-    pos = None
-    if isinstance(graph, torch.Tensor) or isinstance(graph, np.ndarray):
-        edge_index = graph
-    elif hasattr(graph, "edge_index") and hasattr(graph, "num_nodes"):
-        edge_index = graph.edge_index
-        if edge_weight is None:
-            edge_weight = getattr(graph, "edge_weight", None)
-        if num_nodes is None:
-            num_nodes = graph.num_nodes
-        pos = getattr(graph, "pos", None)
-    else:
+def _as_graph(graph, edge_weight, num_nodes: int | None) -> Data:
+    """The graph to draw, checked as every graph is (:func:`gsr_pyg.graphs.check_graph`).
+
+    A ``Data`` is taken as it is (``edge_weight``, when given, replaces its weights); an
+    ``edge_index`` ``[2, E]`` (tensor or array) becomes a graph with
+    :func:`gsr_pyg.graphs.from_edge_index` (one direction per edge is enough, self-loops
+    are dropped)."""
+    if isinstance(graph, torch.Tensor | np.ndarray):
+        edges = _to_numpy(graph, "edge_index", ndim=2, dtype=np.int64)
+        weights = None if edge_weight is None else torch.from_numpy(
+            _to_numpy(edge_weight, "edge_weight", ndim=1))
+        return from_edge_index(torch.from_numpy(edges), weights, num_nodes)
+    if not isinstance(graph, Data):
         raise TypeError(
             f"graph must be a torch_geometric Data or an edge_index tensor, got {describe(graph)}"
         )
-    if edge_index is None:
-        edges = np.zeros((2, 0), dtype=np.int64)
-    else:
-        edges = _to_numpy(edge_index, "edge_index", ndim=2, dtype=np.int64)
-        if edges.shape[0] != 2:
-            raise ValueError(f"edge_index must have shape [2, E], got {tuple(edges.shape)}")
-    weights = None
     if edge_weight is not None:
-        weights = _to_numpy(edge_weight, "edge_weight", ndim=1)
-        if weights.size != edges.shape[1]:
-            raise ValueError(f"edge_weight must have one entry per edge ({edges.shape[1]}), "
-                             f"got {weights.size}")
-    if num_nodes is None:
-        num_nodes = int(edges.max()) + 1 if edges.size else 0
-    if edges.size and (edges.min() < 0 or edges.max() >= num_nodes):
-        raise ValueError(f"edge_index must hold nodes in [0, {num_nodes}), got "
-                         f"[{int(edges.min())}, {int(edges.max())}]")
-    return edges, weights, int(num_nodes), pos
+        weights = torch.from_numpy(_to_numpy(edge_weight, "edge_weight", ndim=1))
+        graph = Data(edge_index=graph.edge_index, edge_weight=weights.to(graph.edge_index.device),
+                     num_nodes=graph.num_nodes, pos=graph.pos)
+    return check_graph(graph, num_nodes)
 
 
-def _undirected_edges(edges: np.ndarray, weights: np.ndarray | None, num_nodes: int):
-    """Each undirected pair once (self-loops dropped), with the largest weight of its copies."""
-    low, high = np.minimum(edges[0], edges[1]), np.maximum(edges[0], edges[1])
-    keep = low != high
-    low, high = low[keep], high[keep]
-    keys = low * max(num_nodes, 1) + high
-    unique, inverse = np.unique(keys, return_inverse=True)
-    pairs = np.stack([unique // max(num_nodes, 1), unique % max(num_nodes, 1)])
-    if weights is None:
-        return pairs, None
-    pair_weights = np.full(unique.size, -np.inf)
-    np.maximum.at(pair_weights, inverse, weights[keep])
-    return pairs, pair_weights
-
-
-def _count_components(pairs: np.ndarray, num_nodes: int) -> int:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if num_nodes == 0:
-        return 0
-    adjacency = coo_matrix((np.ones(pairs.shape[1]), (pairs[0], pairs[1])),
-                           shape=(num_nodes, num_nodes))
-    return int(connected_components(adjacency, directed=False)[0])
+def _undirected_edges(graph: Data) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each undirected edge once as ``(low, high)``, row-major, with its weight (``None`` for
+    an unweighted graph)."""
+    edge_index = graph.edge_index.cpu()
+    upper = (edge_index[0] < edge_index[1]).numpy()
+    pairs = edge_index.numpy()[:, upper]
+    order = np.lexsort((pairs[1], pairs[0]))
+    if graph.edge_weight is None:
+        return pairs[:, order], None
+    weights = graph.edge_weight.detach().cpu().double().numpy()[upper]
+    return pairs[:, order], weights[order]
 
 
 def spring_layout(graph, num_nodes: int | None = None, edge_weight=None,
@@ -577,13 +567,15 @@ def spring_layout(graph, num_nodes: int | None = None, edge_weight=None,
 
     Example::
 
-        >>> pos = spring_layout(torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]))
+        >>> spring_layout(torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])).shape
+        torch.Size([3, 2])
     """
     import networkx as nx
 
     check_int(iterations, "iterations", minimum=1)
-    edges, weights, count, _ = _graph_parts(graph, edge_weight, num_nodes)
-    pairs, pair_weights = _undirected_edges(edges, weights, count)
+    data = _as_graph(graph, edge_weight, num_nodes)
+    count = data.num_nodes
+    pairs, pair_weights = _undirected_edges(data)
     nx_graph = nx.Graph()
     nx_graph.add_nodes_from(range(count))
     if pair_weights is None:
@@ -593,8 +585,7 @@ def spring_layout(graph, num_nodes: int | None = None, edge_weight=None,
     )
     layout = nx.spring_layout(nx_graph, seed=seed, weight="weight", iterations=iterations)
     positions = np.array([layout[i] for i in range(count)], dtype=np.float32).reshape(count, 2)
-    source = graph.edge_index if hasattr(graph, "edge_index") else graph
-    device = source.device if isinstance(source, torch.Tensor) else None
+    device = graph.device if isinstance(graph, torch.Tensor) else data.edge_index.device
     return torch.from_numpy(positions).to(device)
 
 
@@ -677,15 +668,13 @@ def plot_graph(data_or_edge_index, signal=None, pos=None, *, edge_weight=None,
     check_positive(node_size, "node_size")
     check_positive(edge_alpha, "edge_alpha", allow_zero=True)
     check_positive(edge_width, "edge_width")
-    edges, weights, count, graph_pos = _graph_parts(data_or_edge_index, edge_weight, num_nodes)
+    graph = _as_graph(data_or_edge_index, edge_weight, num_nodes)
+    count = graph.num_nodes
     if pos is None:
-        pos = graph_pos
-    if pos is None:
-        pos = spring_layout(torch.from_numpy(edges), num_nodes=count,
-                            edge_weight=None if weights is None else torch.from_numpy(weights))
+        pos = graph.pos if graph.pos is not None else spring_layout(graph)
     positions = _positions(pos, count, "pos")
     values = _node_signal(signal, count, "signal")
-    pairs, pair_weights = _undirected_edges(edges, weights, count)
+    pairs, pair_weights = _undirected_edges(graph)
 
     if ax is None:
         fig = _new_figure(5.0 if colorbar else 4.3, 4.3)
@@ -764,7 +753,10 @@ def plot_graph_evolution(snapshots: Sequence[tuple[int, Data]], layouts=None, si
 
     Example::
 
-        >>> fig = plot_graph_evolution([(0, first_graph), (100, later_graph)])
+        >>> from gsr_pyg.graphs import line, ring
+        >>> fig = plot_graph_evolution([(0, ring(6)), (100, line(6))])
+        >>> [ax.get_title() for ax in fig.axes[:2]]
+        ['step 0, 6 edges, 1 component', 'step 100, 5 edges, 1 component']
     """
     if not isinstance(snapshots, Sequence) or len(snapshots) == 0:
         raise ValueError(f"snapshots must be a non-empty list of (step, Data), got "
@@ -789,34 +781,33 @@ def plot_graph_evolution(snapshots: Sequence[tuple[int, Data]], layouts=None, si
     signal_list = per_snapshot(signal, "signal")
     chosen = _evenly_spaced(total, max_panels)
 
-    parts = {index: _graph_parts(snapshots[index][1], None, None) for index in chosen}
-    counts = {parts[index][2] for index in chosen}
+    shown = {index: _as_graph(snapshots[index][1], None, None) for index in chosen}
+    counts = {shown[index].num_nodes for index in chosen}
     if len(counts) != 1:
         raise ValueError(f"snapshots must all have the same number of nodes, got "
                          f"{sorted(counts)}")
     count = counts.pop()
     shared_layout = None
-    if any(layout_list[i] is None and parts[i][3] is None for i in chosen):
+    if any(layout_list[i] is None and shown[i].pos is None for i in chosen):
         # One layout of the union of the shown graphs keeps every node in place across
         # panels, and a graph that fell apart late still gets a readable layout.
-        union = np.concatenate([parts[i][0] for i in chosen], axis=1)
-        union_weights = np.concatenate([
-            parts[i][1] if parts[i][1] is not None else np.ones(parts[i][0].shape[1])
-            for i in chosen])
-        shared_layout = spring_layout(torch.from_numpy(union), num_nodes=count,
-                                      edge_weight=torch.from_numpy(union_weights))
+        union, union_weights = coalesce(
+            torch.cat([shown[i].edge_index.cpu() for i in chosen], dim=1),
+            torch.cat([edge_weights(shown[i], torch.float64).cpu() for i in chosen]),
+            count, reduce="max")
+        shared_layout = spring_layout(union, num_nodes=count, edge_weight=union_weights)
 
     panels = []
     for index in chosen:
-        step = snapshots[index][0]
-        edges, weights, _, graph_pos = parts[index]
-        pos = layout_list[index] if layout_list[index] is not None else graph_pos
+        step, graph = snapshots[index][0], shown[index]
+        pos = layout_list[index] if layout_list[index] is not None else graph.pos
         if pos is None:
             pos = shared_layout
         positions = _positions(pos, count, f"layouts[{index}]")
         values = _node_signal(signal_list[index], count, f"signal[{index}]")
-        pairs, pair_weights = _undirected_edges(edges, weights, count)
-        panels.append((step, pairs, pair_weights, positions, values, count))
+        pairs, pair_weights = _undirected_edges(graph)
+        components = connected_components(graph)[0] if count else 0
+        panels.append((step, pairs, pair_weights, positions, values, components))
 
     low, high = _nan_range(*[panel[4] for panel in panels])
     columns = min(ncols, len(panels))
@@ -829,11 +820,10 @@ def plot_graph_evolution(snapshots: Sequence[tuple[int, Data]], layouts=None, si
         if ax_index >= len(panels):
             ax.set_visible(False)
             continue
-        step, pairs, pair_weights, positions, values, count = panels[ax_index]
+        step, pairs, pair_weights, positions, values, components = panels[ax_index]
         scatter = _draw_graph(ax, pairs, pair_weights, positions, values, cmap=color_map,
                               vmin=low, vmax=high, node_size=node_size,
                               edge_alpha=edge_alpha, edge_width=edge_width)
-        components = _count_components(pairs, count)
         ax.set_title(f"step {step}, {pairs.shape[1]} edges, {components} "
                      f"component{'s' if components != 1 else ''}", fontsize=9)
     fig.colorbar(scatter, ax=axes.ravel().tolist(), shrink=0.8, label=colorbar_label)
@@ -947,12 +937,7 @@ def plot_heatmap(matrix, row_labels: Sequence[str] | None = None,
     if col_group_sorted is not None:
         for boundary in _boundaries(col_group_sorted):
             ax.axvline(boundary - 0.5, color="black", linewidth=1.0)
-    if xlabel:
-        ax.set_xlabel(xlabel)
-    if ylabel:
-        ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
+    _set_texts(ax, title, xlabel, ylabel)
     return _finish(fig, path, dpi)
 
 
@@ -1028,10 +1013,65 @@ def plot_embedding(points, colour=None, title: str | None = None, categorical: b
         fig.colorbar(mappable, ax=ax, shrink=0.8, label=colorbar_label)
     ax.set_xticks([])
     ax.set_yticks([])
-    if xlabel:
-        ax.set_xlabel(xlabel)
-    if ylabel:
-        ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
+    _set_texts(ax, title, xlabel, ylabel)
     return _finish(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- module colours
+def module_colormap(num_modules: int):
+    """The categorical palette of this module as a colour map of ``num_modules`` colours.
+
+    Colour ``m`` is the colour that :func:`plot_graph` and :func:`plot_embedding` give class
+    ``m`` with ``categorical=True`` (tab10 up to 10 modules, tab20 up to 20, then evenly
+    spaced turbo), so a figure drawn with a colour map (:func:`plot_graph_evolution`) can
+    use the same colours as a categorical legend. Label its colour bar with
+    :func:`label_module_colorbar`.
+
+    Args:
+        num_modules: the number of modules (colours), at least 1.
+
+    Returns:
+        A :class:`matplotlib.colors.ListedColormap`; value ``m`` (of ``0 .. num_modules-1``,
+        with ``vmin=0`` and ``vmax=num_modules-1``) falls in band ``m``.
+
+    Example:
+        >>> cmap = module_colormap(3)
+        >>> cmap.N, [round(float(c), 3) for c in cmap(0)]
+        (3, [0.122, 0.467, 0.706, 1.0])
+    """
+    from matplotlib.colors import ListedColormap
+
+    check_int(num_modules, "num_modules", minimum=1)
+    return ListedColormap(_categorical_colors(num_modules))
+
+
+def label_module_colorbar(fig: Figure, num_modules: int, prefix: str = "module") -> None:
+    """Name the bands of the figure's colour bar (its last axes) ``"<prefix> m"`` instead of
+    a numeric scale.
+
+    For a colour bar of :func:`module_colormap` over values ``0 .. num_modules-1``: band
+    ``m`` spans :math:`[m, m+1] \\cdot (M-1)/M` (``M = num_modules``), and its name is put
+    at the band's centre :math:`(m + \\tfrac12)(M-1)/M`.
+
+    Args:
+        fig: a figure whose last axes is the colour bar (as drawn by :func:`plot_graph` or
+            :func:`plot_graph_evolution` with a colour bar).
+        num_modules: the number of modules (bands), at least 1.
+        prefix: the word before each module number (default ``"module"``).
+
+    Example:
+        >>> from gsr_pyg import graphs
+        >>> fig = plot_graph(graphs.grid(2, 2), torch.tensor([0., 1., 2., 2.]),
+        ...                  cmap=module_colormap(3))
+        >>> label_module_colorbar(fig, 3)
+        >>> [label.get_text() for label in fig.axes[-1].get_yticklabels()]
+        ['module 0', 'module 1', 'module 2']
+    """
+    check_int(num_modules, "num_modules", minimum=1)
+    if not fig.axes:
+        raise ValueError("fig must have a colour bar as its last axes, got a figure without axes")
+    colorbar_axes = fig.axes[-1]
+    span = max(num_modules - 1, 1)
+    centres = [(index + 0.5) * span / num_modules for index in range(num_modules)]
+    colorbar_axes.set_yticks(centres, [f"{prefix} {index}" for index in range(num_modules)])
+    colorbar_axes.minorticks_off()

@@ -1,16 +1,29 @@
 r"""Read-outs of a structured hidden layer: what its neurons do, per class, group or module.
 
-All functions take activations ``[S, N]`` (``S`` samples, ``N`` neurons, node ``i`` of the
-layer's graph is column ``i``) and return tensors on the device of their input.
+Activations are ``[S, N]`` (``S`` samples, ``N`` neurons; node ``i`` of the layer's graph is
+column ``i``); results are tensors on the device of the input.
 
-* :func:`class_mean_maps` / :func:`group_mean_activity`: the mean activation of every
-  neuron over the samples of each class (or cell type, branch, pseudotime bin).
+* :func:`group_means`: the mean of rows (or columns) per group; every grouped read-out
+  below is this one function.
+* :func:`class_mean_maps`: the mean activation of every neuron over the samples of each
+  class (or cell type, branch, pseudotime bin): the paper's class maps.
 * :func:`subtract_global_mean`: the class maps minus the global mean map, which shows what
   makes each class different.
 * :func:`segmentation_map`: the paper's segmentation of the neuron grid into the classes
   that claim each neuron.
 * :func:`pseudotime_bins`: quantile bins of a continuous pseudotime.
 * :func:`module_activity`: the mean activation of each neuron module, per sample.
+
+Modules of a learned neuron graph and the input features they carry (genes, in single-cell
+data; see ``docs/single_cell.md``):
+
+* :func:`extract_modules`: neuron modules of a graph by several methods, and the feature
+  module every input feature joins;
+* :func:`module_loadings`: how strongly every feature loads on every neuron module, the
+  feature modules and their top features;
+* :func:`feature_graph`: features linked through the neuron modules they load on;
+* :func:`neuron_planted_modules`: the planted module each neuron carries, when the feature
+  modules are known.
 
 Example::
 
@@ -20,19 +33,35 @@ Example::
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
+from typing import NamedTuple
 
-from ._validation import check_finite, check_int, check_tensor, describe
+import torch
+from torch_geometric.data import Data
+
+from . import metrics
+from ._validation import (
+    check_choice,
+    check_finite,
+    check_int,
+    check_positive,
+    check_tensor,
+    describe,
+)
 
 __all__ = [
+    "group_means",
     "class_mean_maps",
-    "group_mean_activity",
     "subtract_global_mean",
     "segmentation_map",
     "pseudotime_bins",
     "module_activity",
+    "extract_modules",
+    "ModuleLoadings",
+    "module_loadings",
+    "feature_graph",
+    "neuron_planted_modules",
 ]
-
 
 def _as_float(values: torch.Tensor) -> torch.Tensor:
     return values if values.is_floating_point() else values.to(torch.get_default_dtype())
@@ -64,19 +93,72 @@ def _check_index(index, name: str, length: int, length_name: str,
     return num
 
 
-def _group_means(values: torch.Tensor, index: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """Mean of the rows of ``values`` [S, N] per group ``index`` [S] -> [G, N]; NaN if empty."""
-    values = _as_float(values)
-    index = index.to(device=values.device, dtype=torch.long)
-    sums = values.new_zeros(num_groups, values.size(1)).index_add_(0, index, values)
-    counts = torch.bincount(index, minlength=num_groups).to(values.dtype)
-    # 0 / 0 = NaN marks a group without samples; no special case needed.
-    return sums / counts.unsqueeze(1)
+def _checked_group_means(values, index, num, *, names: tuple[str, str, str, str],
+                         dim: int = 0) -> torch.Tensor:
+    """Validate, then the means of ``values`` along ``dim`` per group of ``index``.
+
+    ``names`` = (values, index, number of groups, what one index entry stands for), so every
+    public read-out reports its own argument names.
+    """
+    values_name, index_name, num_name, entry_name = names
+    check_tensor(values, values_name, ndim=2)
+    num = _check_index(index, index_name, values.size(dim), entry_name, num, num_name)
+    rows = _as_float(values if dim == 0 else values.t())
+    index = index.to(device=rows.device, dtype=torch.long)
+    sums = rows.new_zeros(num, rows.size(1)).index_add_(0, index, rows)
+    counts = torch.bincount(index, minlength=num).to(rows.dtype)
+    # 0 / 0 = NaN marks a group without members; no special case needed.
+    means = sums / counts.unsqueeze(1)
+    return means if dim == 0 else means.t()
+
+
+def group_means(values: torch.Tensor, groups: torch.Tensor, num_groups: int | None = None,
+                dim: int = 0) -> torch.Tensor:
+    r"""Mean of ``values`` over the members of each group, along ``dim``.
+
+    With ``dim=0`` (rows are samples, e.g. cells of a cell type, a branch or a pseudotime
+    bin):
+
+    .. math::
+        M_{gn} = \frac{1}{|\{s : g_s = g\}|} \sum_{s : g_s = g} v_{sn}
+
+    With ``dim=1`` the columns are grouped instead (e.g. neurons into modules, features into
+    planted modules) and the result is ``[S, G]``. Every grouped read-out of this module
+    (:func:`class_mean_maps`, :func:`module_activity`, :func:`module_loadings`,
+    :func:`neuron_planted_modules`) is this function.
+
+    Args:
+        values: ``[S, N]`` tensor (integer input is cast to the default float dtype).
+        groups: integer group of every row (``dim=0``: ``[S]``) or column (``dim=1``:
+            ``[N]``), in ``[0, num_groups)``.
+        num_groups: number of groups (default ``groups.max() + 1``).
+        dim: 0 to group rows, 1 to group columns (default 0).
+
+    Returns:
+        ``[G, N]`` (``dim=0``) or ``[S, G]`` (``dim=1``) on the device of ``values``; a group
+        without members gets NaN (an honest "no data").
+
+    Example:
+        >>> v = torch.tensor([[1., 0.], [3., 2.], [5., 5.]])
+        >>> group_means(v, torch.tensor([0, 0, 1]))
+        tensor([[2., 1.],
+                [5., 5.]])
+        >>> group_means(v, torch.tensor([0, 0]), dim=1)  # the mean of the two columns
+        tensor([[0.5000],
+                [2.5000],
+                [5.0000]])
+    """
+    check_choice(dim, "dim", (0, 1))
+    entry = "row of values" if dim == 0 else "column of values"
+    return _checked_group_means(values, groups, num_groups, dim=dim,
+                                names=("values", "groups", "num_groups", entry))
 
 
 def class_mean_maps(activations: torch.Tensor, labels: torch.Tensor,
                     num_classes: int | None = None) -> torch.Tensor:
-    r"""Mean activation of every neuron over the samples of each class.
+    r"""Mean activation of every neuron over the samples of each class (the paper's maps).
+
+    :func:`group_means` of the samples by class:
 
     .. math::
         M_{cn} = \frac{1}{|\{s : y_s = c\}|} \sum_{s : y_s = c} a_{sn}
@@ -90,38 +172,14 @@ def class_mean_maps(activations: torch.Tensor, labels: torch.Tensor,
         ``[C, N]`` floating tensor on the device of ``activations``. A class without any
         sample gets a row of NaN (an honest "no data", which plots as blank).
 
-    Example::
-
+    Example:
         >>> a = torch.tensor([[1., 0.], [3., 2.], [5., 5.]])
         >>> class_mean_maps(a, torch.tensor([0, 0, 1]))
         tensor([[2., 1.],
                 [5., 5.]])
     """
-    check_tensor(activations, "activations", ndim=2)
-    num_classes = _check_index(labels, "labels", activations.size(0), "sample",
-                               num_classes, "num_classes")
-    return _group_means(activations, labels, num_classes)
-
-
-def group_mean_activity(activations: torch.Tensor, groups: torch.Tensor,
-                        num_groups: int | None = None) -> torch.Tensor:
-    r"""Mean activation of every neuron per group of samples (cell type, branch, time bin).
-
-    The same read-out as :func:`class_mean_maps` under a name that fits groups that are not
-    classes, e.g. ``group_mean_activity(latent, pseudotime_bins(t, 5))``.
-
-    Args:
-        activations: ``[S, N]`` layer activations.
-        groups: ``[S]`` integer group of each sample.
-        num_groups: number of rows of the result (default ``groups.max() + 1``).
-
-    Returns:
-        ``[G, N]``; a group without samples gets a row of NaN.
-    """
-    check_tensor(activations, "activations", ndim=2)
-    num_groups = _check_index(groups, "groups", activations.size(0), "sample",
-                              num_groups, "num_groups")
-    return _group_means(activations, groups, num_groups)
+    return _checked_group_means(activations, labels, num_classes,
+                                names=("activations", "labels", "num_classes", "sample"))
 
 
 def subtract_global_mean(maps: torch.Tensor,
@@ -261,7 +319,210 @@ def module_activity(activations: torch.Tensor, neuron_labels: torch.Tensor,
         tensor([[ 2., 10.],
                 [ 1.,  4.]])
     """
-    check_tensor(activations, "activations", ndim=2)
-    num_modules = _check_index(neuron_labels, "neuron_labels", activations.size(1), "neuron",
-                               num_modules, "num_modules")
-    return _group_means(activations.t(), neuron_labels, num_modules).t()
+    return _checked_group_means(activations, neuron_labels, num_modules, dim=1,
+                                names=("activations", "neuron_labels", "num_modules", "neuron"))
+
+
+# --------------------------------------------------------------------------- graph modules
+def extract_modules(graph: Data, inputs: torch.Tensor, activations: torch.Tensor,
+                    num_modules: int,
+                    methods: Sequence[str] = ("louvain", "spectral", "components"),
+                    seed: int = 0) -> dict[str, dict[str, torch.Tensor]]:
+    r"""Neuron modules of a learned graph and the feature modules they give, per method.
+
+    For every method, the graph is cut into neuron modules
+    (:func:`gsr_pyg.metrics.neuron_modules`; ``"spectral"`` with
+    :math:`k = \min(\text{num\_modules}, N)`), then every input feature :math:`f` joins the
+    module whose neurons it correlates with most,
+    :math:`\arg\max_c \frac{1}{|c|}\sum_{n\in c}|r_{nf}|`
+    (:func:`gsr_pyg.metrics.feature_modules`).
+
+    Args:
+        graph: the neuron graph (``N`` nodes).
+        inputs: ``[S, F]`` input features of held-out samples.
+        activations: ``[S, N]`` the layer's activations on the same samples.
+        num_modules: the number of modules expected (the ``k`` of ``"spectral"``).
+        methods: any of ``"louvain"``, ``"spectral"``, ``"components"``, in the order of the
+            result (default all three, in that order).
+        seed: seed of the spectral k-means and of Louvain (default 0).
+
+    Returns:
+        ``{method: {"neurons": [N] labels, "features": [F] labels}}``.
+
+    Example:
+        >>> # neurons 0, 1 copy feature 0; neurons 2, 3 copy feature 1
+        >>> graph = Data(edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]), num_nodes=4)
+        >>> x = torch.tensor([[1., 0.], [2., 1.], [3., 0.], [4., 2.]])
+        >>> found = extract_modules(graph, x, x[:, [0, 0, 1, 1]], num_modules=2)
+        >>> found["louvain"]["neurons"], found["louvain"]["features"]
+        (tensor([0, 0, 1, 1]), tensor([0, 1]))
+    """
+    check_int(num_modules, "num_modules", minimum=1)
+    if isinstance(methods, str):
+        raise TypeError(f"methods must be a sequence of method names, got {methods!r}")
+    for method in methods:
+        check_choice(method, "methods entry", metrics.NEURON_MODULE_METHODS)
+    out = {}
+    for method in methods:
+        k = min(num_modules, graph.num_nodes) if method == "spectral" else None
+        neurons = metrics.neuron_modules(graph, method, k=k, seed=seed)
+        features = metrics.feature_modules(inputs, activations, neurons)
+        out[method] = {"neurons": neurons, "features": features}
+    return out
+
+
+def neuron_planted_modules(inputs: torch.Tensor, activations: torch.Tensor,
+                           feature_module: torch.Tensor) -> torch.Tensor:
+    r"""The planted module each neuron carries: the module whose features it correlates with
+    most.
+
+    .. math::
+        m_n = \arg\max_p \frac{1}{|p|} \sum_{f \in p} |r_{nf}|
+
+    with :math:`r_{nf}` the Pearson correlation of neuron :math:`n` and feature :math:`f`
+    over the samples (:func:`gsr_pyg.metrics.feature_correlations`); ties go to the lower
+    module.
+
+    Args:
+        inputs: ``[S, F]`` input features.
+        activations: ``[S, N]`` neuron activations on the same samples.
+        feature_module: ``[F]`` integer planted module of every feature.
+
+    Returns:
+        ``[N]`` long tensor.
+
+    Example:
+        >>> x = torch.tensor([[1., 0., 1.], [2., 1., 0.], [3., 0., 2.], [4., 2., 1.]])
+        >>> neuron_planted_modules(x, x[:, [1, 0]], torch.tensor([0, 0, 1]))
+        tensor([0, 0])
+    """
+    corr = metrics.feature_correlations(inputs, activations).abs()  # [N, F]
+    means = _checked_group_means(corr, feature_module, None, dim=1,
+                                 names=("inputs", "feature_module", "num_modules", "feature"))
+    return means.argmax(dim=1)
+
+
+class ModuleLoadings(NamedTuple):
+    """What :func:`module_loadings` returns (a tuple: ``loadings, assignment, modules =``)."""
+
+    #: ``[F, C]`` mean absolute correlation of every feature with every neuron module.
+    loadings: torch.Tensor
+    #: ``[F]`` the feature module of every feature (its highest loading).
+    assignment: torch.Tensor
+    #: one dict per neuron module, see :func:`module_loadings`.
+    modules: list[dict]
+
+
+def module_loadings(correlations: torch.Tensor, neuron_labels: torch.Tensor,
+                    feature_names: Sequence[str] | None = None,
+                    top: int = 10) -> ModuleLoadings:
+    r"""Loadings of every feature on every neuron module, the feature modules and their top
+    features (in single-cell data: the gene modules and their top genes).
+
+    The loading of feature :math:`f` on module :math:`c` is the mean absolute correlation
+    with the module's neurons,
+
+    .. math::
+        \ell_{fc} = \frac{1}{|c|}\sum_{n \in c} |r_{nf}|,
+
+    and every feature joins its best module :math:`\arg\max_c \ell_{fc}` (ties to the lower
+    module), as :func:`gsr_pyg.metrics.feature_modules` does.
+
+    Args:
+        correlations: ``[N, F]`` neuron x feature correlations :math:`r`
+            (:func:`gsr_pyg.metrics.feature_correlations`).
+        neuron_labels: ``[N]`` integer module of every neuron, ``0..C-1``.
+        feature_names: ``F`` names (default ``"0"``, ``"1"``, ...).
+        top: features listed per module in ``top_features`` (default 10).
+
+    Returns:
+        :class:`ModuleLoadings` ``(loadings [F, C], assignment [F], modules)`` with
+        ``modules[c]`` = ``{"module": c, "neurons": |c|, "features": [names assigned to c,
+        by loading], "top_features": [{"feature", "loading", "mean_r"} for the ``top``
+        highest loadings on c]}`` (``mean_r``: the mean signed correlation, whose sign says
+        whether the module rises or falls with the feature).
+
+    Example:
+        >>> r = torch.tensor([[0.9, -0.1, 0.2], [0.7, 0.3, -0.2], [0.0, 0.8, 0.6]])
+        >>> result = module_loadings(r, torch.tensor([0, 0, 1]), ["a", "b", "c"], top=2)
+        >>> result.loadings
+        tensor([[0.8000, 0.0000],
+                [0.2000, 0.8000],
+                [0.2000, 0.6000]])
+        >>> result.assignment.tolist(), result.modules[1]["features"]
+        ([0, 1, 1], ['b', 'c'])
+    """
+    check_tensor(correlations, "correlations", ndim=2, floating=True)
+    check_int(top, "top", minimum=1)
+    num_features = correlations.size(1)
+    if feature_names is None:
+        feature_names = [str(f) for f in range(num_features)]
+    elif len(feature_names) != num_features:
+        raise ValueError(f"feature_names must have one name per feature (column) of "
+                         f"correlations ({num_features}), got {len(feature_names)}")
+    names = ("correlations", "neuron_labels", "num_modules", "neuron (row of correlations)")
+    loadings = _checked_group_means(correlations.abs(), neuron_labels, None,
+                                    names=names).t()  # [F, C]
+    signed = _checked_group_means(correlations, neuron_labels, None, names=names).t()
+    sizes = torch.bincount(neuron_labels, minlength=loadings.size(1))
+    assignment = loadings.argmax(dim=1)
+    modules = []
+    for module in range(loadings.size(1)):
+        assigned = torch.nonzero(assignment == module).flatten()
+        assigned = assigned[loadings[assigned, module].argsort(descending=True)]
+        order = loadings[:, module].argsort(descending=True)[:top]
+        modules.append({
+            "module": module,
+            "neurons": int(sizes[module]),
+            "features": [feature_names[f] for f in assigned.tolist()],
+            "top_features": [{"feature": feature_names[f],
+                              "loading": float(loadings[f, module]),
+                              "mean_r": float(signed[f, module])} for f in order.tolist()],
+        })
+    return ModuleLoadings(loadings, assignment, modules)
+
+
+def feature_graph(loadings: torch.Tensor, min_loading: float = 0.2,
+                  relative_loading: float = 0.9) -> Data:
+    r"""Features linked through the neuron modules they load on (in single-cell data: the
+    gene graph).
+
+    Feature :math:`f` *loads on* module :math:`c` when :math:`\ell_{fc} \ge`
+    ``min_loading`` and :math:`\ell_{fc} \ge` ``relative_loading``
+    :math:`\cdot \max_{c'} \ell_{fc'}`. Two features are joined when they load on a common
+    module, with weight
+
+    .. math::
+        w_{fg} = \sum_{c:\ f, g \text{ load on } c} \min(\ell_{fc}, \ell_{gc}).
+
+    Args:
+        loadings: ``[F, C]`` loadings :math:`\ell` (:func:`module_loadings`).
+        min_loading: the least loading that counts (default 0.2).
+        relative_loading: the least fraction of the feature's best loading that counts
+            (default 0.9).
+
+    Returns:
+        ``Data`` over the ``F`` features (both directions of every edge, float32
+        ``edge_weight``) with ``loads``: the ``[F, C]`` boolean "loads on" matrix.
+
+    Example:
+        >>> loadings = torch.tensor([[0.9, 0.1], [0.6, 0.58], [0.05, 0.7]])
+        >>> graph = feature_graph(loadings)
+        >>> graph.edge_index.tolist(), [round(w, 2) for w in graph.edge_weight.tolist()]
+        ([[0, 1, 1, 2], [1, 0, 2, 1]], [0.6, 0.6, 0.58, 0.58])
+    """
+    check_tensor(loadings, "loadings", ndim=2, floating=True)
+    check_finite(loadings, "loadings")
+    min_loading = check_positive(min_loading, "min_loading", allow_zero=True)
+    relative_loading = check_positive(relative_loading, "relative_loading", allow_zero=True)
+    best = loadings.max(dim=1, keepdim=True).values
+    loads = (loadings >= min_loading) & (loadings >= relative_loading * best)
+    member = torch.where(loads, loadings, torch.zeros_like(loadings)).double()  # [F, C]
+    # the sum over shared modules of the smaller loading, for every pair at once; averaged
+    # with its transpose so both directions of an edge carry bitwise the same weight
+    weight = torch.minimum(member[:, None, :], member[None, :, :]).sum(dim=2)
+    weight = (weight + weight.t()) / 2
+    weight.fill_diagonal_(0.0)
+    row, col = torch.nonzero(weight > 0, as_tuple=True)
+    return Data(edge_index=torch.stack([row, col]), edge_weight=weight[row, col].float(),
+                num_nodes=loadings.size(0), loads=loads)

@@ -5,11 +5,18 @@ activations :math:`a_b` (one vector per sample), the penalty is
 
 .. math::
     R = \lambda_t \cdot \frac{1}{B} \sum_b a_b^\top L a_b
-      \;(+\; \beta \sum_j (\tfrac{1}{B}\sum_b a_{bj})^2)
+      \;+\; \beta \sum_j \Big(\frac{1}{B}\sum_b a_{bj}\Big)^2
 
-(batch mean, node sum, combinatorial :math:`L = D - A` unless ``normalization="sym"``). For a
-conv feature map ``[B, C, H, W]`` the channels are the nodes and every spatial position is a
-sample. With ``rayleigh=True`` each sample's term is divided by :math:`a_b^\top a_b`.
+(batch mean, node sum, combinatorial :math:`L = D - A` unless ``normalization="sym"``). The
+schedule weight :math:`\lambda_t` multiplies the Laplacian term only: the batch-mean term has
+its own weight :math:`\beta` (``batch_mean_weight``), so it acts even while
+:math:`\lambda_t = 0`. For a conv feature map ``[B, C, H, W]`` the channels are the nodes and
+every spatial position is a sample. With ``rayleigh=True`` each sample's term is divided by
+:math:`a_b^\top a_b`.
+
+The activations come from an :class:`~gsr_pyg.capture.ActivationCapture` (``reg.capture``)
+that the regularizer builds on ``model``; the weight schedules are in
+:mod:`gsr_pyg.schedules`.
 
 Example::
 
@@ -21,150 +28,94 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from ._validation import (
-    check_choice,
-    check_int,
-    check_positive,
-    closest_names,
-    describe,
-)
+from ._validation import check_bool, check_int, check_positive, closest_names, describe
+from .capture import ActivationCapture, samples_by_neurons
 from .graphs import check_graph, from_edge_index
-from .spectral import LaplacianOperator
+from .schedules import WeightSchedule, as_schedule
+from .spectral import LaplacianOperator, check_normalization
 
-__all__ = [
-    "WeightSchedule",
-    "ConstantWeight",
-    "StaircaseWeight",
-    "LinearWarmupWeight",
-    "LambdaWeight",
-    "GraphSpectralRegularizer",
-]
+__all__ = ["GraphSpectralRegularizer"]
 
-_NORMALIZATIONS = (None, "sym")
+LayerKey = str | nn.Module
+WeightLike = float | WeightSchedule | Callable[[int], float]
+
+_REQUIRED = object()  # a per-layer option whose mapping must name every layer
 
 
-# --------------------------------------------------------------------------- schedules
-class WeightSchedule:
-    """Penalty weight as a function of the training step, shaped like an LR scheduler.
-
-    Subclasses implement :meth:`__call__`; the regularizer owns the step counter and
-    advances it with :meth:`GraphSpectralRegularizer.step`.
-    """
-
-    def __call__(self, step: int) -> float:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def state_dict(self) -> dict:
-        return {k: v for k, v in vars(self).items() if isinstance(v, (int, float))}
-
-    def load_state_dict(self, state: dict) -> None:
-        vars(self).update(state)
-
-
-class ConstantWeight(WeightSchedule):
-    """:math:`\\lambda_t = \\lambda`."""
-
-    def __init__(self, weight: float):
-        self.weight = check_positive(weight, "weight", allow_zero=True)
-
-    def __call__(self, step: int) -> float:
-        return self.weight
-
-    def __repr__(self) -> str:
-        return f"ConstantWeight({self.weight:g})"
-
-
-class StaircaseWeight(WeightSchedule):
-    """The reference schedule: :math:`\\lambda_t = \\lambda \\cdot decay^{\\lfloor t / every
-    \\rfloor}` (only the penalty weight decays, never the learning rate)."""
-
-    def __init__(self, weight: float, decay: float, every: int = 100):
-        self.weight = check_positive(weight, "weight", allow_zero=True)
-        self.decay = check_positive(decay, "decay")
-        self.every = check_int(every, "every", minimum=1)
-
-    def __call__(self, step: int) -> float:
-        return self.weight * self.decay ** (step // self.every)
-
-    def __repr__(self) -> str:
-        return f"StaircaseWeight({self.weight:g}, decay={self.decay:g}, every={self.every})"
-
-
-class LinearWarmupWeight(WeightSchedule):
-    """Ramps linearly from 0 at step 0 to ``weight`` at ``warmup_steps``, then constant."""
-
-    def __init__(self, weight: float, warmup_steps: int):
-        self.weight = check_positive(weight, "weight", allow_zero=True)
-        self.warmup_steps = check_int(warmup_steps, "warmup_steps", minimum=1)
-
-    def __call__(self, step: int) -> float:
-        return self.weight * min(1.0, step / self.warmup_steps)
-
-    def __repr__(self) -> str:
-        return f"LinearWarmupWeight({self.weight:g}, warmup_steps={self.warmup_steps})"
-
-
-class LambdaWeight(WeightSchedule):
-    """Any callable of the step (it has no state to save)."""
-
-    def __init__(self, fn: Callable[[int], float]):
-        if not callable(fn):
-            raise TypeError(f"fn must be callable, got {describe(fn)}")
-        self.fn = fn
-
-    def __call__(self, step: int) -> float:
-        return float(self.fn(step))
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def __repr__(self) -> str:
-        return f"LambdaWeight({self.fn!r})"
-
-
-def as_schedule(weight, name: str = "weight") -> WeightSchedule:
-    """A number, a schedule or a callable of the step -> a :class:`WeightSchedule`."""
-    if isinstance(weight, WeightSchedule):
-        return weight
-    if isinstance(weight, (int, float)) and not isinstance(weight, bool):
-        check_positive(weight, name, allow_zero=True)
-        return ConstantWeight(weight)
-    if callable(weight):
-        return LambdaWeight(weight)
-    raise TypeError(
-        f"{name} must be a non-negative number, a WeightSchedule or a callable of the step, "
-        f"got {describe(weight)}"
-    )
-
-
-# --------------------------------------------------------------------------- layers
 @dataclass
 class _Layer:
-    """Everything the regularizer holds for one hooked layer."""
+    """The settings and the installed graph of one regularized layer."""
 
-    name: str
-    module: nn.Module
     graph: Data
     operator: LaplacianOperator
     schedule: WeightSchedule
     normalization: str | None
     rayleigh: bool
     batch_mean_weight: float
-    activations: torch.Tensor | None = None
-    handle: object = field(default=None, repr=False)
 
 
-def _per_layer(value, layer: str, default):
-    """Options may be given once for all layers or as a mapping layer -> value."""
-    if isinstance(value, Mapping):
-        return value.get(layer, default)
-    return value
+def _check_beta(value, name: str) -> float:
+    return check_positive(value, name, allow_zero=True)
+
+
+def _check_layer_graph(name: str, graph) -> Data:
+    """A layer's graph, or its width alone (an edgeless graph: no penalty until a graph is
+    installed), checked by :func:`gsr_pyg.graphs.check_graph`."""
+    if isinstance(graph, int) and not isinstance(graph, bool):
+        check_int(graph, f"graph for layer {name!r}", minimum=1)
+        return from_edge_index(torch.empty(2, 0, dtype=torch.long), num_nodes=graph)
+    if not isinstance(graph, Data):
+        raise TypeError(f"graph for layer {name!r} must be a torch_geometric Data, "
+                        f"got {describe(graph)}")
+    try:
+        return check_graph(graph)
+    except ValueError as err:
+        raise ValueError(f"graph for layer {name!r}: {err}") from None
+
+
+def _per_layer(capture: ActivationCapture, value, option: str,
+               check: Callable[[Any, str], Any], default) -> dict[str, Any]:
+    """An option given once for all layers, or as a mapping layer -> value, as
+    ``{layer name: checked value}``."""
+    if not isinstance(value, Mapping):
+        return {name: check(value, f"{option} for layer {name!r}") for name in capture.layers}
+    given: dict[str, Any] = {}
+    for key, item in value.items():
+        name = _option_layer(capture, key, option)
+        if name in given:
+            raise ValueError(f"{option} gives layer {name!r} twice")
+        given[name] = check(item, f"{option} for layer {name!r}")
+    missing = [name for name in capture.layers if name not in given]
+    if missing and default is _REQUIRED:
+        raise ValueError(
+            f"{option} has no entry for layers {missing}: a mapping must give every "
+            f"regularized layer ({capture.layers}) its value"
+        )
+    return {name: given.get(name, default) for name in capture.layers}
+
+
+def _option_layer(capture: ActivationCapture, key, option: str) -> str:
+    """The layer named by a key of a per-layer option mapping, refusing strangers."""
+    try:
+        return capture.layer_name(key)
+    except TypeError:
+        raise TypeError(f"{option} keys must be layer names or modules, "
+                        f"got {describe(key)}") from None
+    except ValueError:
+        pass
+    shown = f"module {type(key).__name__}" if isinstance(key, nn.Module) else repr(key)
+    close = closest_names(key, capture.layers) if isinstance(key, str) else []
+    hint = (f"closest: {', '.join(repr(c) for c in close)}" if close
+            else f"regularized layers: {capture.layers}")
+    raise ValueError(f"{option} has an entry for {shown}, which is not a regularized "
+                     f"layer; {hint}")
 
 
 class GraphSpectralRegularizer:
@@ -176,31 +127,53 @@ class GraphSpectralRegularizer:
             itself) to the ``Data`` graph over that layer's output features, or to the
             layer's width alone (an edgeless graph: no penalty until one is installed with
             :meth:`set_graph`, as for layers whose graph is learned).
-        weight: penalty weight: a number, a :class:`WeightSchedule`, a callable of the step,
-            or a mapping layer -> one of these (default 1.0).
+        weight: weight :math:`\\lambda_t` of the Laplacian term: a number, a
+            :class:`~gsr_pyg.schedules.WeightSchedule`, a callable of the step, or a mapping
+            layer -> one of these. A number or schedule applies to every layer (default 1.0);
+            a mapping must name every layer (a forgotten or misspelt layer is an error, not
+            the default).
         normalization: ``None`` (combinatorial ``D - A``, the reference) or ``"sym"``;
             once for all layers or per layer. ``"rw"`` is refused (indefinite form).
-        rayleigh: divide each sample's term by ``a^T a`` (scale-free form).
+        rayleigh: divide each sample's term by ``a^T a`` (scale-free form); ``True`` or
+            ``False``, once or per layer.
         batch_mean_weight: ``beta`` of the reference's per-neuron batch-mean term
-            ``beta * sum_j (mean_b a_bj)^2`` (the Laplacian is blind to constants).
+            ``beta * sum_j (mean_b a_bj)^2`` (the Laplacian is blind to constants); added
+            to the penalty with its own weight, not scaled by ``weight``.
         method: how the quadratic form is computed (``"auto"``, ``"dense"``, ``"edge"``,
             ``"sparse"``): see :class:`gsr_pyg.spectral.LaplacianOperator`.
         check_finite: raise when a penalty comes out NaN or Inf, naming the layer (costs one
             device sync per step on CUDA).
 
-    The hooks keep only the latest output of each layer; :meth:`step` drops it, so no
+    Per-layer mappings may be keyed by names or modules, like ``graphs``; a key that is not
+    a regularized layer is refused. ``normalization``, ``rayleigh`` and
+    ``batch_mean_weight`` mappings may leave layers out (they get the default, which turns
+    the option off).
+
+    The capture keeps only the latest output of each layer; :meth:`step` drops it, so no
     autograd graph survives a training step, and :meth:`penalty` without a fresh forward
-    pass raises.
+    pass raises. Copies of the model (an EMA copy, a pickled model) do not feed the penalty:
+    see :mod:`gsr_pyg.capture`.
+
+    Example (a layer that outputs ``a = (1, 2, 3, 4)`` on the ring of 4:
+    :math:`a^\\top L a = 1 + 1 + 1 + 9`):
+        >>> from gsr_pyg.graphs import ring
+        >>> model = nn.Sequential(nn.Linear(3, 4))
+        >>> with torch.no_grad():
+        ...     _ = model[0].weight.zero_(), model[0].bias.copy_(torch.arange(1.0, 5.0))
+        >>> reg = GraphSpectralRegularizer(model, {"0": ring(4)}, weight=0.5)
+        >>> _ = model(torch.ones(2, 3))
+        >>> reg.penalty()
+        tensor(6., grad_fn=<MulBackward0>)
     """
 
     def __init__(
         self,
         model: nn.Module,
-        graphs: Mapping,
-        weight=1.0,
-        normalization: str | None | Mapping = None,
-        rayleigh: bool | Mapping = False,
-        batch_mean_weight: float | Mapping = 0.0,
+        graphs: Mapping[LayerKey, Data | int],
+        weight: WeightLike | Mapping[LayerKey, WeightLike] = 1.0,
+        normalization: str | None | Mapping[LayerKey, str | None] = None,
+        rayleigh: bool | Mapping[LayerKey, bool] = False,
+        batch_mean_weight: float | Mapping[LayerKey, float] = 0.0,
         method: str = "auto",
         check_finite: bool = True,
     ):
@@ -213,121 +186,48 @@ class GraphSpectralRegularizer:
             )
         self.model = model
         self.method = method
-        self.check_finite = check_finite
+        self.check_finite = check_bool(check_finite, "check_finite")
         self._step = 0
-        self._layers: dict[str, _Layer] = {}
-        self._attached = False
-        for key, graph in graphs.items():
-            name, module = self._resolve(key)
-            if name in self._layers:
-                raise ValueError(f"layer {name!r} is given twice in graphs")
-            norm = _per_layer(normalization, name, None)
-            self._check_normalization(norm, name)
-            beta = _per_layer(batch_mean_weight, name, 0.0)
-            check_positive(beta, f"batch_mean_weight for layer {name!r}", allow_zero=True)
-            graph = self._check_layer_graph(name, graph)
-            self._layers[name] = _Layer(
-                name=name,
-                module=module,
-                graph=graph,
-                operator=LaplacianOperator(graph, normalization=norm, method=method),
-                schedule=as_schedule(_per_layer(weight, name, 1.0), f"weight for layer {name!r}"),
-                normalization=norm,
-                rayleigh=bool(_per_layer(rayleigh, name, False)),
-                batch_mean_weight=float(beta),
+        self.capture = ActivationCapture(model, list(graphs))
+        try:  # a refused setting must not leave hooks on the model
+            self._layers = self._build_layers(
+                list(graphs.values()), weight, normalization, rayleigh, batch_mean_weight)
+        except BaseException:
+            self.capture.detach()
+            raise
+
+    # ------------------------------------------------------------------ set-up
+    def _build_layers(self, graphs: list, weight, normalization, rayleigh,
+                      beta) -> dict[str, _Layer]:
+        names = self.capture.layers
+        installed = {name: _check_layer_graph(name, g) for name, g in zip(names, graphs)}
+        cap = self.capture
+        norms = _per_layer(cap, normalization, "normalization", check_normalization, None)
+        betas = _per_layer(cap, beta, "batch_mean_weight", _check_beta, 0.0)
+        schedules = _per_layer(cap, weight, "weight", as_schedule, _REQUIRED)
+        rayleighs = _per_layer(cap, rayleigh, "rayleigh", check_bool, False)
+        return {
+            name: _Layer(
+                graph=installed[name],
+                operator=LaplacianOperator(installed[name], normalization=norms[name],
+                                           method=self.method),
+                schedule=schedules[name],
+                normalization=norms[name],
+                rayleigh=rayleighs[name],
+                batch_mean_weight=float(betas[name]),
             )
-        self.attach()
-
-    # ------------------------------------------------------------------ set-up helpers
-    def _resolve(self, key) -> tuple[str, nn.Module]:
-        named = dict(self.model.named_modules())
-        if isinstance(key, nn.Module):
-            for name, module in named.items():
-                if module is key:
-                    return name, module
-            raise ValueError(f"module {type(key).__name__} is not a submodule of the model")
-        if not isinstance(key, str):
-            raise TypeError(f"layer keys must be names or modules, got {describe(key)}")
-        if key in named:
-            return key, named[key]
-        # A model wrapped in DistributedDataParallel/DataParallel prefixes names with "module.".
-        if f"module.{key}" in named:
-            return f"module.{key}", named[f"module.{key}"]
-        names = [n for n in named if n]
-        close = closest_names(key, names)
-        if close:
-            hint = f"; closest names: {', '.join(repr(c) for c in close)}"
-        elif names:
-            shown = ", ".join(repr(n) for n in names[:10]) + (", ..." if len(names) > 10 else "")
-            hint = f"; layers: {shown}"
-        else:
-            hint = "; the model has no submodules"
-        raise ValueError(f"model has no layer named {key!r}{hint}")
-
-    @staticmethod
-    def _check_normalization(norm, name: str) -> None:
-        if norm == "rw":
-            raise ValueError(
-                f"normalization for layer {name!r} is 'rw': the random-walk Laplacian is not "
-                "symmetric and its quadratic form is indefinite, so it cannot be a penalty; "
-                "use None or 'sym'"
-            )
-        check_choice(norm, f"normalization for layer {name!r}", _NORMALIZATIONS)
-
-    @staticmethod
-    def _check_layer_graph(name: str, graph) -> Data:
-        if isinstance(graph, int) and not isinstance(graph, bool):
-            # a width alone: an edgeless graph (no penalty until a graph is installed)
-            check_int(graph, f"graph for layer {name!r}", minimum=1)
-            return from_edge_index(torch.empty(2, 0, dtype=torch.long), num_nodes=graph)
-        if not isinstance(graph, Data):
-            raise TypeError(f"graph for layer {name!r} must be a torch_geometric Data, "
-                            f"got {describe(graph)}")
-        try:
-            return check_graph(graph)
-        except ValueError as err:
-            raise ValueError(f"graph for layer {name!r}: {err}") from None
-
-    def _hook(self, layer: _Layer):
-        def capture(module, inputs, output):
-            if not isinstance(output, torch.Tensor):
-                # a tuple of tensors (e.g. an LSTM's) would print every value: name the type
-                raise ValueError(
-                    f"layer {layer.name!r} must output a tensor [B, N] or [B, C, ...] to be "
-                    f"regularized, got a {type(output).__name__}; hook the submodule whose "
-                    "output is the activations"
-                )
-            if output.dim() < 2:
-                raise ValueError(
-                    f"layer {layer.name!r} must output [B, N] or [B, C, ...], "
-                    f"got {describe(output)}"
-                )
-            if output.shape[1] != layer.graph.num_nodes:
-                raise ValueError(
-                    f"graph for layer {layer.name!r} has {layer.graph.num_nodes} nodes but the "
-                    f"layer outputs {output.shape[1]} features (shape {tuple(output.shape)})"
-                )
-            layer.activations = output
-
-        return capture
+            for name in names
+        }
 
     # ------------------------------------------------------------------ hooks
     def attach(self) -> GraphSpectralRegularizer:
-        """Register the forward hooks (done by the constructor)."""
-        if not self._attached:
-            for layer in self._layers.values():
-                layer.handle = layer.module.register_forward_hook(self._hook(layer))
-            self._attached = True
+        """Register the capture's forward hooks (done by the constructor)."""
+        self.capture.attach()
         return self
 
     def detach(self) -> None:
         """Remove every hook and drop captured activations."""
-        for layer in self._layers.values():
-            if layer.handle is not None:
-                layer.handle.remove()
-                layer.handle = None
-            layer.activations = None
-        self._attached = False
+        self.capture.detach()
 
     def __enter__(self) -> GraphSpectralRegularizer:
         return self.attach()
@@ -338,51 +238,82 @@ class GraphSpectralRegularizer:
     # ------------------------------------------------------------------ accessors
     @property
     def layers(self) -> list[str]:
-        return list(self._layers)
+        """The regularized layers' names in the model."""
+        return self.capture.layers
 
     @property
     def step_count(self) -> int:
         return self._step
 
-    def graph(self, layer: str) -> Data:
-        return self._layers[self._name(layer)].graph
+    def layer_name(self, key: LayerKey) -> str:
+        """The name of a regularized layer given by name, module, or name without the
+        ``"module."`` prefix of a DDP wrapper."""
+        try:
+            return self.capture.layer_name(key)
+        except ValueError:
+            raise ValueError(
+                f"layer {key!r} is not regularized; regularized layers: {self.layers}"
+            ) from None
 
-    def weight(self, layer: str) -> float:
+    def graph(self, layer: LayerKey) -> Data:
+        return self._layers[self.layer_name(layer)].graph
+
+    def normalization(self, layer: LayerKey) -> str | None:
+        """The Laplacian normalization of ``layer`` (``None`` or ``"sym"``)."""
+        return self._layers[self.layer_name(layer)].normalization
+
+    def operator(self, layer: LayerKey) -> LaplacianOperator:
+        """The prepared Laplacian of ``layer`` (it moves to the activations' device)."""
+        return self._layers[self.layer_name(layer)].operator
+
+    def weight(self, layer: LayerKey) -> float:
         """The current weight of ``layer`` (after the schedule)."""
-        return self._layers[self._name(layer)].schedule(self._step)
+        return self._layers[self.layer_name(layer)].schedule(self._step)
 
     def weights(self) -> dict[str, float]:
         return {name: layer.schedule(self._step) for name, layer in self._layers.items()}
 
-    def activations(self, layer: str) -> torch.Tensor | None:
+    def activations(self, layer: LayerKey) -> torch.Tensor | None:
         """The latest captured output of ``layer`` (with its autograd graph), or None."""
-        return self._layers[self._name(layer)].activations
+        return self.capture.output(self.layer_name(layer))
 
-    def _name(self, layer) -> str:
-        if isinstance(layer, nn.Module):
-            return self._resolve(layer)[0]
-        if layer in self._layers:
-            return layer
-        if f"module.{layer}" in self._layers:
-            return f"module.{layer}"
-        raise ValueError(
-            f"layer {layer!r} is not regularized; regularized layers: {list(self._layers)}"
-        )
+    def samples(self, layer: LayerKey) -> torch.Tensor:
+        """The latest output of ``layer`` as ``[samples, neurons]`` (autograd kept), checked
+        against the layer's graph."""
+        return samples_by_neurons(self._captured(self.layer_name(layer), "samples()"))
 
-    def set_graph(self, layer, graph: Data, normalization: str | None | object = ...) -> None:
+    def _captured(self, name: str, caller: str) -> torch.Tensor:
+        output = self.capture.output(name)
+        if output is None:
+            raise RuntimeError(
+                f"no activations captured for layer {name!r} since the last step(): run a "
+                f"forward pass of the model before calling {caller}"
+            )
+        width = self._layers[name].graph.num_nodes
+        if output.shape[1] != width:
+            raise ValueError(
+                f"graph for layer {name!r} has {width} nodes but the layer outputs "
+                f"{output.shape[1]} features (shape {tuple(output.shape)})"
+            )
+        return output
+
+    def set_graph(self, layer: LayerKey, graph: Data,
+                  normalization: str | None | object = ...) -> None:
         """Install a new graph on ``layer`` while training (moved to the layer's device);
         ``normalization`` changes the layer's Laplacian too when given."""
-        name = self._name(layer)
+        name = self.layer_name(layer)
         current = self._layers[name]
         if normalization is not ...:
-            self._check_normalization(normalization, name)
-            current.normalization = normalization
-        graph = self._check_layer_graph(name, graph)
+            normalization = check_normalization(normalization, f"normalization for layer "
+                                                                f"{name!r}")
+        graph = _check_layer_graph(name, graph)
         if graph.num_nodes != current.graph.num_nodes:
             raise ValueError(
                 f"new graph for layer {name!r} has {graph.num_nodes} nodes but the layer has "
                 f"{current.graph.num_nodes}"
             )
+        if normalization is not ...:
+            current.normalization = normalization
         device = current.operator.device
         current.graph = graph
         current.operator = LaplacianOperator(
@@ -390,44 +321,43 @@ class GraphSpectralRegularizer:
         )
 
     # ------------------------------------------------------------------ penalty
-    def _layer_penalty(self, layer: _Layer, weighted: bool) -> torch.Tensor:
-        a = layer.activations
-        if a is None:
-            raise RuntimeError(
-                f"no activations captured for layer {layer.name!r} since the last step(): run a "
-                "forward pass of the model before calling penalty()"
-            )
+    def _layer_penalty(self, name: str, weighted: bool) -> torch.Tensor:
+        layer = self._layers[name]
+        a = self._captured(name, "penalty()")
         weight = layer.schedule(self._step) if weighted else 1.0
-        if weight == 0.0:
+        beta = layer.batch_mean_weight
+        if weight == 0.0 and not beta:
             return a.new_zeros(())
-        if layer.operator.device != a.device:
-            layer.operator = layer.operator.to(a.device)
-        energy = layer.operator(a)  # [B] or [B, *]
-        if layer.rayleigh:
-            norm_sq = a.pow(2).sum(dim=1)
-            energy = energy / (norm_sq + 1e-12)
-        value = energy.mean()
-        if layer.batch_mean_weight:
+        value = a.new_zeros(())
+        if weight != 0.0:
+            if layer.operator.device != a.device:
+                layer.operator = layer.operator.to(a.device)
+            energy = layer.operator(a)  # [B] or [B, *]
+            if layer.rayleigh:
+                energy = energy / (a.pow(2).sum(dim=1) + 1e-12)
+            value = weight * energy.mean()
+        if beta:
             channel_mean = a.transpose(0, 1).reshape(a.shape[1], -1).mean(dim=1)
-            value = value + layer.batch_mean_weight * channel_mean.pow(2).sum()
+            value = value + beta * channel_mean.pow(2).sum()
         if self.check_finite and not bool(torch.isfinite(value)):
             bad = int((~torch.isfinite(a)).sum())
             shown = float(value.detach())
             raise ValueError(
-                f"penalty of layer {layer.name!r} is {shown}: the layer's activations hold "
+                f"penalty of layer {name!r} is {shown}: the layer's activations hold "
                 f"{bad} NaN/Inf values out of {a.numel()}"
                 if bad else
-                f"penalty of layer {layer.name!r} is {shown} (activations are finite but too "
+                f"penalty of layer {name!r} is {shown} (activations are finite but too "
                 "large: the quadratic form overflowed)"
             )
-        return weight * value
+        return value
 
     def penalties(self, weighted: bool = True) -> dict[str, torch.Tensor]:
-        """Per-layer penalty; ``weighted=False`` gives the unweighted term (for logging)."""
-        return {name: self._layer_penalty(layer, weighted) for name, layer in self._layers.items()}
+        """Per-layer penalty ``weight * E + beta * M``; ``weighted=False`` evaluates it at
+        weight 1 (``E + beta * M``, for logging)."""
+        return {name: self._layer_penalty(name, weighted) for name in self._layers}
 
     def penalty(self) -> torch.Tensor:
-        """The weighted sum of the per-layer penalties (a scalar to add to the loss)."""
+        """The sum of the per-layer penalties (a scalar to add to the loss)."""
         terms = list(self.penalties().values())
         total = terms[0]
         for term in terms[1:]:
@@ -437,28 +367,31 @@ class GraphSpectralRegularizer:
     def step(self) -> None:
         """Advance the weight schedules and drop the captured activations."""
         self._step += 1
-        for layer in self._layers.values():
-            layer.activations = None
+        self.capture.clear()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
-        """Step, schedule states and the installed graphs (tensors and numbers only, so
-        ``torch.load(..., weights_only=True)`` reads it)."""
+        """Step, schedule states and the installed graphs (tensors, numbers and strings
+        only, so ``torch.load(..., weights_only=True)`` reads it). ``edge_weight`` and
+        ``pos`` are stored when the graph has them."""
         layers = {}
         for name, layer in self._layers.items():
             g = layer.graph
-            layers[name] = {
+            entry = {
                 "schedule": layer.schedule.state_dict(),
                 "normalization": layer.normalization,
                 "edge_index": g.edge_index.detach().cpu(),
-                "edge_weight": g.edge_weight.detach().cpu(),
                 "num_nodes": int(g.num_nodes),
             }
-            if getattr(g, "pos", None) is not None:
-                layers[name]["pos"] = g.pos.detach().cpu()
+            for key in ("edge_weight", "pos"):
+                value = getattr(g, key, None)
+                if value is not None:
+                    entry[key] = value.detach().cpu()
+            layers[name] = entry
         return {"step": self._step, "layers": layers}
 
     def load_state_dict(self, state: Mapping) -> None:
+        """Restore what :meth:`state_dict` saved (same layers)."""
         missing = set(self._layers) - set(state.get("layers", {}))
         extra = set(state.get("layers", {})) - set(self._layers)
         if missing or extra:
@@ -468,15 +401,11 @@ class GraphSpectralRegularizer:
             )
         self._step = int(state["step"])
         for name, layer_state in state["layers"].items():
-            layer = self._layers[name]
-            layer.schedule.load_state_dict(layer_state["schedule"])
-            graph = Data(
-                edge_index=layer_state["edge_index"],
-                edge_weight=layer_state["edge_weight"],
-                num_nodes=layer_state["num_nodes"],
-            )
-            if "pos" in layer_state:
-                graph.pos = layer_state["pos"]
+            self._layers[name].schedule.load_state_dict(layer_state["schedule"])
+            graph = Data(edge_index=layer_state["edge_index"], num_nodes=layer_state["num_nodes"])
+            for key in ("edge_weight", "pos"):
+                if key in layer_state:
+                    graph[key] = layer_state[key]
             self.set_graph(name, graph, normalization=layer_state.get("normalization"))
 
     def __repr__(self) -> str:

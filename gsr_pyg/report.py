@@ -23,8 +23,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ._io import atomic_write
 from ._validation import describe
+from .files import atomic_write
 
 __all__ = ["write_html_report"]
 

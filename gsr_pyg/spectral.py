@@ -1,9 +1,11 @@
 r"""Graph Laplacians of neuron graphs and the Laplacian quadratic form.
 
 A layer's neurons are the nodes of a graph given as a :class:`torch_geometric.data.Data`
-(``num_nodes``, ``edge_index`` with both directions of every undirected edge and
-``edge_weight`` > 0, symmetric). For activations :math:`\mathbf{a} \in \mathbb{R}^N` the
-penalty of graph spectral regularization is the Laplacian quadratic form
+in the data model of :mod:`gsr_pyg.graphs`, checked by
+:func:`gsr_pyg.graphs.check_graph` (``num_nodes``, ``edge_index`` with both directions of
+every undirected edge and no self-loops, ``edge_weight`` > 0, symmetric). For activations
+:math:`\mathbf{a} \in \mathbb{R}^N` the penalty of graph spectral regularization is the
+Laplacian quadratic form
 
 .. math::
     \mathbf{a}^\top \mathbf{L} \mathbf{a} = \sum_{\{i, j\} \in E} w_{ij} (a_i - a_j)^2,
@@ -28,134 +30,93 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch_geometric.data import Data
 
 from gsr_pyg._validation import check_choice, check_int, check_tensor, describe
+from gsr_pyg.graphs import check_graph, edge_weights
 
 __all__ = [
     "LaplacianOperator",
+    "check_normalization",
     "connected_components",
     "eigenbasis",
+    "graph_tensors",
     "laplacian",
     "quadratic_form",
+    "work_dtype",
 ]
 
 NORMALIZATIONS = (None, "sym")
 METHODS = ("auto", "dense", "edge", "sparse")
 
-# Relative tolerance when checking that edge weights are symmetric: weights computed per
-# direction (e.g. from torch.cdist) may differ in the last bits; they are averaged.
-_SYMMETRY_RTOL = 1e-5
-
-
 # --------------------------------------------------------------------------------------
 # validation of a graph (once, at the public boundary)
 # --------------------------------------------------------------------------------------
 
-def _check_normalization(normalization) -> None:
-    if normalization == "rw":
-        raise ValueError(
-            "normalization='rw' is not supported: the random-walk Laplacian "
-            "I - D^-1 W is not symmetric and its quadratic form is indefinite, so it cannot "
-            "be a penalty; use normalization=None (L = D - W) or 'sym' "
-            "(L = I - D^-1/2 W D^-1/2)"
-        )
-    check_choice(normalization, "normalization", NORMALIZATIONS)
+def check_normalization(norm, name: str = "normalization") -> str | None:
+    r"""Check a Laplacian normalization; return it.
 
+    ``None`` (:math:`\mathbf{L} = \mathbf{D} - \mathbf{W}`) and ``"sym"``
+    (:math:`\mathbf{I} - \mathbf{D}^{-1/2}\mathbf{W}\mathbf{D}^{-1/2}`) are accepted.
+    ``"rw"`` is refused: the random-walk Laplacian :math:`\mathbf{I} - \mathbf{D}^{-1}
+    \mathbf{W}` is not symmetric and its quadratic form is indefinite, so it cannot be a
+    penalty.
 
-def _work_dtype(device: torch.device) -> torch.dtype:
-    # Graph structures are derived in float64 (exact degrees) and cast per use;
-    # MPS has no float64.
-    return torch.float32 if device.type == "mps" else torch.float64
+    Args:
+        norm: the value to check.
+        name (str): how error messages call it, e.g. ``"normalization for layer 'fc1'"``.
 
+    Raises:
+        TypeError: ``norm`` is neither ``None`` nor a string.
+        ValueError: ``norm`` is ``"rw"`` or another string.
 
-def _graph_tensors(data, name: str = "data") -> tuple[int, Tensor, Tensor]:
-    """Validate a neuron graph; return ``(N, edge_index, edge_weight)``.
-
-    The returned edge list has no self-loops, is coalesced (duplicate entries summed) and its
-    weights are exactly symmetric (averaged over the two directions) in the float64 work
-    dtype. A graph that is already coalesced (the data model) is checked without sorting it
-    again: one sort of the reversed keys finds every edge's reverse.
+    Example:
+        >>> check_normalization("sym", "normalization")
+        'sym'
     """
-    edge_index = getattr(data, "edge_index", None)
-    if edge_index is None:
-        raise TypeError(
-            f"{name} must be a torch_geometric.data.Data with an edge_index, got {describe(data)}"
-        )
-    num_nodes = data.num_nodes
-    if num_nodes is None:
-        raise ValueError(f"{name}.num_nodes must be set, got None")
-    num_nodes = check_int(int(num_nodes), f"{name}.num_nodes", minimum=1)
-    _check_edge_index(edge_index, num_nodes, name)
-    device = edge_index.device
-    work = _work_dtype(device)
-    edge_weight = getattr(data, "edge_weight", None)
-    if edge_weight is None:
-        edge_weight = torch.ones(edge_index.size(1), dtype=work, device=device)
-    else:
-        check_tensor(edge_weight, f"{name}.edge_weight", ndim=1, floating=True)
-        if edge_weight.numel() != edge_index.size(1):
-            raise ValueError(
-                f"{name}.edge_weight must have one entry per edge ({edge_index.size(1)}), "
-                f"got {describe(edge_weight)}"
-            )
-        valid = torch.isfinite(edge_weight) & (edge_weight > 0)
-        if edge_weight.numel() and not bool(valid.all()):
-            raise ValueError(
-                f"{name}.edge_weight must be finite and > 0, got {int((~valid).sum())} "
-                "entries that are not"
-            )
-        edge_weight = edge_weight.to(device=device, dtype=work)
-
-    row, col = edge_index[0], edge_index[1]
-    loops = row == col
-    if bool(loops.any()):
-        keep = ~loops
-        row, col, edge_weight = row[keep], col[keep], edge_weight[keep]
-    key = row * num_nodes + col
-    if key.numel() > 1 and not bool((key[1:] > key[:-1]).all()):
-        # not coalesced: sort, and sum duplicate entries
-        key, order = torch.sort(key)
-        edge_weight = edge_weight[order]
-        key, inverse = torch.unique_consecutive(key, return_inverse=True)
-        if key.numel() < inverse.numel():
-            edge_weight = edge_weight.new_zeros(key.numel()).index_add_(0, inverse, edge_weight)
-        row, col = key // num_nodes, key % num_nodes
-    reverse_key, order = torch.sort(col * num_nodes + row)
-    if not torch.equal(reverse_key, key):
+    if norm is not None and not isinstance(norm, str):
+        raise TypeError(f"{name} must be None or 'sym', got {describe(norm)}")
+    if norm == "rw":
         raise ValueError(
-            f"{name}.edge_index must list both directions of every undirected edge "
-            "(see torch_geometric.utils.to_undirected), got a directed edge list"
+            f"{name} is 'rw': the random-walk Laplacian is not symmetric (L = I - D^-1 W) "
+            "and its quadratic form is indefinite, so it cannot be a penalty; use None "
+            "(L = D - W) or 'sym' (L = I - D^-1/2 W D^-1/2)"
         )
-    # order[p] is the position of the reverse of edge p
-    reverse_weight = edge_weight[order]
-    if not torch.allclose(edge_weight, reverse_weight, rtol=_SYMMETRY_RTOL, atol=0.0):
-        worst = float((edge_weight - reverse_weight).abs().max())
-        raise ValueError(
-            f"{name}.edge_weight must be symmetric (w_ij == w_ji), got differences up to "
-            f"{worst:.3g} (see torch_geometric.utils.to_undirected(reduce='mean'))"
-        )
-    edge_weight = 0.5 * (edge_weight + reverse_weight)
-    return num_nodes, torch.stack([row, col]), edge_weight
+    check_choice(norm, name, NORMALIZATIONS)
+    return norm
 
 
-def _check_edge_index(edge_index, num_nodes: int, name: str) -> None:
-    check_tensor(edge_index, f"{name}.edge_index", ndim=2)
-    if edge_index.size(0) != 2 or edge_index.dtype != torch.long:
-        raise ValueError(
-            f"{name}.edge_index must be a [2, E] long tensor, got {describe(edge_index)}"
-        )
-    if edge_index.numel():
-        low, high = int(edge_index.min()), int(edge_index.max())
-        if low < 0 or high >= num_nodes:
-            raise ValueError(
-                f"{name}.edge_index must hold node ids in [0, {num_nodes - 1}] for "
-                f"{num_nodes} nodes, got ids from {low} to {high}"
-            )
+def work_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype graph structures are derived in on ``device``: ``float64`` (exact degrees,
+    cast per use), ``float32`` on MPS, which has no ``float64``.
+
+    Example:
+        >>> work_dtype("cpu")
+        torch.float64
+    """
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def graph_tensors(data: Data, name: str = "data") -> tuple[int, Tensor, Tensor]:
+    """Check a neuron graph (:func:`gsr_pyg.graphs.check_graph`, and at least one node);
+    return ``(num_nodes, edge_index, edge_weight)`` with the weights in :func:`work_dtype`
+    (ones when the graph has none): what every computation on a graph starts from.
+
+    Example:
+        >>> data = Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=2)
+        >>> graph_tensors(data)
+        (2, tensor([[0, 1],
+                [1, 0]]), tensor([1., 1.], dtype=torch.float64))
+    """
+    check_graph(data, name=name)
+    num_nodes = check_int(int(data.num_nodes), f"{name}.num_nodes", minimum=1)
+    edge_index = data.edge_index
+    return num_nodes, edge_index, edge_weights(data, work_dtype(edge_index.device))
 
 
 def _laplacian_entries(num_nodes: int, edge_index: Tensor, edge_weight: Tensor,
                        normalization: str | None) -> tuple[Tensor, Tensor]:
-    """COO entries of L (validated, symmetric, coalesced input), not coalesced: the edges,
+    """COO entries of L (a checked graph), not coalesced: the edges,
     then the diagonal. Isolated nodes get no entry (an all-zero row, also for ``"sym"``,
     where :func:`torch_geometric.utils.get_laplacian` would put a 1)."""
     row, col = edge_index[0], edge_index[1]
@@ -186,9 +147,11 @@ def laplacian(data, normalization: str | None = None, dense: bool = False) -> Te
 
     with :math:`\mathbf{D} = \operatorname{diag}(\mathbf{W}\mathbf{1})`. For ``"sym"`` the
     row and column of an isolated node are zero (as :func:`networkx.normalized_laplacian_matrix`;
-    :func:`torch_geometric.utils.get_laplacian` puts a 1 on that diagonal). Self-loops are
-    ignored. ``"rw"`` is refused: the random-walk Laplacian is not symmetric and its
-    quadratic form is indefinite, so it cannot serve as a penalty.
+    :func:`torch_geometric.utils.get_laplacian` puts a 1 on that diagonal). The graph
+    must follow the data model (:func:`gsr_pyg.graphs.check_graph`: both directions of every
+    edge with equal weights, no self-loops, no repeated entries). ``"rw"`` is refused: the
+    random-walk Laplacian is not symmetric and its quadratic form is indefinite, so it cannot
+    serve as a penalty.
 
     Args:
         data (Data): the neuron graph (``num_nodes``, ``edge_index``, optional
@@ -208,8 +171,8 @@ def laplacian(data, normalization: str | None = None, dense: bool = False) -> Te
                 [-1.,  2., -1.],
                 [ 0., -1.,  1.]])
     """
-    _check_normalization(normalization)
-    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    check_normalization(normalization)
+    num_nodes, edge_index, edge_weight = graph_tensors(data)
     given = getattr(data, "edge_weight", None)
     out_dtype = given.dtype if given is not None else torch.float32
     index, value = _laplacian_entries(num_nodes, edge_index, edge_weight, normalization)
@@ -344,15 +307,16 @@ class LaplacianOperator:
             (default: ``"auto"``)
 
     Example:
+        >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
         >>> op = LaplacianOperator(data)          # once, when the graph is installed
-        >>> penalty = op(activations).mean()      # every step: mean_b a_b^T L a_b
-        >>> op = op.to("cuda")
+        >>> op(torch.tensor([[0., 1., 3.], [1., 1., 1.]]))   # every step: a_b^T L a_b
+        tensor([5., 0.])
     """
 
     def __init__(self, data, normalization: str | None = None, method: str = "auto"):
-        _check_normalization(normalization)
+        check_normalization(normalization)
         self.method = method
-        num_nodes, edge_index, edge_weight = _graph_tensors(data)
+        num_nodes, edge_index, edge_weight = graph_tensors(data)
         self.num_nodes = num_nodes
         self.normalization = normalization
         upper = edge_index[0] < edge_index[1]
@@ -392,7 +356,7 @@ class LaplacianOperator:
         device = torch.device(device)
         if device == self.device:
             return self
-        work = _work_dtype(device)
+        work = work_dtype(device)
         self._source = self._source.to(device)
         self._target = self._target.to(device)
         self._weight = self._weight.to(device=device, dtype=work)
@@ -574,7 +538,7 @@ def connected_components(data) -> tuple[int, Tensor]:
     The number of components equals the multiplicity of the eigenvalue 0 of
     :math:`\mathbf{L}`. Computed with :func:`scipy.sparse.csgraph.connected_components`
     on the CPU (this is not a training hot path). Only the structure is read: weights are
-    ignored and an edge listed in one direction only still joins its two nodes.
+    ignored (every edge in the data model has a weight > 0).
 
     Returns:
         ``(num_components, labels)`` with ``labels`` a ``[N]`` long tensor on the device
@@ -590,15 +554,9 @@ def connected_components(data) -> tuple[int, Tensor]:
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components as scipy_components
 
-    edge_index = getattr(data, "edge_index", None)
-    if edge_index is None:
-        raise TypeError(
-            f"data must be a torch_geometric.data.Data with an edge_index, got {describe(data)}"
-        )
-    if data.num_nodes is None:
-        raise ValueError("data.num_nodes must be set, got None")
+    check_graph(data, name="data")
     num_nodes = check_int(int(data.num_nodes), "data.num_nodes", minimum=1)
-    _check_edge_index(edge_index, num_nodes, "data")
+    edge_index = data.edge_index
     rows, cols = edge_index.cpu().numpy()
     ones = np.ones(rows.shape[0])  # float64 and int32 indices: what scipy works in
     if 0 < rows.size < 2**31 and num_nodes < 2**31 and bool((rows[1:] >= rows[:-1]).all()):
@@ -641,8 +599,8 @@ def eigenbasis(data, normalization: str | None = None,
         >>> eigenbasis(data)[0].round(decimals=4)
         tensor([0., 1., 3.])
     """
-    _check_normalization(normalization)
-    num_nodes, edge_index, edge_weight = _graph_tensors(data)
+    check_normalization(normalization)
+    num_nodes, edge_index, edge_weight = graph_tensors(data)
     if k is not None:
         check_int(k, "k", minimum=1, maximum=num_nodes)
     given = getattr(data, "edge_weight", None)

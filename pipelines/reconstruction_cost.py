@@ -26,99 +26,88 @@ directory per run under ``runs/`` (a second call resumes and skips finished runs
 ``task_loss`` logged in a run's ``metrics.jsonl`` includes the L1/L2 penalty. On the CPU the
 pipeline uses one thread unless ``--threads`` says otherwise: for this small model at batch
 32 more threads cost more in synchronisation than they gain.
+
+Under ``torchrun`` every process trains on its own batches of ``--batch-size`` images (the L1
+and L2 sums run over each process's batch, so a strength keeps its meaning per image) and
+rank 0 evaluates and writes.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from gsr_pyg import graphs, plotting
+from gsr_pyg.capture import ActivationCapture
 from gsr_pyg.metrics import smoothness_ratio
 from gsr_pyg.models import DenseAutoencoder
-from gsr_pyg.pipeline import GSRTrainer
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.report import write_html_report
+from gsr_pyg.training import GSRTrainer, get_world_size
 
-from ._common import (
-    add_common_arguments,
-    fit_timed,
-    format_strength,
-    load_mnist_subsets,
-    make_out_dir,
-    non_negative_float,
-    parse_arguments,
-    positive_int,
-    resolve_device,
-    resolve_settings,
-    run_cli,
-    torch_threads,
-    write_results,
-)
-
-__all__ = ["REGULARIZERS", "FULL_SETTINGS", "QUICK_SETTINGS", "RESULT_COLUMNS",
-           "ActivityPenaltyLoss", "build_parser", "main"]
+from ._cli import command_line, non_negative_float, option, positive_int, run_cli, run_command
+from ._mnist import MnistRunSettings, load_mnist_subsets, out_option
+from ._runtime import fit_timed, format_strength, pipeline_run, resolve_device, write_results
 
 REGULARIZERS = ("none", "l1", "l2", "gsr")
 LATENT_SHAPE = (4, 8)
-#: The reference settings.
-FULL_SETTINGS = {"regularizers": list(REGULARIZERS),
-                 "strengths": [10.0 ** k for k in range(-5, 6)],
-                 "epochs": 5, "batch_size": 32, "lr": 1e-3,
-                 "train_subset": None, "test_subset": None}
-#: A short run on a subset: the trend, not the numbers.
-QUICK_SETTINGS = {"strengths": [1e-4, 1e-2, 1.0, 1e2], "epochs": 2,
-                  "train_subset": 5000, "test_subset": 1000}
 RESULT_COLUMNS = ["regularizer", "strength", "train_mse", "test_mse", "latent_mean_abs",
                   "latent_smoothness_ratio", "train_time_s", "steps"]
 EVAL_BATCH = 2000
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.reconstruction_cost",
-        description="Reconstruction MSE of a dense MNIST autoencoder whose 32-unit latent is "
-                    "penalised by L1, L2 or GSR on a 4x8 torus, against the penalty strength.",
-    )
-    parser.add_argument("--regularizers", nargs="+", choices=REGULARIZERS, default=None,
-                        help="which penalties to run (default: all four)")
-    parser.add_argument("--strengths", type=non_negative_float, nargs="+", default=None,
-                        help="penalty strengths (default 1e-5 1e-4 ... 1e5; "
-                             "--quick: 1e-4 1e-2 1 100)")
-    parser.add_argument("--epochs", type=positive_int, default=None,
-                        help="epochs per run (default 5; --quick: 2)")
-    parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="batch size (default 32)")
-    parser.add_argument("--lr", type=non_negative_float, default=None,
-                        help="Adam learning rate (default 1e-3)")
-    add_common_arguments(parser, out_default="runs/reconstruction_cost")
-    return parser
+@dataclass(frozen=True)
+class ReconstructionCostSettings(MnistRunSettings):
+    """The reference settings by default; :meth:`quick` is a short run on a subset."""
+
+    prog: ClassVar[str] = "python -m pipelines.reconstruction_cost"
+    description: ClassVar[str] = (
+        "Reconstruction MSE of a dense MNIST autoencoder whose 32-unit latent is penalised by "
+        "L1, L2 or GSR on a 4x8 torus, against the penalty strength.")
+
+    regularizers: list[str] = option(list(REGULARIZERS), "which penalties to run (default: "
+                                     "all four)", nargs="+", choices=REGULARIZERS)
+    strengths: list[float] = option([10.0 ** k for k in range(-5, 6)],
+                                    "penalty strengths (default 1e-5 1e-4 ... 1e5; --quick: "
+                                    "1e-4 1e-2 1 100)", type=non_negative_float, nargs="+")
+    epochs: int = option(5, "epochs per run (default 5; --quick: 2)", type=positive_int)
+    batch_size: int = option(32, "batch size (default 32)", type=positive_int)
+    lr: float = option(1e-3, "Adam learning rate (default 1e-3)", type=non_negative_float)
+    out: str = out_option("runs/reconstruction_cost")
+
+    @classmethod
+    def quick(cls) -> ReconstructionCostSettings:
+        """A short run on a subset: the trend, not the numbers."""
+        return cls(strengths=[1e-4, 1e-2, 1.0, 1e2], epochs=2, train_subset=5000,
+                   test_subset=1000)
 
 
 class ActivityPenaltyLoss:
-    r"""Reconstruction MSE plus an activity penalty on the latent code that the regularizer's
-    hook captured in the same forward pass.
+    r"""Reconstruction MSE plus an activity penalty on the latent code that ``capture``
+    holds from the same forward pass.
 
     ``"l1"``: :math:`s \sum_{b,j} |z_{bj}|`; ``"l2"``: :math:`s \cdot \frac12 \sum_{b,j}
-    z_{bj}^2` (batch sums); ``"none"``: MSE alone.
+    z_{bj}^2` (batch sums); ``"none"`` and ``"gsr"`` (whose penalty the regularizer adds):
+    MSE alone.
     """
 
-    def __init__(self, reg: GraphSpectralRegularizer, layer: str, kind: str, strength: float):
-        self.reg, self.layer, self.kind, self.strength = reg, layer, kind, strength
+    def __init__(self, capture: ActivationCapture, layer: str, kind: str, strength: float):
+        self.capture, self.layer, self.kind, self.strength = capture, layer, kind, strength
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.mse_loss(output, target)
         if self.kind == "l1":
-            loss = loss + self.strength * self.reg.activations(self.layer).abs().sum()
+            loss = loss + self.strength * self.capture.output(self.layer).abs().sum()
         elif self.kind == "l2":
-            loss = loss + self.strength * 0.5 * self.reg.activations(self.layer).square().sum()
+            loss = loss + self.strength * 0.5 * self.capture.output(self.layer).square().sum()
         return loss
 
 
@@ -136,36 +125,44 @@ def evaluate(model: DenseAutoencoder, images: torch.Tensor, device: torch.device
     return {"mse": float(squared_error) / images.numel(), "latent": torch.cat(codes)}
 
 
-def run_one(kind: str, strength: float, settings: dict, args: argparse.Namespace,
-            data: tuple, device: torch.device, out: Path) -> dict:
+def run_one(kind: str, strength: float, settings: ReconstructionCostSettings,
+            data: tuple[torch.Tensor, torch.Tensor], device: torch.device, out: Path,
+            is_main: bool) -> dict | None:
+    """Train one penalty at one strength (resuming its run directory) and, on the main
+    process, evaluate it: the results row (None on the other processes)."""
     train_x, test_x = data
-    torch.manual_seed(args.seed)  # every run starts from the same initial model
+    torch.manual_seed(settings.seed)  # every run starts from the same initial model
     model = DenseAutoencoder(train_x.shape[1], hidden=(128, 128, 128),
                              latent_dim=LATENT_SHAPE[0] * LATENT_SHAPE[1], noise_std=0.0)
     torus = graphs.torus(*LATENT_SHAPE)
+    # the trainer takes a regularizer; for none / L1 / L2 its weight is 0
     reg = GraphSpectralRegularizer(model, {model.gsr_layer: torus},
                                    weight=strength if kind == "gsr" else 0.0)
-    loss_fn = ActivityPenaltyLoss(reg, model.gsr_layer, kind, strength)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings["lr"])
-    loader = DataLoader(TensorDataset(train_x), batch_size=settings["batch_size"], shuffle=True)
-    steps_per_epoch = math.ceil(train_x.shape[0] / settings["batch_size"])
-    name = "none" if kind == "none" else f"{kind}_s{format_strength(strength)}"
-    run_dir = out / "runs" / name
-    max_steps = settings["epochs"] * steps_per_epoch
+    capture = ActivationCapture(model, [model.gsr_layer])
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    loader = DataLoader(TensorDataset(train_x), batch_size=settings.batch_size, shuffle=True)
+    # under torchrun each process takes batch_size samples per step
+    steps_per_epoch = math.ceil(train_x.shape[0] / (settings.batch_size * get_world_size()))
+    run_dir = out / "runs" / ("none" if kind == "none" else f"{kind}_s{format_strength(strength)}")
+    max_steps = settings.epochs * steps_per_epoch
     trainer = GSRTrainer(
-        model, reg, optimizer, loss_fn, max_steps=max_steps, run_dir=run_dir,
-        checkpoint_every=min(steps_per_epoch, 1000), log_every=max(1, min(100, max_steps // 20)),
-        smoothness_permutations=0, seed=args.seed, device=device, verbose=not args.quiet,
+        model, reg, optimizer, ActivityPenaltyLoss(capture, model.gsr_layer, kind, strength),
+        max_steps=max_steps, run_dir=run_dir, checkpoint_every=min(steps_per_epoch, 1000),
+        log_every=max(1, min(100, max_steps // 20)), smoothness_permutations=0,
+        seed=settings.seed, device=device, verbose=not settings.quiet,
         config={"pipeline": "reconstruction_cost", "regularizer": kind, "strength": strength,
-                "epochs": settings["epochs"], "batch_size": settings["batch_size"],
-                "lr": settings["lr"], "train_images": int(train_x.shape[0])},
+                "epochs": settings.epochs, "batch_size": settings.batch_size,
+                "lr": settings.lr, "train_images": int(train_x.shape[0])},
     )
     train_time = fit_timed(trainer, loader, run_dir)
+    capture.detach()
+    reg.detach()
+    if not is_main:
+        return None
     train_eval = evaluate(model, train_x, device)
     test_eval = evaluate(model, test_x, device)
-    reg.detach()
     latent = test_eval["latent"]
-    smooth = smoothness_ratio(latent, torus.to(device), num_permutations=20, seed=args.seed)
+    smooth = smoothness_ratio(latent, torus.to(device), num_permutations=20, seed=settings.seed)
     return {"regularizer": kind, "strength": strength if kind != "none" else 0.0,
             "train_mse": train_eval["mse"], "test_mse": test_eval["mse"],
             "latent_mean_abs": float(latent.abs().mean()),
@@ -173,43 +170,62 @@ def run_one(kind: str, strength: float, settings: dict, args: argparse.Namespace
             "steps": trainer.step}
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """Run the pipeline; returns the path of ``results.csv``."""
-    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    args = parse_arguments(build_parser(), argv)
-    threads = args.threads
-    if threads is None and resolve_device(args.device).type == "cpu":
+def run(settings: ReconstructionCostSettings, command: str | None = None) -> Path | None:
+    """Train every penalty at every strength, then write ``results.csv`` / ``.json``, the
+    MSE figures and ``report.html`` to ``settings.out``; returns the path of
+    ``results.csv``. ``command`` is the command line shown in the report (default: one that
+    gives ``settings``). Under torchrun the processes other than rank 0 return None."""
+    command = command_line(settings) if command is None else command
+    regularizers = list(dict.fromkeys(settings.regularizers))
+    strengths = sorted(set(settings.strengths))
+    threads = settings.threads
+    if threads is None and resolve_device(settings.device).type == "cpu":
         threads = 1  # a small model at batch 32: one thread beats several (no sync overhead)
-    with torch_threads(threads):
-        return _run(args, argv)
-
-
-def _run(args: argparse.Namespace, argv: list[str]) -> Path:
-    settings = resolve_settings(args, FULL_SETTINGS, QUICK_SETTINGS)
-    regularizers = list(dict.fromkeys(settings["regularizers"]))
-    strengths = sorted(set(settings["strengths"]))
-    device = resolve_device(args.device)
-    out = make_out_dir(args.out)
-    started = time.perf_counter()
-
-    train_x, _, test_x, _ = load_mnist_subsets(args.data, settings["train_subset"],
-                                               settings["test_subset"])
-    data = (train_x.flatten(1), test_x.flatten(1))
-    runs = [(kind, strength) for kind in regularizers
-            for strength in ([0.0] if kind == "none" else strengths)]
-    print(f"MNIST: {train_x.shape[0]} training and {test_x.shape[0]} test images; device "
-          f"{device}; {len(runs)} runs of {settings['epochs']} epoch(s), batch "
-          f"{settings['batch_size']}", flush=True)
-
-    rows = []
-    for kind, strength in runs:
-        row = run_one(kind, strength, settings, args, data, device, out)
-        rows.append({key: row[key] for key in RESULT_COLUMNS})
-        print(f"{kind:>4} strength {format_strength(row['strength']):>6}: train MSE "
-              f"{row['train_mse']:.5f}, test MSE {row['test_mse']:.5f}, mean |z| "
-              f"{row['latent_mean_abs']:.3g}, {row['train_time_s']:.1f} s", flush=True)
+    with pipeline_run(threads, settings.device, settings.out) as (is_main, device, out):
+        started = time.perf_counter()
+        train_x, _, test_x, _ = load_mnist_subsets(settings)
+        data = (train_x.flatten(1), test_x.flatten(1))
+        runs = [(kind, strength) for kind in regularizers
+                for strength in ([0.0] if kind == "none" else strengths)]
+        if is_main:
+            print(f"MNIST: {train_x.shape[0]} training and {test_x.shape[0]} test images; "
+                  f"device {device}; {len(runs)} runs of {settings.epochs} epoch(s), batch "
+                  f"{settings.batch_size}", flush=True)
+        rows = []
+        for kind, strength in runs:
+            row = run_one(kind, strength, settings, data, device, out, is_main)
+            if row is None:
+                continue
+            rows.append({key: row[key] for key in RESULT_COLUMNS})
+            print(f"{kind:>4} strength {format_strength(row['strength']):>6}: train MSE "
+                  f"{row['train_mse']:.5f}, test MSE {row['test_mse']:.5f}, mean |z| "
+                  f"{row['latent_mean_abs']:.3g}, {row['train_time_s']:.1f} s", flush=True)
+    if not is_main:
+        return None
     results = write_results(rows, out)
+    figures = write_mse_figures(out, rows, regularizers, strengths)
+    write_html_report(out / "report.html", "MNIST autoencoder: the cost of a structured latent", [
+        ("Settings", [
+            f"{train_x.shape[0]} training and {test_x.shape[0]} test images; "
+            f"{settings.epochs} epoch(s), batch {settings.batch_size}, Adam lr "
+            f"{settings.lr:g}, seed {settings.seed}, device {device}.",
+            "L1 and L2 penalties are sums over the batch; the GSR penalty (4x8 torus) is a "
+            "batch mean. MSE is the pure reconstruction error, without any penalty.",
+            f"Command: {command}",
+        ]),
+        ("Results", [rows, *figures]),
+    ])
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    print(f"results: {results.resolve()}")
+    return results
 
+
+def write_mse_figures(out: Path, rows: list[dict], regularizers: list[str],
+                      strengths: list[float]) -> list[Path]:
+    """Test and train MSE against the strength, one curve per penalty (none when no
+    strength was run)."""
+    if not strengths:
+        return []
     figures = []
     for split in ("test", "train"):
         curves = {}
@@ -219,27 +235,18 @@ def _run(args: argparse.Namespace, argv: list[str]) -> Path:
             values = ([chosen[0][f"{split}_mse"]] * len(strengths) if kind == "none"
                       else [r[f"{split}_mse"] for r in chosen])
             curves[kind.upper() if kind != "none" else "none (no penalty)"] = values
-        if strengths:
-            path = out / f"{split}_mse_vs_strength.png"
-            plotting.plot_curves(strengths, curves, xlabel="penalty strength",
-                                 ylabel=f"{split} reconstruction MSE", logy=True,
-                                 title=f"{split.capitalize()} MSE of the MNIST autoencoder",
-                                 path=path)
-            figures.append(path)
-    write_html_report(out / "report.html", "MNIST autoencoder: the cost of a structured latent", [
-        ("Settings", [
-            f"{train_x.shape[0]} training and {test_x.shape[0]} test images; "
-            f"{settings['epochs']} epoch(s), batch {settings['batch_size']}, Adam lr "
-            f"{settings['lr']:g}, seed {args.seed}, device {device}.",
-            "L1 and L2 penalties are sums over the batch; the GSR penalty (4x8 torus) is a "
-            "batch mean. MSE is the pure reconstruction error, without any penalty.",
-            " ".join(["Command: python -m pipelines.reconstruction_cost", *argv]),
-        ]),
-        ("Results", [rows, *figures]),
-    ])
-    print(f"done in {time.perf_counter() - started:.1f} s")
-    print(f"results: {results.resolve()}")
-    return results
+        path = out / f"{split}_mse_vs_strength.png"
+        plotting.plot_curves(strengths, curves, xlabel="penalty strength",
+                             ylabel=f"{split} reconstruction MSE", logy=True,
+                             title=f"{split.capitalize()} MSE of the MNIST autoencoder",
+                             path=path)
+        figures.append(path)
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> Path | None:
+    """``python -m pipelines.reconstruction_cost [options]``; returns ``results.csv``."""
+    return run_command(ReconstructionCostSettings, run, argv)
 
 
 if __name__ == "__main__":

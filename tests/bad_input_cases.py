@@ -47,10 +47,10 @@ from gsr_pyg.data import (
     obs_values,
     planted_modules,
     prepare_matrix,
-    read_idx,
 )
-from gsr_pyg.pipeline import GSRTrainer, LearningSchedule, load_snapshot
+from gsr_pyg.data.mnist import read_idx
 from gsr_pyg.regularizer import GraphSpectralRegularizer
+from gsr_pyg.training import GSRTrainer, LearningSchedule, load_snapshot
 
 #: Surfaces in document order, with the title of their section.
 SURFACES: dict[str, str] = {
@@ -58,7 +58,7 @@ SURFACES: dict[str, str] = {
     "spectral": "Spectral (`gsr_pyg.spectral`)",
     "regularizer": "Regularizer (`GraphSpectralRegularizer`)",
     "learn": "Learned graphs (`gsr_pyg.learn`)",
-    "pipeline": "Trainer (`gsr_pyg.pipeline`)",
+    "pipeline": "Trainer (`gsr_pyg.training`)",
     "data": "Data loaders (`gsr_pyg.data`)",
     "scripts": "Pipeline scripts: arguments and configs",
 }
@@ -180,6 +180,11 @@ def _penalty_with_bias(value: float, spread: float = 0.0) -> torch.Tensor:
 
 def _expect(condition: bool) -> None:
     assert condition
+
+
+def _directed_graphml(tmp: Path) -> Path:
+    nx.write_graphml(nx.DiGraph([(0, 1)]), tmp / "directed.graphml")
+    return tmp / "directed.graphml"
 
 
 def _nx_with_pos(pos) -> nx.Graph:
@@ -344,7 +349,15 @@ def _snapshot_file(tmp: Path) -> Path:
     return sorted((_finished_run(tmp) / "snapshots" / "latent").glob("*.pt"))[0]
 
 
+def _running_as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def _read_only_dir(tmp: Path):
+    """A directory that refuses new files: mode 0555, or, for root (whom permission bits do
+    not stop), the kernel's /sys, which refuses files to everyone."""
+    if _running_as_root():
+        return _fit(Path("/sys"))
     run_dir = tmp / "read-only"
     run_dir.mkdir()
     run_dir.chmod(0o555)
@@ -354,10 +367,9 @@ def _read_only_dir(tmp: Path):
         run_dir.chmod(0o755)
 
 
-def _permissions_not_enforced() -> str | None:
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return ("running as root, where directory permissions do not block writes; the "
-                "run_dir-under-a-regular-file case covers an unusable run directory")
+def _no_read_only_dir() -> str | None:
+    if _running_as_root() and not Path("/sys").is_dir():
+        return "running as root without /sys: no directory here refuses root's files"
     return None
 
 
@@ -553,7 +565,8 @@ _add(S, C, "a nested list instead of a tensor",
      TypeError, r"edge_index must be a torch\.Tensor, got \[\[0, 1\], \[1, 0\]\]")
 _add(S, C, "negative edge weight",
      lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), torch.tensor([-1.0, -1.0])),
-     ValueError, r"edge_weight must be > 0, got -1\.0 for the pair \(0, 1\); drop the edge")
+     ValueError, r"edge_weight must be > 0, got -1\.0 on edge \(0, 1\); a weight of 0 is no "
+                 r"edge: drop the entry")
 _add(S, C, "NaN edge weight",
      lambda tmp: graphs.from_edge_index(torch.tensor(PAIR), torch.tensor([NAN, 1.0])),
      ValueError, r"edge_weight must be finite, got 1 NaN and 0 Inf values")
@@ -632,6 +645,20 @@ _accepted(S, C, "an empty networkx.Graph",
 _add(S, "to_networkx(data)", "a networkx graph instead of a Data",
      lambda tmp: graphs.to_networkx(nx.path_graph(2)),
      TypeError, r"graph must be a torch_geometric\.data\.Data, got <networkx")
+C = "write_graphml(graph, path, node_attributes)"
+_add(S, C, "node attribute with 2 values for 4 nodes",
+     lambda tmp: graphs.write_graphml(graphs.ring(4), tmp / "g.graphml", {"module": [0, 1]}),
+     ValueError, r"node_attributes\['module'\] must have one value per node \(4\), got 2")
+_add(S, C, "node attribute 'x' (the positions' key)",
+     lambda tmp: graphs.write_graphml(graphs.ring(4), tmp / "g.graphml", {"x": [0, 1, 2, 3]}),
+     ValueError, r"node_attributes must not use the key 'x': the graph itself is written under")
+_add(S, C, "a list value GraphML cannot store",
+     lambda tmp: graphs.write_graphml(graphs.ring(4), tmp / "g.graphml",
+                                      {"genes": [["a"], ["b"], ["c"], ["d"]]}),
+     TypeError, r"node_attributes\['genes'\]\[0\] must be a str, int, float or bool")
+_add(S, "read_graphml(path)", "a directed GraphML file",
+     lambda tmp: graphs.read_graphml(_directed_graphml(tmp)),
+     ValueError, r"G must be undirected, got a DiGraph")
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,47 +669,47 @@ S = "spectral"
 C = "laplacian(data, normalization)"
 _add(S, C, "normalization = 'rw'",
      lambda tmp: spectral.laplacian(graphs.ring(4), normalization="rw"),
-     ValueError, r"normalization='rw' is not supported: the random-walk Laplacian .* is not "
-                 r"symmetric and its quadratic form is indefinite")
+     ValueError, r"normalization is 'rw': the random-walk Laplacian is not symmetric "
+                 r"\(L = I - D\^-1 W\) and its quadratic form is indefinite")
 _add(S, C, "normalization = 'symm' (a typo)",
      lambda tmp: spectral.laplacian(graphs.ring(4), normalization="symm"),
      ValueError, r"normalization must be one of \(None, 'sym'\), got 'symm'")
 C = "laplacian(data)"
 _add(S, C, "a tensor instead of a Data",
      lambda tmp: spectral.laplacian(torch.zeros(3)),
-     TypeError, r"data must be a torch_geometric\.data\.Data with an edge_index, got tensor")
+     TypeError, r"data must be a torch_geometric\.data\.Data, got tensor")
 _add(S, C, "num_nodes = 0",
      lambda tmp: spectral.laplacian(_empty_graph(0)),
      ValueError, r"data\.num_nodes must be >= 1, got 0")
 _add(S, C, "floating-point edge_index",
      lambda tmp: spectral.laplacian(Data(edge_index=torch.tensor(PAIR).float(), num_nodes=2)),
-     ValueError, r"data\.edge_index must be a \[2, E\] long tensor, got .*float32")
+     ValueError, r"edge_index must have dtype torch\.int64, got .*float32")
 _add(S, C, "node 5 in a 2-node graph",
      lambda tmp: spectral.laplacian(_data([[0, 5], [5, 0]])),
-     ValueError, r"data\.edge_index must hold node ids in \[0, 1\] for 2 nodes, got ids from 0 "
-                 r"to 5")
+     ValueError, r"edge_index contains node 5, but the graph has 2 nodes \(indices in \[0, 2\)\)")
 _add(S, C, "edge (0, 1) listed in one direction only",
      lambda tmp: spectral.laplacian(_data([[0], [1]])),
-     ValueError, r"data\.edge_index must list both directions of every undirected edge")
+     ValueError, r"edge \(0, 1\) has no reverse edge \(1, 0\); store both directions of every "
+                 r"undirected edge")
 _add(S, C, "asymmetric weights 1 and 2",
      lambda tmp: spectral.laplacian(_data(PAIR, [1.0, 2.0])),
-     ValueError, r"data\.edge_weight must be symmetric \(w_ij == w_ji\), got differences up to 1")
+     ValueError, r"edge \(0, 1\) has weight 1\.0 but its reverse \(1, 0\) has weight 2\.0; edge "
+                 r"weights must be symmetric")
 _add(S, C, "NaN edge weight",
      lambda tmp: spectral.laplacian(_data(PAIR, [NAN, 1.0])),
-     ValueError, r"data\.edge_weight must be finite and > 0, got 1 entries that are not")
+     ValueError, r"edge_weight must be finite, got 1 NaN and 0 Inf values")
 _add(S, C, "Inf edge weight",
      lambda tmp: spectral.laplacian(_data(PAIR, [INF, INF])),
-     ValueError, r"data\.edge_weight must be finite and > 0, got 2 entries that are not")
+     ValueError, r"edge_weight must be finite, got 0 NaN and 2 Inf values")
 _add(S, C, "negative edge weight",
      lambda tmp: spectral.laplacian(_data(PAIR, [-1.0, -1.0])),
-     ValueError, r"data\.edge_weight must be finite and > 0")
+     ValueError, r"edge_weight must be > 0, got -1\.0 on edge \(0, 1\)")
 _add(S, C, "integer edge_weight",
      lambda tmp: spectral.laplacian(_data(PAIR, [1, 1])),
-     ValueError, r"data\.edge_weight must be a floating-point tensor, got .*int64")
-_accepted(S, "laplacian(data, dense=True)", "a self-loop (0, 0) beside the edge (0, 1)",
-          lambda tmp: spectral.laplacian(_data([[0, 0, 1], [0, 1, 0]]), dense=True),
-          lambda L: _expect(L.tolist() == [[1.0, -1.0], [-1.0, 1.0]]),
-          "accepted: self-loops are ignored (documented; they do not change a^T L a)")
+     ValueError, r"edge_weight must be a floating-point tensor, got .*int64")
+_add(S, "laplacian(data, dense=True)", "a self-loop (0, 0) beside the edge (0, 1)",
+     lambda tmp: spectral.laplacian(_data([[0, 0, 1], [0, 1, 0]]), dense=True),
+     ValueError, r"data has a self-loop at node 0; a neuron graph has no self-loops")
 
 C = "quadratic_form(x, data)"
 _add(S, C, "x with 5 features for a 4-node graph",
@@ -725,13 +752,13 @@ _add(S, C, "x on another device than the operator ('meta')",
                  r"op\.to\('meta'\)")
 _add(S, "LaplacianOperator(data, normalization)", "normalization = 'rw'",
      lambda tmp: spectral.LaplacianOperator(graphs.ring(4), normalization="rw"),
-     ValueError, r"normalization='rw' is not supported")
+     ValueError, r"normalization is 'rw': the random-walk Laplacian is not symmetric")
 _add(S, "eigenbasis(data, k)", "k = 9 for a 4-node graph",
      lambda tmp: spectral.eigenbasis(graphs.ring(4), k=9),
      ValueError, r"k must be <= 4, got 9")
 _add(S, "connected_components(data)", "None",
      lambda tmp: spectral.connected_components(None),
-     TypeError, r"data must be a torch_geometric\.data\.Data with an edge_index, got None")
+     TypeError, r"data must be a torch_geometric\.data\.Data, got None")
 
 
 # --------------------------------------------------------------------------------------------
@@ -740,7 +767,7 @@ _add(S, "connected_components(data)", "None",
 
 S = "regularizer"
 C = "GraphSpectralRegularizer(model, graphs)"
-_add(S, "reg = GraphSpectralRegularizer(model, graphs); model(x)",
+_add(S, "reg = GraphSpectralRegularizer(model, graphs); model(x); reg.penalty()",
      "a 5-node graph on a 4-feature layer",
      lambda tmp: _forward_through(_mlp(), "fc1", graphs.ring(5), torch.randn(2, 3)),
      ValueError, r"graph for layer 'fc1' has 5 nodes but the layer outputs 4 features "
@@ -794,7 +821,7 @@ _add(S, "reg = GraphSpectralRegularizer(model, {'lstm': g}); model(x)",
      "a layer whose output is a tuple (an LSTM)",
      lambda tmp: _forward_through(_LSTMLayer(), "lstm", graphs.ring(4), torch.randn(2, 5, 3)),
      ValueError, r"layer 'lstm' must output a tensor \[B, N\] or \[B, C, \.\.\.\] to be "
-                 r"regularized, got a tuple")
+                 r"captured, got a tuple")
 _add(S, "reg = GraphSpectralRegularizer(model, {'total': 1}); model(x)",
      "a layer whose output is 1-D [B]",
      lambda tmp: _forward_through(_VectorModel(), "total", 1, torch.randn(5, 3)),
@@ -832,6 +859,18 @@ _add(S, "GraphSpectralRegularizer(model, graphs, weight)", "weight = '1e-2' (a s
      lambda tmp: _regularize(graphs.ring(4), weight="1e-2"),
      TypeError, r"weight for layer 'fc1' must be a non-negative number, a WeightSchedule or a "
                 r"callable of the step, got '1e-2'")
+_add(S, "GraphSpectralRegularizer(model, graphs, weight)",
+     "weight = {'fc_1': 1e-3} (a misspelt layer)",
+     lambda tmp: _regularize(graphs.ring(4), weight={"fc_1": 1e-3}),
+     ValueError, r"weight has an entry for 'fc_1', which is not a regularized layer; closest: "
+                 r"'fc1'")
+_add(S, "GraphSpectralRegularizer(model, graphs, weight)", "weight = {} (no entry for 'fc1')",
+     lambda tmp: _regularize(graphs.ring(4), weight={}),
+     ValueError, r"weight has no entry for layers \['fc1'\]: a mapping must give every "
+                 r"regularized layer")
+_add(S, "GraphSpectralRegularizer(model, graphs, rayleigh)", "rayleigh = 'no' (a string)",
+     lambda tmp: _regularize(graphs.ring(4), rayleigh="no"),
+     TypeError, r"rayleigh for layer 'fc1' must be True or False, got 'no'")
 _add(S, "GraphSpectralRegularizer(model, graphs, batch_mean_weight)", "batch_mean_weight = -1",
      lambda tmp: _regularize(graphs.ring(4), batch_mean_weight=-1),
      ValueError, r"batch_mean_weight for layer 'fc1' must be finite and >= 0, got -1\.0")
@@ -943,6 +982,10 @@ _add(S, "gaussian_graph(activations, threshold)", "threshold = 1",
 _add(S, "gaussian_graph(activations, sigma)", "sigma = 0",
      lambda tmp: learn.gaussian_graph(_activations(), sigma=0),
      ValueError, r"sigma must be finite and > 0, got 0\.0")
+_add(S, "gaussian_graph(activations)", "one neuron, sigma taken from the data",
+     lambda tmp: learn.gaussian_graph(torch.randn(4, 1)),
+     ValueError, r"gaussian_graph\(sigma=None\) takes sigma from the distances between "
+                 r"neurons, which needs at least 2 neurons, got 1; pass sigma")
 _add(S, "adaptive_graph(activations, k)", "k = 6 for 6 neurons",
      lambda tmp: learn.adaptive_graph(_activations(), k=6),
      ValueError, r"k must be between 1 and num_neurons - 1 = 5")
@@ -1061,6 +1104,9 @@ _add(S, "GSRTrainer(..., schedule)", "schedule given as a dict",
 _add(S, C, "no learned layer and no max_steps",
      lambda tmp: _trainer(max_steps=None),
      ValueError, r"max_steps is required when no layer learns its graph \(learn is empty\)")
+_add(S, "GSRTrainer(..., schedule)", "a schedule but no learned layer",
+     lambda tmp: _trainer(schedule=LearningSchedule()),
+     ValueError, r"schedule is given but no layer learns its graph \(learn is empty\)")
 _add(S, "GSRTrainer(..., max_steps)", "max_steps = 0",
      lambda tmp: _trainer(max_steps=0), ValueError, r"max_steps must be >= 1, got 0")
 _add(S, "GSRTrainer(..., checkpoint_every)", "checkpoint_every = 0",
@@ -1098,7 +1144,8 @@ _add(S, C, "run_dir is a regular file",
      ValueError, r"run_dir '.*file' cannot be created: \[Errno 17\] File exists")
 _add(S, C, "run_dir is a read-only directory",
      _read_only_dir,
-     ValueError, r"run_dir '.*read-only' is not writable", skip=_permissions_not_enforced)
+     ValueError, r"run_dir '(.*read-only|/sys)' is not writable \(Permission denied\)",
+     skip=_no_read_only_dir)
 _add(S, C, "resume: empty checkpoint.pt",
      _resume_with_checkpoint_bytes(lambda good: b""),
      ValueError, r"checkpoint file '.*checkpoint\.pt' cannot be read \(truncated, corrupted or "
@@ -1380,6 +1427,13 @@ def _script(name: str, *argv: str):
         raise UsageError(lines[-1] if lines else f"exit status {exit_.code}") from None
 
 
+def _settings(name: str, class_name: str, **values):
+    """A pipeline's settings built from Python (``pipelines.<name>.<class_name>(**values)``)."""
+    import importlib
+
+    return getattr(importlib.import_module(f"pipelines.{name}"), class_name)(**values)
+
+
 def _config(tmp: Path, name: str, text: str) -> str:
     return str(_write(tmp, name, text.encode()))
 
@@ -1411,6 +1465,16 @@ _add(S, C, "--out below a regular file",
 _add(S, C, "--data pointing at an empty directory",
      lambda tmp: _script("mnist_grid", "--data", str(tmp), "--out", str(tmp / "out")),
      FileNotFoundError, r"no MNIST files in source '.*'.*Get MNIST in one of two ways")
+_add(S, "MnistGridSettings(...) from Python", "epochs=0",
+     lambda tmp: _settings("mnist_grid", "MnistGridSettings", epochs=0),
+     ValueError, r"^epochs expects an integer >= 1, got 0$")
+C = "python -m pipelines.reconstruction_cost"
+_add(S, C, "--regularizers l3 (no such penalty)",
+     lambda tmp: _script("reconstruction_cost", "--regularizers", "l1", "l3"),
+     UsageError, r"argument --regularizers: invalid choice: 'l3'")
+_add(S, C, "--strengths -1",
+     lambda tmp: _script("reconstruction_cost", "--strengths", "1", "-1"),
+     UsageError, r"argument --strengths: expected a finite number >= 0, got '-1'")
 C = "python -m pipelines.learned_graph"
 _add(S, C, "--active-per-sample 4 with 3 modules",
      lambda tmp: _script("learned_graph", "--modules", "5", "5", "5", "--active-per-sample", "4"),
@@ -1421,6 +1485,16 @@ _add(S, C, "--seed -1",
 _add(S, C, "--presets fast (no such preset)",
      lambda tmp: _script("learned_graph", "--presets", "fast"),
      UsageError, r"argument --presets: invalid choice: 'fast'")
+_add(S, C, "--warmup-steps -1 (refused before anything is written)",
+     lambda tmp: _script("learned_graph", "--warmup-steps", "-1", "--out", str(tmp / "out")),
+     UsageError, r"--warmup-steps must be >= 0, got -1")
+_add(S, C, "--within-corr 1.5",
+     lambda tmp: _script("learned_graph", "--within-corr", "1.5"),
+     UsageError, r"argument --within-corr: expected a number in \[0, 1\], got '1\.5'")
+_add(S, "python -m pipelines.learned_graph --config FILE", "within_corr = 2",
+     lambda tmp: _script("learned_graph", "--config",
+                         _config(tmp, "c.toml", "within_corr = 2\n")),
+     UsageError, r"key 'within_corr' expects a number in \[0, 1\], got 2")
 C = "python -m pipelines.single_cell"
 _add(S, C, "--genes and --hvg together",
      lambda tmp: _script("single_cell", "--genes", "Gata1", "--hvg", "10"),
@@ -1431,6 +1505,11 @@ _add(S, C, "--module-method spectral without --num-modules",
 _add(S, C, "--data naming a file that does not exist",
      lambda tmp: _script("single_cell", "--data", str(tmp / "atlas.h5ad")),
      FileNotFoundError, r"no such file: '.*atlas\.h5ad'")
+_add(S, C, "--num-modules 101 for 100 latent neurons (refused before training)",
+     lambda tmp: _script("single_cell", "--module-method", "spectral", "--num-modules", "101",
+                         "--warmup-steps", "2", "--refresh-every", "2", "--learning-steps",
+                         "2", "--embedding", "pca", "--quiet", "--out", str(tmp / "out")),
+     UsageError, r"--num-modules must be at most the latent width 100")
 
 C = "python -m pipelines.mnist_grid --config FILE"
 _add(S, C, "unknown key 'epoch'",
@@ -1471,6 +1550,14 @@ _add(S, C, "a .yaml file",
 _add(S, C, "a config file that does not exist",
      lambda tmp: _script("mnist_grid", "--config", str(tmp / "missing.toml")),
      UsageError, r"config file '.*missing\.toml' does not exist or is not a file")
+_add(S, C, "quick = \"yes\" (a string for a flag)",
+     lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", 'quick = "yes"\n')),
+     UsageError, r"key 'quick' is a flag: expected true or false, got 'yes'")
+_add(S, "python -m pipelines.reconstruction_cost --config FILE",
+     "regularizers = [\"l1\", \"l3\"] (not a choice)",
+     lambda tmp: _script("reconstruction_cost", "--config",
+                         _config(tmp, "c.toml", 'regularizers = ["l1", "l3"]\n')),
+     UsageError, r"key 'regularizers'\[1\] expects one of 'none', 'l1', 'l2', 'gsr', got 'l3'")
 _add(S, "python -m pipelines.single_cell --config FILE", "scale = \"zscore\" (not a choice)",
      lambda tmp: _script("single_cell", "--config", _config(tmp, "c.toml", 'scale = "zscore"\n')),
      UsageError, r"key 'scale' expects one of 'standard', 'minmax', 'none', got 'zscore'")

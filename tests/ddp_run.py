@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from gsr_pyg.learn import CoactivationGraph
-from gsr_pyg.pipeline import GSRTrainer, LearningSchedule, setup_distributed
 from gsr_pyg.regularizer import GraphSpectralRegularizer
+from gsr_pyg.training import GSRTrainer, LearningSchedule, setup_distributed
 
 
 def main(argv=None):

@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from gsr_pyg.learn import CoactivationGraph
-from gsr_pyg.pipeline import GSRTrainer, LearningSchedule
 from gsr_pyg.regularizer import GraphSpectralRegularizer
+from gsr_pyg.training import GSRTrainer, LearningSchedule
 
 
 def make_trainer(run_dir, sleep: float = 0.0, verbose: bool = False):

@@ -1,4 +1,6 @@
-"""A tiny real training: the grid penalty makes class-mean maps of a hidden layer smooth."""
+"""A tiny real training: the grid penalty makes class-mean maps of a hidden layer smooth.
+
+Accuracy and maps are measured on held-out digits (a seeded quarter never trained on)."""
 
 import pytest
 import torch
@@ -15,6 +17,8 @@ def train_digits(weight: float, epochs: int = 8, seed: int = 0):
     digits = sklearn.load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.tensor(digits.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))
+    train, test = order[: 3 * len(x) // 4], order[3 * len(x) // 4:]
     torch.manual_seed(seed)
     model = nn.Sequential()
     model.add_module("inp", nn.Linear(64, 128))
@@ -27,7 +31,7 @@ def train_digits(weight: float, epochs: int = 8, seed: int = 0):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(64):
+        for idx in train[torch.randperm(len(train), generator=gen)].split(64):
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx]) + reg.penalty()
             loss.backward()
             opt.step()
@@ -35,10 +39,10 @@ def train_digits(weight: float, epochs: int = 8, seed: int = 0):
             reg.step()
     model.eval()
     with torch.no_grad():
-        logits = model(x)
+        logits = model(x[test])
         hidden = reg.activations("act2")
-    accuracy = (logits.argmax(1) == y).float().mean().item()
-    maps = torch.stack([hidden[y == c].mean(0) for c in range(10)])
+    accuracy = (logits.argmax(1) == y[test]).float().mean().item()
+    maps = torch.stack([hidden[y[test] == c].mean(0) for c in range(10)])
     maps = maps - maps.mean(0, keepdim=True)  # class maps with the global mean subtracted
     return accuracy, smoothness_ratio(maps, grid, num_permutations=50, seed=0)
 
@@ -46,6 +50,6 @@ def train_digits(weight: float, epochs: int = 8, seed: int = 0):
 def test_grid_penalty_smooths_class_maps():
     acc0, ratio0 = train_digits(0.0)
     acc1, ratio1 = train_digits(1e-2)
-    assert acc0 > 0.9 and acc1 > 0.9
+    assert acc0 > 0.9 and acc1 > 0.9  # held-out accuracy
     assert 0.6 < ratio0 < 1.4  # an unordered layer: about as rough as a random assignment
     assert ratio1 < 0.5 * ratio0

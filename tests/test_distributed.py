@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gsr_pyg.pipeline import load_snapshot
+from gsr_pyg.training import load_snapshot
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "ddp_run.py"

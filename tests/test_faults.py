@@ -16,7 +16,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from small_run import make_trainer  # noqa: E402
 
-from gsr_pyg.pipeline import load_snapshot  # noqa: E402
+from gsr_pyg.training import load_snapshot  # noqa: E402
 
 
 def _final(run_dir):

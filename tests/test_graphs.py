@@ -304,7 +304,11 @@ def test_networkx_round_trip_of_a_random_weighted_graph():
     np.testing.assert_array_equal(dense, nx.to_numpy_array(G, nodelist=range(40)))
 
     back = to_networkx(g)
-    assert nx.utils.graphs_equal(back, G)
+    assert set(back.edges) == set(G.edges)
+    for u, v, weight in G.edges(data="weight"):
+        assert back.edges[u, v]["weight"] == weight
+    for node, (x, y) in G.nodes(data="pos"):  # a tuple comes back as the floats x and y
+        assert (back.nodes[node]["x"], back.nodes[node]["y"]) == (x, y)
     assert_same_data(from_networkx(back), g)
 
 
@@ -314,7 +318,7 @@ def test_to_networkx_keeps_isolated_nodes_and_python_types():
     assert list(nx.isolates(G)) == [3]
     assert G.edges[2, 0]["weight"] == 3.0 and type(G.edges[2, 0]["weight"]) is float
     G = to_networkx(line(3))
-    assert G.nodes[2]["pos"] == (2.0, 0.0) and type(G.nodes[2]["pos"]) is tuple
+    assert G.nodes[2] == {"x": 2.0, "y": 0.0} and type(G.nodes[2]["x"]) is float
 
 
 def test_from_networkx_follows_nodelist_and_keeps_name():
@@ -359,6 +363,111 @@ def test_from_networkx_rejects_what_it_cannot_convert_faithfully():
         from_networkx(nx.path_graph(3), nodelist=[0, 1, 1])
     with pytest.raises(TypeError, match="networkx.Graph"):
         from_networkx([(0, 1)])
+
+
+def test_networkx_writes_graphml_of_to_networkx_output(tmp_path):
+    # pos used to be a tuple, which networkx's GraphML writer refuses
+    path = tmp_path / "grid.graphml"
+    nx.write_graphml(to_networkx(grid(8, 8)), path)
+    G = nx.read_graphml(path)
+    assert (G.number_of_nodes(), G.number_of_edges()) == (64, 112)
+    assert (G.nodes["9"]["x"], G.nodes["9"]["y"]) == (1.0, 6.0)  # row 1, column 1
+    back = from_networkx(G, nodelist=[str(i) for i in range(64)])
+    assert_same_data(back, grid(8, 8))
+
+
+def test_float64_weights_and_positions_survive_networkx():
+    g = from_edge_index(torch.tensor([[0, 1, 2], [1, 2, 0]]),
+                        torch.tensor([0.1, 1 / 3, 2.0 + 1e-12], dtype=torch.float64),
+                        pos=torch.tensor([[0.1, 0.2], [1 / 3, 0.0], [1.0, 1e-300]],
+                                         dtype=torch.float64))
+    G = to_networkx(g)
+    assert G.graph == {"edge_weight_dtype": "float64", "pos_dtype": "float64"}
+    back = from_networkx(G)
+    assert back.edge_weight.dtype == torch.float64 and back.pos.dtype == torch.float64
+    assert_same_data(back, g)
+    assert "edge_weight_dtype" not in to_networkx(grid(2, 2)).graph  # float32: nothing added
+
+
+def test_from_networkx_refuses_an_unknown_dtype_name_and_bad_xy():
+    G = nx.path_graph(2)
+    G.graph["edge_weight_dtype"] = "int8"
+    with pytest.raises(ValueError, match=r"graph attribute 'edge_weight_dtype' must be one of"):
+        from_networkx(G)
+    G = nx.path_graph(2)
+    nx.set_node_attributes(G, {0: 0.0, 1: 1.0}, "x")
+    nx.set_node_attributes(G, {0: "top", 1: "bottom"}, "y")
+    with pytest.raises(ValueError, match="node attributes 'x' and 'y' must be numbers"):
+        from_networkx(G)
+
+
+def _learned_like_graph() -> Data:
+    """An irregular weighted graph with float64 weights, isolated nodes and a name."""
+    rng = np.random.default_rng(5)
+    pairs = {tuple(sorted(p)) for p in rng.integers(0, 30, (80, 2)).tolist() if p[0] != p[1]}
+    edge_index = torch.tensor(sorted(pairs)).t()
+    weight = torch.from_numpy(rng.uniform(0.01, 3.0, edge_index.size(1)))
+    g = from_edge_index(edge_index, weight, num_nodes=32)
+    g.name = "latent"
+    return g
+
+
+@pytest.mark.parametrize("make", [lambda: grid(8, 8), lambda: copies(ring(5), 3),
+                                  lambda: line(1), _learned_like_graph,
+                                  lambda: from_edge_index(torch.empty(2, 0, dtype=torch.long),
+                                                          num_nodes=4)])
+def test_graphml_file_reads_back_the_same_data(tmp_path, make):
+    g = make()
+    path = graphs.write_graphml(g, tmp_path / "sub" / "g.graphml")
+    assert path == tmp_path / "sub" / "g.graphml"
+    assert [p.name for p in path.parent.iterdir()] == ["g.graphml"]  # no temporary file left
+    back = graphs.read_graphml(path)
+    assert_same_data(back, g)
+    assert getattr(back, "name", None) == getattr(g, "name", None)
+    G = nx.read_graphml(path)  # an ordinary GraphML file
+    assert G.number_of_edges() == num_undirected_edges(g)
+
+
+def test_write_graphml_adds_node_and_graph_attributes(tmp_path):
+    g = ring(4)
+    path = graphs.write_graphml(g, tmp_path / "r.graphml",
+                               {"module": torch.tensor([0, 0, 1, 1]),
+                                "gene": ["a", "b", "c", "d"],
+                                "score": np.array([0.5, 1.5, 2.5, 3.5])},
+                               graph_attributes={"step": 40, "layer": "fc1"})
+    G = nx.read_graphml(path)
+    assert [G.nodes[str(i)]["module"] for i in range(4)] == [0, 0, 1, 1]
+    assert [G.nodes[str(i)]["gene"] for i in range(4)] == ["a", "b", "c", "d"]
+    assert G.nodes["3"]["score"] == 3.5
+    assert (G.graph["step"], G.graph["layer"]) == (40, "fc1")
+    assert_same_data(graphs.read_graphml(path), g)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(node_attributes={"module": [0, 1]}), ValueError,
+     r"node_attributes\['module'\] must have one value per node \(4\), got 2"),
+    (dict(node_attributes={"x": [0, 1, 2, 3]}), ValueError, r"must not use the key 'x'"),
+    (dict(node_attributes={"module": [0, 1, None, 3]}), TypeError,
+     r"node_attributes\['module'\]\[2\] must be a str, int, float or bool"),
+    (dict(node_attributes={"module": 3}), TypeError, r"must be a sequence with one value"),
+    (dict(node_attributes=[0, 1, 2, 3]), TypeError, r"node_attributes must be a mapping"),
+    (dict(graph_attributes={"name": "x"}), ValueError, r"must not use the key 'name'"),
+    (dict(graph_attributes={"shape": (2, 2)}), TypeError, r"graph_attributes\['shape'\]"),
+])
+def test_write_graphml_refuses_what_graphml_cannot_hold(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        graphs.write_graphml(ring(4), tmp_path / "r.graphml", **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_read_graphml_numbers_foreign_node_ids_in_file_order(tmp_path):
+    G = nx.Graph()
+    G.add_edge("b", "a", weight=2.0)
+    G.add_node("c")
+    nx.write_graphml(G, tmp_path / "f.graphml")
+    g = graphs.read_graphml(tmp_path / "f.graphml")
+    assert g.num_nodes == 3 and g.edge_index.tolist() == [[0, 1], [1, 0]]
+    assert g.edge_weight.tolist() == [2.0, 2.0] and g.pos is None
 
 
 # ------------------------------------------------------------------------------ check_graph
@@ -533,7 +642,7 @@ def test_from_edge_index_defaults():
     (dict(edge_index=torch.tensor([[0, 1], [1, 0]]), edge_weight=torch.ones(3)), ValueError,
      r"one entry per column of edge_index \(2\), got 3"),
     (dict(edge_index=torch.tensor([[0, 1], [1, 0]]), edge_weight=torch.tensor([1.0, -1.0])),
-     ValueError, r"must be > 0, got -1.0 for the pair \(1, 0\)"),
+     ValueError, r"must be > 0, got -1.0 on edge \(1, 0\); a weight of 0 is no edge"),
     (dict(edge_index=torch.tensor([[0, 1], [1, 0]]), edge_weight=torch.tensor([1.0, np.nan])),
      ValueError, "edge_weight must be finite"),
     (dict(edge_index=torch.tensor([[0, 1], [1, 0]]), pos=torch.zeros(3, 3)), ValueError,

@@ -122,15 +122,73 @@ def test_gaussian_graph_equals_numpy(metric):
     np.testing.assert_allclose(dense(g), w, rtol=1e-6, atol=0)
 
 
-def test_gaussian_graph_reference_defaults_drop_below_point_one():
+def test_gaussian_graph_reference_settings_drop_below_point_one():
     acts = random_acts(seed=3) * 0.15
     d = cdist(acts.numpy().T, acts.numpy().T)
     w = np.exp(-(d**2))
     np.fill_diagonal(w, 0.0)
     w[w < 0.1] = 0.0
-    g = gaussian_graph(acts)
-    assert 0 < g.num_edges < 50 * 49
+    g = gaussian_graph(acts, sigma=1.0)  # the reference: sigma 1, threshold 0.1
+    assert 0 < g.num_edges < 50 * 49 and g.sigma == 1.0
     np.testing.assert_allclose(dense(g), w, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_gaussian_graph_default_sigma_is_the_median_five_neighbour_distance(metric):
+    acts = random_acts(seed=4) * 4  # neurons 16 to 36 apart: sigma = 1 joins none of them
+    d = ref_distances(acts.numpy().T, metric)
+    off = d + np.diag(np.full(50, np.inf))
+    nearest = np.sort(off, axis=1)[:, :5].ravel()
+    sigma = np.sort(nearest)[(nearest.size - 1) // 2]  # lower median
+    w = np.exp(-d**2 / sigma**2)
+    np.fill_diagonal(w, 0.0)
+    w[w < 0.1] = 0.0
+    g = gaussian_graph(acts, metric=metric)
+    assert 50 * 2 < g.num_edges < 50 * 49  # neurons have neighbours, not all of them
+    check_data_model(g)
+    assert g.sigma == pytest.approx(sigma, rel=1e-12)
+    np.testing.assert_allclose(dense(g), w, rtol=1e-6, atol=0)
+    transform = CoactivationGraph(method="gaussian", metric=metric)
+    assert transform.sigma is None
+    assert torch.equal(transform.from_activations(acts).edge_index, g.edge_index)
+
+
+def test_gaussian_graph_without_edges_warns_and_names_the_sigma_to_set():
+    acts = random_acts(seed=4) * 4
+    nearest = np.sort(cdist(acts.numpy().T, acts.numpy().T)[np.triu_indices(50, 1)])[0]
+    needed = nearest / np.sqrt(np.log(10))
+    with pytest.warns(UserWarning, match=rf"50 neurons has no edges: .* at sigma=1 \(the "
+                                         rf"closest pair is {nearest:.3g} apart and needs "
+                                         rf"sigma >= {needed:.3g}\); use sigma=None"):
+        g = gaussian_graph(acts, sigma=1.0)
+    assert g.num_edges == 0 and g.num_nodes == 50
+    with pytest.warns(UserWarning, match="has no edges: every Gaussian weight"):
+        knn_graph(acts, k=2, weights="gaussian", sigma=1e-3)
+    with pytest.raises(ValueError, match=r"needs at least 2 neurons, got 1; pass sigma"):
+        gaussian_graph(torch.randn(4, 1))
+
+
+def test_weights_that_underflow_to_zero_are_no_edges():
+    # two tight clusters of 3 neurons, 1000 apart: with k=3 every neuron's third neighbour
+    # lies in the other cluster, at a Gaussian weight exp(-10^6) = 0
+    base = torch.tensor([[0.0, 0.1, 0.2], [0.0, 0.2, 0.1]], dtype=torch.float64)
+    acts = torch.cat([base, base + 1000.0], dim=1)
+    g = knn_graph(acts, k=3, weights="gaussian", sigma=1.0)
+    check_data_model(g)
+    assert bool((g.edge_weight > torch.finfo(torch.float32).tiny).all())
+    assert set(map(tuple, g.edge_index.t().tolist())) == {
+        (i, j) for block in ((0, 1, 2), (3, 4, 5)) for i in block for j in block if i != j}
+    assert connected_components(dense(g) > 0, directed=False)[0] == 2  # the stop rule's view
+    for symmetrize in ("max", "mutual"):
+        assert knn_graph(acts, k=3, weights="gaussian", sigma=1.0,
+                         symmetrize=symmetrize).num_edges == 12
+    # float64 weights that vanish in float32 are dropped too
+    far = torch.tensor([[0.0, 0.0, 13.0]], dtype=torch.float64).repeat(2, 1)
+    g = gaussian_graph(far, sigma=1.0, threshold=0.0)  # exp(-338) > 0 only in float64
+    assert g.edge_index.tolist() == [[0, 1], [1, 0]]
+    pairs = torch.tensor([[0.0, 1.0, 14.0, 15.0], [0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    g = adaptive_graph(pairs, k=1)  # sigma_i = 1: exp(-169) between the pairs
+    assert g.edge_index.tolist() == [[0, 1, 2, 3], [1, 0, 3, 2]]
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -459,8 +517,13 @@ def test_transform_defaults_are_the_reference_and_forward_on_x():
     ada = CoactivationGraph(method="adaptive")
     assert (ada.k, ada.threshold) == (2, 0.0)
     gau = CoactivationGraph(method="gaussian")
-    assert (gau.k, gau.sigma, gau.threshold) == (None, 1.0, 0.1)
-    assert "threshold=0.1" in repr(gau)
+    assert (gau.k, gau.sigma, gau.threshold) == (None, None, 0.1)  # sigma from the data
+    assert "threshold=0.1" in repr(gau) and "sigma" not in repr(gau)
+    reference = CoactivationGraph(method="gaussian", sigma=1.0)
+    assert "sigma=1" in repr(reference)
+    small = acts * 0.15
+    assert torch.equal(reference.from_activations(small).edge_weight,
+                       gaussian_graph(small, sigma=1.0).edge_weight)
 
 
 def test_transform_rejects_gram_made_for_another_metric():

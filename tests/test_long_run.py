@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from gsr_pyg.learn import CoactivationGraph
-from gsr_pyg.pipeline import GSRTrainer, LearningSchedule
 from gsr_pyg.regularizer import GraphSpectralRegularizer
+from gsr_pyg.training import GSRTrainer, LearningSchedule
 
 STEPS = 20_000
 FIRST, LAST = 2_000, 20_000

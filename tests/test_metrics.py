@@ -135,6 +135,28 @@ def test_smooth_signal_versus_noise(data):
     assert 0.85 < smoothness_ratio(noise, data) < 1.15
 
 
+def test_conv_maps_are_read_like_the_penalty_reads_them():
+    # [B, C, H, W]: the C channels are the nodes, every (b, h, w) is a sample
+    data, _ = random_graph(3)
+    n = data.num_nodes
+    maps = torch.randn(3, n, 4, 5, dtype=torch.float64)
+    flat = maps.permute(0, 2, 3, 1).reshape(-1, n)  # [B * H * W, C], b then h then w
+    for metric in (morans_i, gearys_c, dirichlet_energy):
+        got = metric(maps, data)
+        assert got.shape == (3, 4, 5)
+        torch.testing.assert_close(got, metric(flat, data).reshape(3, 4, 5), rtol=1e-12,
+                                   atol=1e-12)
+    torch.testing.assert_close(morans_i(maps, data)[1, 2, 3], morans_i(maps[1, :, 2, 3], data))
+    assert smoothness_ratio(maps, data, num_permutations=20) == pytest.approx(
+        smoothness_ratio(flat, data, num_permutations=20), rel=1e-12)
+    inputs = torch.randn(3 * 4 * 5, 6, dtype=torch.float64)
+    torch.testing.assert_close(feature_correlations(inputs, maps),
+                               feature_correlations(inputs, flat))
+    with pytest.raises(ValueError, match=rf"x has {n + 1} features in dimension 1 but the "
+                                         rf"graph has {n} nodes"):
+        morans_i(torch.randn(2, n + 1, 3), data)
+
+
 @pytest.mark.parametrize("normalization", [None, "sym"])
 def test_smoothness_ratio_equals_explicit_permutations(normalization):
     data, graph = random_graph(4)

@@ -1,4 +1,5 @@
-"""Smoke tests of the MNIST pipelines on a small MNIST subset (or upscaled 8x8 digits)."""
+"""The MNIST pipelines on a small MNIST subset (or upscaled 8x8 digits): their numbers, files
+and report, resuming, and a run under torchrun."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import csv
 import functools
 import gzip
 import json
+import os
 import re
+import socket
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -16,9 +21,11 @@ import pytest
 import torch
 from matplotlib import image as mpimg
 
-from gsr_pyg.models import MNISTClassifier
-from pipelines import mnist_grid, reconstruction_cost
-from pipelines._common import resolve_device, resolve_settings
+from gsr_pyg.capture import ActivationCapture
+from gsr_pyg.data.mnist import load_mnist
+from gsr_pyg.models import DenseAutoencoder, MNISTClassifier
+from pipelines import _cli, mnist_grid, reconstruction_cost
+from pipelines._runtime import resolve_device
 
 TRAIN_IMAGES = 2000
 TEST_IMAGES = 500
@@ -34,8 +41,6 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 def _small_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """2,000 + 500 real MNIST images; without MNIST installed, the 8x8 digits upscaled."""
     try:
-        from gsr_pyg.data.mnist import load_mnist
-
         train_x, train_y, test_x, test_y = load_mnist()
         return (train_x[:TRAIN_IMAGES], train_y[:TRAIN_IMAGES], test_x[:TEST_IMAGES],
                 test_y[:TEST_IMAGES])
@@ -134,10 +139,18 @@ def test_mnist_grid_pipeline(mnist_dir, tmp_path):
     assert (out / "runs" / "w0.1" / "checkpoint.pt").is_file()
 
 
+def _mean_image_mse(mnist_dir: Path, train: int, test: int) -> float:
+    """Test MSE of the constant model that outputs the mean training image, on the pixels
+    the pipeline reads (the IDX files of ``mnist_dir``)."""
+    train_x, _, test_x, _ = load_mnist(str(mnist_dir))
+    mean_image = train_x[:train].flatten(1).double().mean(dim=0)
+    return float((test_x[:test].flatten(1).double() - mean_image).square().mean())
+
+
 def test_reconstruction_cost_pipeline_and_resume(mnist_dir, tmp_path):
     out = tmp_path / "rc"
     argv = ["--data", str(mnist_dir), "--out", str(out), "--strengths", "0.01", "100",
-            "--epochs", "1", "--lr", "3e-3", "--train-subset", "1920", "--test-subset", "200",
+            "--epochs", "2", "--lr", "3e-3", "--train-subset", "1920", "--test-subset", "200",
             "--device", "cpu", "--threads", "1", "--quiet"]
     results = reconstruction_cost.main(argv)
     columns, rows = _read_csv(results)
@@ -147,10 +160,18 @@ def test_reconstruction_cost_pipeline_and_resume(mnist_dir, tmp_path):
                     ("gsr", 0.01), ("gsr", 100.0)]
     by_run = {run: row for run, row in zip(runs, rows)}
     for row in rows:
-        assert int(row["steps"]) == 60  # 1920 images / batch 32
+        assert int(row["steps"]) == 120  # 2 epochs of 1920 images / batch 32
         # pure reconstruction error of [0, 1] pixels: never the penalty-inflated loss
         assert 0 < float(row["train_mse"]) < 0.2 and 0 < float(row["test_mse"]) < 0.2
+    # The model that answers every test image with the mean training image sets the bar: the
+    # unpenalised autoencoder and a weak GSR penalty reconstruct clearly better, while a strong
+    # L1 penalty shrinks the code to almost nothing and leaves about the mean image.
+    mean_image_mse = _mean_image_mse(mnist_dir, train=1920, test=200)
     none = by_run[("none", 0.0)]
+    assert float(none["test_mse"]) < 0.7 * mean_image_mse
+    assert float(by_run[("gsr", 0.01)]["test_mse"]) < 0.85 * mean_image_mse
+    assert 0.95 * mean_image_mse < float(by_run[("l1", 100.0)]["test_mse"]) < 1.05 * mean_image_mse
+    assert all(float(row["test_mse"]) < 1.05 * mean_image_mse for row in rows)
     # a strong L1 penalty shrinks the code; a strong GSR penalty smooths it on the torus
     assert float(by_run[("l1", 100.0)]["latent_mean_abs"]) < 0.1 * float(none["latent_mean_abs"])
     gsr_ratios = [float(by_run[("gsr", s)]["latent_smoothness_ratio"]) for s in (0.01, 100.0)]
@@ -172,17 +193,15 @@ def test_reconstruction_cost_pipeline_and_resume(mnist_dir, tmp_path):
 
 
 def test_settings_precedence():
-    parser = mnist_grid.build_parser()
-    quick = resolve_settings(parser.parse_args(["--quick", "--epochs", "3"]),
-                             mnist_grid.FULL_SETTINGS, mnist_grid.QUICK_SETTINGS)
-    assert quick == {"weights": [0.0, 0.01], "epochs": 3, "batch_size": 128, "lr": 1e-3}
-    full = resolve_settings(parser.parse_args(["--weights", "0", "0.5"]),
-                            mnist_grid.FULL_SETTINGS, mnist_grid.QUICK_SETTINGS)
-    assert full == {"weights": [0.0, 0.5], "epochs": 40, "batch_size": 500, "lr": 1e-4}
+    quick = _cli.parse_settings(mnist_grid.MnistGridSettings, ["--quick", "--epochs", "3"])
+    assert (quick.weights, quick.epochs, quick.batch_size, quick.lr) == ([0.0, 0.01], 3, 128,
+                                                                         1e-3)
+    full = _cli.parse_settings(mnist_grid.MnistGridSettings, ["--weights", "0", "0.5"])
+    assert (full.weights, full.epochs, full.batch_size, full.lr) == ([0.0, 0.5], 40, 500, 1e-4)
     with pytest.raises(SystemExit):
-        parser.parse_args(["--weights", "-1"])
+        _cli.parse_settings(mnist_grid.MnistGridSettings, ["--weights", "-1"])
     with pytest.raises(SystemExit):
-        parser.parse_args(["--epochs", "0"])
+        _cli.parse_settings(mnist_grid.MnistGridSettings, ["--epochs", "0"])
 
 
 def test_resolve_device_errors():
@@ -206,12 +225,65 @@ def test_pick_examples_puts_errors_last_and_one_correct_per_class():
 
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        mnist_grid.build_parser().parse_args(["--help"])
+        mnist_grid.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ("--weights", "--conv-head", "--epochs", "--batch-size", "--lr", "--seed",
                    "--device", "--data", "--out", "--quick", "--train-subset"):
         assert option in text
-    help_text = reconstruction_cost.build_parser().format_help()
+    help_text = _cli.build_parser(reconstruction_cost.ReconstructionCostSettings).format_help()
     for option in ("--regularizers", "--strengths", "--epochs", "--quick", "--test-subset"):
         assert option in help_text
+
+
+def test_activity_penalty_reads_the_latent_of_the_same_forward_pass():
+    torch.manual_seed(0)
+    model = DenseAutoencoder(12, hidden=(8,), latent_dim=4, noise_std=0.0)
+    x = torch.rand(5, 12)
+    z = model.encode(x).detach()
+    mse = torch.nn.functional.mse_loss(model(x), x).detach()
+    with ActivationCapture(model, [model.gsr_layer]) as capture:
+        expected = {"none": mse, "gsr": mse, "l1": mse + 0.3 * z.abs().sum(),
+                    "l2": mse + 0.3 * 0.5 * z.square().sum()}
+        for kind, value in expected.items():
+            loss_fn = reconstruction_cost.ActivityPenaltyLoss(capture, model.gsr_layer, kind,
+                                                              0.3)
+            loss = loss_fn(model(x), x)
+            torch.testing.assert_close(loss, value)
+        # the penalty trains the model: the gradient is that of MSE + L2 term (the last kind)
+        loss_fn(model(x), x).backward()
+        through_capture = model.latent.weight.grad.clone()
+        model.zero_grad()
+        direct = torch.nn.functional.mse_loss(model(x), x) + 0.15 * model.encode(x).square().sum()
+        direct.backward()
+        torch.testing.assert_close(through_capture, model.latent.weight.grad)
+        assert through_capture.abs().sum() > 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(),
+                    reason="torch.distributed is not available")
+def test_reconstruction_cost_under_torchrun(mnist_dir, tmp_path):
+    """Two processes train together (a step sees 2 x 32 images) and only rank 0 writes."""
+    out = tmp_path / "rc2"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m",
+               "pipelines.reconstruction_cost", "--data", str(mnist_dir), "--out", str(out),
+               "--regularizers", "none", "gsr", "--strengths", "1", "--epochs", "1",
+               "--train-subset", "640", "--test-subset", "100", "--device", "cpu",
+               "--threads", "1", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    columns, rows = _read_csv(out / "results.csv")
+    assert [(r["regularizer"], float(r["strength"])) for r in rows] == [("none", 0.0),
+                                                                       ("gsr", 1.0)]
+    assert [int(r["steps"]) for r in rows] == [10, 10]  # 640 images / (2 processes x 32)
+    assert done.stdout.count("results: ") == 1  # one process reports
+    assert (out / "report.html").is_file() and not list(out.rglob("*.tmp"))

@@ -260,6 +260,28 @@ def test_plot_graph_categorical_and_into_given_axes():
         plotting.plot_graph("grid")
 
 
+def test_graphs_to_draw_are_checked_by_the_one_validator():
+    # a Data must follow the data model, as everywhere else
+    one_way = Data(edge_index=torch.tensor([[0, 1], [1, 2]]), num_nodes=3)
+    with pytest.raises(ValueError, match=r"edge \(0, 1\) has no reverse edge \(1, 0\)"):
+        plotting.plot_graph(one_way)
+    loop = Data(edge_index=torch.tensor([[0, 0, 1], [0, 1, 0]]), num_nodes=2)
+    with pytest.raises(ValueError, match="graph has a self-loop at node 0"):
+        plotting.spring_layout(loop)
+    with pytest.raises(ValueError, match="graph has 9 nodes but 10 were expected"):
+        plotting.plot_graph(grid_graph(3, 3), num_nodes=10)
+    with pytest.raises(ValueError, match=r"edge_weight must be > 0, got 0\.0 on edge"):
+        plotting.plot_graph(grid_graph(2, 2), edge_weight=torch.zeros(8))
+    # an edge list is made into a graph (one direction per edge is enough, loops dropped)
+    fig = plotting.plot_graph(torch.tensor([[0, 1, 2], [1, 2, 2]]),
+                              pos=torch.zeros(3, 2), edge_weight=torch.tensor([1.0, 2.0, 5.0]))
+    lines = fig.axes[0].collections[0]
+    assert len(lines.get_segments()) == 2
+    with pytest.raises(ValueError, match=r"edge_weight gives the pair \(0, 1\) two different"):
+        plotting.spring_layout(torch.tensor([[0, 1], [1, 0]]),
+                               edge_weight=torch.tensor([1.0, 2.0]))
+
+
 def test_plot_graph_evolution_picks_first_last_and_counts(tmp_path):
     base = grid_graph(4, 4)
     pairs = base.edge_index[:, base.edge_index[0] < base.edge_index[1]]

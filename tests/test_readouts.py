@@ -3,11 +3,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from torch_geometric.data import Data
 
 from gsr_pyg.readouts import (
     class_mean_maps,
-    group_mean_activity,
+    extract_modules,
+    feature_graph,
+    group_means,
     module_activity,
+    module_loadings,
+    neuron_planted_modules,
     pseudotime_bins,
     segmentation_map,
     subtract_global_mean,
@@ -56,16 +62,39 @@ def test_integer_activations_become_float():
     assert torch.allclose(maps, torch.tensor([[1.5, 3.0]]))
 
 
-def test_group_mean_activity_is_class_mean_maps():
+def test_group_means_is_class_mean_maps():
     generator = torch.Generator().manual_seed(1)
     activations = torch.randn(50, 7, generator=generator)
     groups = torch.randint(0, 3, (50,), generator=generator)
-    got = group_mean_activity(activations, groups, num_groups=4)
+    got = group_means(activations, groups, num_groups=4)
     torch.testing.assert_close(got, class_mean_maps(activations, groups, num_classes=4),
                                equal_nan=True)
     assert torch.isnan(got[3]).all()
     expected = _numpy_class_means(activations.double().numpy(), groups.numpy(), 4)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_group_means_of_columns_matches_numpy():
+    generator = torch.Generator().manual_seed(5)
+    values = torch.randn(20, 9, generator=generator, dtype=torch.float64)
+    groups = torch.tensor([2, 0, 2, 2, 0, 1, 1, 2, 0])
+    got = group_means(values, groups, dim=1)
+    assert got.shape == (20, 3) and got.dtype == torch.float64
+    a, g = values.numpy(), groups.numpy()
+    expected = np.stack([a[:, g == k].mean(axis=1) for k in range(3)], axis=1)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    # the same as grouping the rows of the transpose
+    torch.testing.assert_close(got, group_means(values.t(), groups).t())
+
+
+def test_group_means_validates():
+    with pytest.raises(ValueError, match="dim must be one of"):
+        group_means(torch.zeros(3, 2), torch.tensor([0, 1, 1]), dim=2)
+    with pytest.raises(ValueError, match=r"groups must have one entry per column of values "
+                                         r"\(2\)"):
+        group_means(torch.zeros(3, 2), torch.tensor([0, 1, 1]), dim=1)
+    with pytest.raises(ValueError, match="groups must be < num_groups=2"):
+        group_means(torch.zeros(3, 2), torch.tensor([0, 1, 2]), num_groups=2)
 
 
 @pytest.mark.parametrize(
@@ -234,3 +263,127 @@ def test_module_activity_matches_numpy():
 def test_module_activity_checks_length():
     with pytest.raises(ValueError, match=r"neuron_labels must have one entry per neuron \(5\)"):
         module_activity(torch.zeros(3, 5), torch.tensor([0, 1, 1]))
+
+
+# ----------------------------------------------------------------------------- graph modules
+def _two_cliques() -> Data:
+    """Neurons 0-2 and 3-5 form two triangles joined by the edge 2-3."""
+    pairs = [(0, 1), (1, 2), (0, 2), (3, 4), (4, 5), (3, 5), (2, 3)]
+    edge_index = torch.tensor(pairs + [(b, a) for a, b in pairs]).t()
+    return Data(edge_index=edge_index, edge_weight=torch.ones(edge_index.size(1)),
+                num_nodes=6)
+
+
+def test_extract_modules_on_two_cliques():
+    # neurons 0-2 copy feature 0, neurons 3-5 copy feature 1 (plus noise): features 0, 2
+    # and 1, 3 form two modules.
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(500, 2, generator=generator)
+    inputs = torch.cat([base, base + 0.3 * torch.randn(500, 2, generator=generator)], dim=1)
+    latent = base[:, [0, 0, 0, 1, 1, 1]] + 0.1 * torch.randn(500, 6, generator=generator)
+    found = extract_modules(_two_cliques(), inputs, latent, num_modules=2)
+    assert list(found) == ["louvain", "spectral", "components"]
+    truth = [0, 1, 0, 1]
+    for method in ("louvain", "spectral"):
+        assert found[method]["neurons"].tolist() == [0, 0, 0, 1, 1, 1]
+        features = found[method]["features"].tolist()
+        assert adjusted_rand_score(truth, features) == 1.0
+        assert normalized_mutual_info_score(truth, features) == 1.0
+    # one component: every feature in module 0
+    assert found["components"]["features"].tolist() == [0, 0, 0, 0]
+    # methods chosen and ordered by the caller; spectral's k is capped at the neurons
+    only = extract_modules(_two_cliques(), inputs, latent, num_modules=9,
+                           methods=("spectral",))
+    assert list(only) == ["spectral"]
+    assert int(only["spectral"]["neurons"].max()) + 1 == 6
+
+
+def test_extract_modules_validates():
+    graph, x = _two_cliques(), torch.randn(10, 2)
+    with pytest.raises(ValueError, match="methods entry must be one of"):
+        extract_modules(graph, x, torch.randn(10, 6), num_modules=2, methods=("kmeans",))
+    with pytest.raises(TypeError, match="methods must be a sequence of method names"):
+        extract_modules(graph, x, torch.randn(10, 6), num_modules=2, methods="louvain")
+    with pytest.raises(ValueError, match="num_modules must be >= 1"):
+        extract_modules(graph, x, torch.randn(10, 6), num_modules=0)
+
+
+def test_neuron_planted_modules_matches_numpy():
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.randn(200, 6, generator=generator, dtype=torch.float64)
+    latent = torch.cat([inputs[:, :2] @ torch.randn(2, 3, generator=generator,
+                                                    dtype=torch.float64),
+                        inputs[:, 3:] @ torch.randn(3, 2, generator=generator,
+                                                    dtype=torch.float64)], dim=1)
+    feature_module = torch.tensor([0, 0, 0, 1, 1, 1])
+    got = neuron_planted_modules(inputs, latent, feature_module)
+    corr = np.abs(np.corrcoef(latent.numpy().T, inputs.numpy().T)[:5, 5:])
+    expected = np.stack([corr[:, :3].mean(1), corr[:, 3:].mean(1)], axis=1).argmax(1)
+    assert got.tolist() == expected.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_neuron_planted_modules_validates():
+    with pytest.raises(ValueError, match=r"feature_module must have one entry per feature "
+                                         r"\(6\)"):
+        neuron_planted_modules(torch.randn(20, 6), torch.randn(20, 3), torch.tensor([0, 1]))
+
+
+def test_module_loadings_match_numpy():
+    generator = torch.Generator().manual_seed(6)
+    correlations = torch.rand(30, 8, generator=generator, dtype=torch.float64) * 2 - 1
+    labels = torch.randint(0, 4, (30,), generator=generator)
+    labels[:4] = torch.arange(4)
+    names = [f"g{i}" for i in range(8)]
+    loadings, assignment, modules = module_loadings(correlations, labels, names, top=3)
+    r, m = correlations.numpy(), labels.numpy()
+    expected = np.stack([np.abs(r[m == k]).mean(axis=0) for k in range(4)], axis=1)
+    np.testing.assert_allclose(loadings.numpy(), expected, rtol=1e-12)
+    assert assignment.tolist() == expected.argmax(axis=1).tolist()
+    signed = np.stack([r[m == k].mean(axis=0) for k in range(4)], axis=1)
+    for k, module in enumerate(modules):
+        assert module["module"] == k and module["neurons"] == int((m == k).sum())
+        order = np.argsort(-expected[:, k], kind="stable")
+        assert [e["feature"] for e in module["top_features"]] == [names[f] for f in order[:3]]
+        for entry in module["top_features"]:
+            f = names.index(entry["feature"])
+            assert entry["loading"] == pytest.approx(expected[f, k])
+            assert entry["mean_r"] == pytest.approx(signed[f, k])
+        mine = [names[f] for f in order if expected[f].argmax() == k]
+        assert module["features"] == mine
+    # every feature in exactly one feature module
+    assert sorted(f for module in modules for f in module["features"]) == names
+
+
+def test_module_loadings_default_names_and_validation():
+    result = module_loadings(torch.tensor([[0.5, -0.2]]), torch.tensor([0]))
+    assert result.modules[0]["features"] == ["0", "1"]
+    with pytest.raises(ValueError, match=r"feature_names must have one name per feature "
+                                         r"\(column\) of correlations \(2\), got 3"):
+        module_loadings(torch.zeros(1, 2), torch.tensor([0]), ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"neuron_labels must have one entry per neuron"):
+        module_loadings(torch.zeros(3, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="top must be >= 1"):
+        module_loadings(torch.zeros(1, 2), torch.tensor([0]), top=0)
+
+
+def test_feature_graph_weights_by_hand():
+    loadings = torch.tensor([[0.9, 0.1], [0.6, 0.58], [0.05, 0.7], [0.1, 0.15]])
+    graph = feature_graph(loadings, min_loading=0.2, relative_loading=0.9)
+    # feature 0 loads on module 0; feature 1 on both; feature 2 on module 1; feature 3 on none
+    assert graph.loads.tolist() == [[True, False], [True, True], [False, True],
+                                    [False, False]]
+    assert graph.num_nodes == 4
+    weights = {(a, b): w for (a, b), w in zip(graph.edge_index.t().tolist(),
+                                             graph.edge_weight.tolist())}
+    assert weights == pytest.approx({(0, 1): 0.6, (1, 0): 0.6, (1, 2): 0.58, (2, 1): 0.58})
+    # a lower relative threshold lets feature 0 load on module 1 too: 0 and 2 share it
+    looser = feature_graph(loadings, min_loading=0.05, relative_loading=0.1)
+    pairs = set(map(tuple, looser.edge_index.t().tolist()))
+    assert (0, 2) in pairs and (2, 0) in pairs
+
+
+def test_feature_graph_validates():
+    with pytest.raises(ValueError, match="min_loading must be finite and >= 0"):
+        feature_graph(torch.rand(3, 2), min_loading=-0.1)
+    with pytest.raises(ValueError, match="loadings must be finite"):
+        feature_graph(torch.tensor([[float("nan"), 0.1]]))

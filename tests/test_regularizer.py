@@ -5,15 +5,12 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch_geometric.data import Data
 
 from gsr_pyg import graphs
-from gsr_pyg.regularizer import (
-    ConstantWeight,
-    GraphSpectralRegularizer,
-    LambdaWeight,
-    LinearWarmupWeight,
-    StaircaseWeight,
-)
+from gsr_pyg.capture import ActivationCapture
+from gsr_pyg.regularizer import GraphSpectralRegularizer
+from gsr_pyg.schedules import StaircaseWeight
 
 
 def dense_laplacian(g, normalization=None) -> np.ndarray:
@@ -137,16 +134,6 @@ def test_detach_removes_every_hook_and_context_manager():
     assert reg.penalty().item() > 0
 
 
-def test_schedules_values():
-    assert ConstantWeight(0.1)(12345) == 0.1
-    stair = StaircaseWeight(1.0, decay=0.99, every=100)
-    assert stair(99) == 1.0 and stair(100) == pytest.approx(0.99)
-    assert stair(24000) == pytest.approx(0.0896, abs=5e-5)  # 0.99 ** 240
-    warm = LinearWarmupWeight(2.0, warmup_steps=10)
-    assert [warm(s) for s in (0, 5, 10, 50)] == [0.0, 1.0, 2.0, 2.0]
-    assert LambdaWeight(lambda s: s / 10)(7) == pytest.approx(0.7)
-
-
 def test_step_advances_schedule_and_requires_fresh_forward():
     model = MLP()
     reg = GraphSpectralRegularizer(model, {"fc1": graphs.ring(16)},
@@ -212,9 +199,12 @@ def test_no_memory_growth_over_many_steps():
 def test_graph_size_differs_from_layer():
     model = MLP(width=16)
     reg = GraphSpectralRegularizer(model, {"fc1": graphs.grid(7, 7)})
-    with pytest.raises(ValueError, match=r"'fc1' has 49 nodes but the layer outputs 16 features"):
-        model(torch.randn(2, 10))
-    del reg
+    model(torch.randn(2, 10))
+    message = r"'fc1' has 49 nodes but the layer outputs 16 features \(shape \(2, 16\)\)"
+    with pytest.raises(ValueError, match=message):
+        reg.penalty()
+    with pytest.raises(ValueError, match=message):
+        reg.samples("fc1")
 
 
 def test_unknown_layer_lists_closest_names():
@@ -285,3 +275,179 @@ def test_invalid_graph_refused_with_layer_name():
     g.edge_weight[0] = -1.0
     with pytest.raises(ValueError, match="graph for layer 'fc1'"):
         GraphSpectralRegularizer(MLP(), {"fc1": g})
+
+
+# ----------------------------------------------------------------------------- capture, accessors
+def test_capture_and_public_accessors():
+    torch.manual_seed(6)
+    model = SmallConv()
+    reg = GraphSpectralRegularizer(model, {model.conv: graphs.ring(6)}, normalization="sym")
+    assert isinstance(reg.capture, ActivationCapture) and reg.capture.layers == ["conv"]
+    assert reg.layer_name(model.conv) == "conv" and reg.layers == ["conv"]
+    assert reg.normalization("conv") == "sym"
+    assert reg.operator("conv").normalization == "sym"
+    x = torch.randn(2, 1, 5, 5)
+    model(x)
+    expected = model.conv(x).permute(0, 2, 3, 1).reshape(-1, 6)
+    assert torch.equal(reg.samples("conv"), expected)
+    assert reg.samples(model.conv).requires_grad
+    assert reg.activations("conv").shape == (2, 6, 5, 5)
+    reg.step()
+    with pytest.raises(RuntimeError, match=r"no activations captured for layer 'conv' since the "
+                                           r"last step\(\): .* before calling samples\(\)"):
+        reg.samples("conv")
+    with pytest.raises(ValueError, match=r"layer 'head' is not regularized; regularized layers: "
+                                         r"\['conv'\]"):
+        reg.normalization("head")
+
+
+# ----------------------------------------------------------------------------- batch-mean term
+def constant_fc1(model: MLP, values) -> torch.Tensor:
+    """Make fc1 output ``values`` for every sample; return an input batch."""
+    with torch.no_grad():
+        model.fc1.weight.zero_()
+        model.fc1.bias.copy_(torch.tensor(values, dtype=torch.float32))
+    return torch.randn(5, 10)
+
+
+@pytest.mark.parametrize("weight, expected", [(0.0, 7.5), (0.5, 13.5), (1.0, 19.5)])
+def test_batch_mean_term_has_its_own_weight(weight, expected):
+    # a = (1, 2, 3, 4) for every sample on the ring of 4: a^T L a = 1 + 1 + 1 + 9 = 12,
+    # sum_j mean_b(a_bj)^2 = 1 + 4 + 9 + 16 = 30; the penalty is weight * 12 + 0.25 * 30
+    model = MLP(width=4)
+    reg = GraphSpectralRegularizer(model, {"fc1": graphs.ring(4)}, weight=weight,
+                                   batch_mean_weight=0.25)
+    model(constant_fc1(model, [1.0, 2.0, 3.0, 4.0]))
+    assert reg.penalty().item() == expected
+    assert reg.penalties(weighted=False)["fc1"].item() == 19.5
+    assert reg.penalty().requires_grad
+
+
+# ----------------------------------------------------------------------------- state
+def test_state_dict_round_trip_of_a_graph_without_edge_weight(tmp_path):
+    torch.manual_seed(7)
+    bare = graphs.ring(16)
+    bare = Data(edge_index=bare.edge_index, num_nodes=16)  # unit weights, no edge_weight
+    model = MLP()
+    reg = GraphSpectralRegularizer(model, {"fc1": 16}, weight=StaircaseWeight(1.0, 0.5, 1))
+    reg.set_graph("fc1", bare)
+    reg.step()
+    path = tmp_path / "reg.pt"
+    torch.save(reg.state_dict(), path)
+    other = GraphSpectralRegularizer(MLP(), {"fc1": 16}, weight=StaircaseWeight(1.0, 0.5, 1))
+    other.load_state_dict(torch.load(path, weights_only=True))
+    assert other.step_count == 1 and other.weight("fc1") == 0.5
+    assert other.graph("fc1").edge_weight is None
+    assert torch.equal(other.graph("fc1").edge_index, bare.edge_index)
+    other.model.load_state_dict(model.state_dict())
+    x = torch.randn(3, 10)
+    model(x)
+    other.model(x)
+    assert other.penalty().item() == pytest.approx(reg.penalty().item(), rel=1e-6)
+    assert reg.penalty().item() == pytest.approx(0.5 * hand_penalty(model.fc1(x), bare),
+                                                 rel=1e-5)
+
+
+def test_trainer_checkpoints_and_resumes_a_graph_without_edge_weight(tmp_path):
+    from gsr_pyg.training import GSRTrainer
+
+    def trainer():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 6))
+        ring = Data(edge_index=graphs.ring(8).edge_index, num_nodes=8)
+        reg = GraphSpectralRegularizer(model, {"1": ring}, weight=1e-2)
+        return GSRTrainer(model, reg, torch.optim.SGD(model.parameters(), lr=1e-2),
+                          nn.functional.mse_loss, run_dir=tmp_path / "run", max_steps=4,
+                          checkpoint_every=2, smoothness_permutations=0, verbose=False)
+
+    batches = [(x, x) for x in torch.randn(4, 5, 6)]
+    trainer().fit(batches)
+    resumed = trainer()
+    # the run is complete: fit only reads the checkpoint back (a NaN batch would be refused)
+    resumed.fit([(x * float("nan"), x) for x, _ in batches])
+    assert resumed.reg.step_count == 4
+    assert resumed.reg.graph("1").edge_weight is None
+
+
+# ----------------------------------------------------------------------------- per-layer options
+def test_per_layer_options_accept_module_keys():
+    model = MLP()
+    reg = GraphSpectralRegularizer(
+        model, {"fc1": graphs.ring(16), "fc2": graphs.ring(12)},
+        weight={model.fc1: 1e-3, "fc2": 2.0}, normalization={model.fc2: "sym"},
+        rayleigh={model.fc1: True}, batch_mean_weight={model.fc2: 0.5})
+    assert reg.weights() == {"fc1": 1e-3, "fc2": 2.0}
+    assert reg.normalization("fc1") is None and reg.normalization("fc2") == "sym"
+    x = torch.randn(5, 10)
+    model(x)
+    h1 = model.fc1(x).detach().double()
+    h2 = model.fc2(model.act(model.fc1(x))).detach().double()
+    L1 = torch.tensor(dense_laplacian(graphs.ring(16)))
+    rayleigh = (torch.einsum("bi,ij,bj->b", h1, L1, h1) / (h1 * h1).sum(1)).mean()
+    beta = 0.5 * (h2.mean(0) ** 2).sum()
+    per_layer = reg.penalties()
+    assert per_layer["fc1"].item() == pytest.approx(1e-3 * float(rayleigh), rel=1e-5)
+    assert per_layer["fc2"].item() == pytest.approx(
+        2.0 * hand_penalty(h2, graphs.ring(12), "sym") + float(beta), rel=1e-5)
+
+
+def test_per_layer_options_follow_the_ddp_prefix():
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.module = MLP()
+
+    wrapped = Wrapper()
+    reg = GraphSpectralRegularizer(wrapped, {"fc1": graphs.ring(16)}, weight={"fc1": 0.1})
+    assert reg.layers == ["module.fc1"] and reg.weight("fc1") == 0.1
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"weight": {"fc_1": 1e-3}}, ValueError,
+     r"weight has an entry for 'fc_1', which is not a regularized layer; closest: 'fc1'"),
+    ({"weight": {"out": 1e-3, "fc1": 1.0}}, ValueError,
+     r"weight has an entry for 'out', which is not a regularized layer; regularized layers: "
+     r"\['fc1'\]"),
+    ({"weight": {}}, ValueError,
+     r"weight has no entry for layers \['fc1'\]: a mapping must give every regularized layer"),
+    ({"weight": {"fc1": "1e-3"}}, TypeError,
+     r"weight for layer 'fc1' must be a non-negative number, a WeightSchedule or a callable"),
+    ({"weight": True}, TypeError, r"weight for layer 'fc1' must be a non-negative number"),
+    ({"rayleigh": "no"}, TypeError, r"rayleigh for layer 'fc1' must be True or False, got 'no'"),
+    ({"rayleigh": {"fc1": 1}}, TypeError, r"rayleigh for layer 'fc1' must be True or False"),
+    ({"normalization": {"fc2 ": "sym"}}, ValueError,
+     r"normalization has an entry for 'fc2 ', which is not a regularized layer; closest"),
+    ({"normalization": {"fc1": 1}}, TypeError, r"normalization for layer 'fc1' must be None "
+                                               r"or 'sym', got 1"),
+    ({"batch_mean_weight": {"fc1": "0.1"}}, TypeError,
+     r"batch_mean_weight for layer 'fc1' must be a number, got '0\.1'"),
+    ({"batch_mean_weight": {3: 0.1}}, TypeError,
+     r"batch_mean_weight keys must be layer names or modules, got 3"),
+    ({"check_finite": "yes"}, TypeError, r"check_finite must be True or False, got 'yes'"),
+])
+def test_bad_per_layer_options_refused(options, error, message):
+    model = MLP()
+    with pytest.raises(error, match=message):
+        GraphSpectralRegularizer(model, {"fc1": graphs.ring(16)}, **options)
+    # a refused setting leaves no hook behind
+    assert all(len(m._forward_hooks) == 0 for m in model.modules())
+
+
+def test_a_layer_given_twice_in_an_option_is_refused():
+    model = MLP()
+    with pytest.raises(ValueError, match=r"weight gives layer 'fc1' twice"):
+        GraphSpectralRegularizer(model, {"fc1": graphs.ring(16)},
+                                 weight={"fc1": 1.0, model.fc1: 2.0})
+    with pytest.raises(ValueError, match=r"layer 'fc1' is given twice"):
+        GraphSpectralRegularizer(model, {"fc1": graphs.ring(16), model.fc1: graphs.ring(16)})
+
+
+def test_a_missing_layer_in_a_weight_mapping_is_an_error_not_the_default():
+    model = MLP()
+    with pytest.raises(ValueError, match=r"weight has no entry for layers \['fc2'\]"):
+        GraphSpectralRegularizer(model, {"fc1": graphs.ring(16), "fc2": graphs.ring(12)},
+                                 weight={"fc1": 1e-3})
+    # the other options' defaults turn them off, so a mapping may leave layers out
+    reg = GraphSpectralRegularizer(model, {"fc1": graphs.ring(16), "fc2": graphs.ring(12)},
+                                   rayleigh={"fc2": True})
+    assert reg.weights() == {"fc1": 1.0, "fc2": 1.0}

@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from gsr_pyg.learn import CoactivationGraph
-from gsr_pyg.pipeline import GSRTrainer, LearningSchedule, load_snapshot
 from gsr_pyg.regularizer import GraphSpectralRegularizer
+from gsr_pyg.training import GSRTrainer, LearningSchedule, load_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 SCANNED = ("gsr_pyg", "pipelines", "bench", "tools")

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import pytest
-import torch
 
 from gsr_pyg.data.synthetic import planted_modules
 from gsr_pyg.metrics import adjusted_rand_index
 from pipelines import single_cell
-from pipelines._common import run_cli
+from pipelines._cli import parse_settings, run_cli
+from pipelines._graph_learning import preset_settings, settings_command
+from pipelines.learned_graph import LearnedGraphSettings
 
 anndata = pytest.importorskip("anndata")
 pd = pytest.importorskip("pandas")
@@ -140,17 +144,6 @@ def test_graphs_open_in_networkx(planted_run):
         assert shared - {""}
 
 
-def test_gene_graph_weights_by_hand():
-    loadings = torch.tensor([[0.9, 0.1], [0.6, 0.58], [0.05, 0.7], [0.1, 0.15]])
-    graph = single_cell.gene_graph(loadings, min_loading=0.2, relative=0.9)
-    # gene 0 loads on module 0; gene 1 on both; gene 2 on module 1; gene 3 on none
-    assert graph.loads.tolist() == [[True, False], [True, True], [False, True],
-                                    [False, False]]
-    weights = {(a, b): w for (a, b), w in zip(graph.edge_index.t().tolist(),
-                                             graph.edge_weight.tolist())}
-    assert weights == pytest.approx({(0, 1): 0.6, (1, 0): 0.6, (1, 2): 0.58, (2, 1): 0.58})
-
-
 def test_krumsiek11_defaults(tmp_path):
     out = tmp_path / "k11"
     single_cell.main(["--out", str(out), "--warmup-steps", "40", "--refresh-every", "20",
@@ -214,3 +207,43 @@ def test_command_line_prints_the_error(tmp_path, monkeypatch, capsys):
         run_cli(single_cell.main)
     assert exit_info.value.code == 2
     assert "single_cell: error: no such file" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- settings
+def test_no_script_imports_another():
+    # what both learned-graph scripts need lives in the library or in pipelines/_*.py
+    scripts = {"learned_graph", "single_cell", "mnist_grid", "reconstruction_cost"}
+    for name in ("single_cell", "learned_graph"):
+        tree = ast.parse((Path(__file__).parent.parent / "pipelines" / f"{name}.py").read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                imported.add((node.module or "").split(".")[-1])
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[-1] for alias in node.names)
+        assert not imported & scripts, (name, imported & scripts)
+
+
+def test_presets_and_quick_schedule_are_shared():
+    for settings_class in (LearnedGraphSettings, single_cell.SingleCellSettings):
+        quick = settings_class.quick()
+        reference = preset_settings("reference", quick)
+        assert reference == {"warmup_steps": 300, "refresh_every": 50,
+                             "max_learning_steps": 300, "after_stop_steps": 50,
+                             "stop": "disconnected", "learner": "reference", "batch_size": 32,
+                             "lr": 1e-3, "weight": 1e-3}
+        # a preset that never stops keeps no steps after a stop
+        assert preset_settings("recommended", quick)["after_stop_steps"] == 0
+        assert preset_settings("recommended", settings_class())["warmup_steps"] == 2000
+        # explicit options win over --quick
+        explicit = replace(quick, learning_steps=100, weight=0.01)
+        assert preset_settings("reference", explicit)["max_learning_steps"] == 100
+        assert preset_settings("recommended", explicit)["weight"] == 0.01
+
+
+def test_report_command_of_settings_from_python_gives_the_same_settings():
+    settings = single_cell.SingleCellSettings.quick()
+    command = settings_command(settings)
+    assert command.startswith("python -m pipelines.single_cell ") and "--quick" in command
+    assert parse_settings(single_cell.SingleCellSettings, command.split()[3:]) == settings

@@ -7,12 +7,16 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import coalesce
 
+from gsr_pyg import graphs
 from gsr_pyg.spectral import (
     LaplacianOperator,
+    check_normalization,
     connected_components,
     eigenbasis,
+    graph_tensors,
     laplacian,
     quadratic_form,
+    work_dtype,
 )
 
 METHODS = ["dense", "edge", "sparse", "auto"]
@@ -237,13 +241,18 @@ def test_operator_refuses_input_on_another_device():
         op(torch.empty(2, 64, device="meta"))
 
 
-def test_symmetric_weights_within_rounding_are_averaged():
+def test_weights_that_differ_in_the_last_bits_are_refused_and_from_edge_index_merges_them():
+    # one rule everywhere (check_graph): the two directions carry the same weight
     edge_index = torch.tensor([[0, 1], [1, 0]])
     weight = torch.tensor([1.0, 1.0 + 1e-7], dtype=torch.float64)
     data = Data(edge_index=edge_index, edge_weight=weight, num_nodes=2)
-    value = quadratic_form(torch.tensor([[0.0, 1.0]], dtype=torch.float64), data)
-    torch.testing.assert_close(value, torch.tensor([1.0 + 0.5e-7], dtype=torch.float64),
-                               rtol=1e-9, atol=0)
+    x = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    with pytest.raises(ValueError, match="edge weights must be symmetric"):
+        quadratic_form(x, data)
+    merged = graphs.from_edge_index(edge_index, weight)
+    torch.testing.assert_close(quadratic_form(x, merged),
+                               torch.tensor([1.0 + 0.5e-7], dtype=torch.float64),
+                               rtol=1e-12, atol=0)
 
 
 # ----------------------------------------------------------------------------------------
@@ -283,6 +292,32 @@ def test_random_walk_laplacian_is_refused(call):
         call(grid_graph_8x8())
 
 
+def test_check_normalization_is_the_one_rule_for_normalizations():
+    assert check_normalization(None, "normalization") is None
+    assert check_normalization("sym", "normalization") == "sym"
+    with pytest.raises(ValueError, match=r"^normalization for layer 'fc1' is 'rw': the "
+                                         r"random-walk Laplacian is not symmetric .* indefinite"):
+        check_normalization("rw", "normalization for layer 'fc1'")
+    with pytest.raises(ValueError, match=r"norm must be one of \(None, 'sym'\), got 'l2'"):
+        check_normalization("l2", "norm")
+    with pytest.raises(TypeError, match=r"norm must be None or 'sym', got 1"):
+        check_normalization(1, "norm")
+
+
+def test_graph_tensors_checks_once_and_gives_work_dtype_weights():
+    data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]),
+                edge_weight=torch.tensor([0.5, 0.5, 2.0, 2.0]), num_nodes=3)
+    num_nodes, edge_index, weight = graph_tensors(data)
+    assert num_nodes == 3 and edge_index is data.edge_index
+    assert weight.dtype == work_dtype("cpu") == torch.float64
+    assert weight.tolist() == [0.5, 0.5, 2.0, 2.0]
+    assert graph_tensors(Data(edge_index=data.edge_index, num_nodes=3))[2].tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match=r"data\.num_nodes must be >= 1, got 0"):
+        graph_tensors(Data(edge_index=torch.empty(2, 0, dtype=torch.long), num_nodes=0))
+    with pytest.raises(ValueError, match=r"edge \(0, 1\) has no reverse edge"):
+        graph_tensors(Data(edge_index=torch.tensor([[0], [1]]), num_nodes=2))
+
+
 def test_unknown_normalization_and_method_are_refused():
     data = grid_graph_8x8()
     with pytest.raises(ValueError, match="normalization must be one of"):
@@ -320,22 +355,29 @@ def test_graph_validation_messages():
         LaplacianOperator(asymmetric)
     negative = Data(edge_index=torch.tensor([[0, 1], [1, 0]]),
                     edge_weight=torch.tensor([-1.0, -1.0]), num_nodes=2)
-    with pytest.raises(ValueError, match="finite and > 0"):
+    with pytest.raises(ValueError, match=r"edge_weight must be > 0, got -1\.0 on edge \(0, 1\)"):
         laplacian(negative)
     out_of_range = Data(edge_index=torch.tensor([[0, 5], [5, 0]]), num_nodes=3)
-    with pytest.raises(ValueError, match=r"node ids in \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"contains node 5, but the graph has 3 nodes"):
         connected_components(out_of_range)
-    with pytest.raises(TypeError, match="edge_index"):
+    with pytest.raises(TypeError, match=r"data must be a torch_geometric\.data\.Data"):
         laplacian(torch.zeros(3, 3))
 
 
-def test_self_loops_are_ignored():
+def test_self_loops_are_refused_everywhere_as_by_the_regularizer():
     data = Data(edge_index=torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1]]),
                 edge_weight=torch.tensor([5.0, 2.0, 2.0, 7.0]), num_nodes=2)
-    torch.testing.assert_close(laplacian(data, dense=True),
+    calls = [lambda: laplacian(data), lambda: laplacian(data, "sym", dense=True),
+             lambda: LaplacianOperator(data), lambda: eigenbasis(data),
+             lambda: quadratic_form(torch.ones(1, 2), data),
+             lambda: connected_components(data)]
+    for call in calls:
+        with pytest.raises(ValueError, match="data has a self-loop at node 0"):
+            call()
+    # the documented way to drop them gives the Laplacian of the loop-free graph
+    clean = graphs.from_edge_index(data.edge_index, data.edge_weight[[0, 1, 1, 3]])
+    torch.testing.assert_close(laplacian(clean, dense=True),
                                torch.tensor([[2.0, -2.0], [-2.0, 2.0]]))
-    torch.testing.assert_close(laplacian(data, "sym", dense=True),
-                               torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -459,11 +501,10 @@ def test_auto_rule_switches_at_sixteen_entries_per_dense_row():
     assert LaplacianOperator(knn_like_graph(2048, 2)).resolve_method(8, "cuda") == "sparse"
 
 
-def test_unsorted_duplicated_edges_are_summed_like_coalesce():
-    # (0,1) listed twice in each direction, out of order: weights sum to 3 on that edge.
-    edge_index = torch.tensor([[1, 2, 0, 1, 0, 1], [0, 1, 1, 2, 1, 0]])
-    weight = torch.tensor([1.0, 4.0, 1.0, 4.0, 2.0, 2.0])
-    data = Data(edge_index=edge_index, edge_weight=weight, num_nodes=3)
+def test_unsorted_edges_are_read_and_repeated_entries_refused():
+    edge_index = torch.tensor([[1, 2, 0, 1], [0, 1, 1, 2]])  # valid, out of order
+    data = Data(edge_index=edge_index, edge_weight=torch.tensor([3.0, 4.0, 3.0, 4.0]),
+                num_nodes=3)
     torch.testing.assert_close(laplacian(data, dense=True), torch.tensor([[3.0, -3.0, 0.0],
                                                                          [-3.0, 7.0, -4.0],
                                                                          [0.0, -4.0, 4.0]]))
@@ -471,13 +512,20 @@ def test_unsorted_duplicated_edges_are_summed_like_coalesce():
     for method in METHODS:
         torch.testing.assert_close(quadratic_form(x, data, method=method),
                                    torch.tensor([3.0 * 1 + 4.0 * 4]))
+    repeated = Data(edge_index=torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]]), num_nodes=2)
+    with pytest.raises(ValueError, match=r"entry \(0, 1\) more than once; coalesce it"):
+        laplacian(repeated)
 
 
 def test_connected_components_reads_structure_only():
-    # One direction only still joins the nodes; weights are not looked at.
-    one_way = Data(edge_index=torch.tensor([[0, 3], [1, 2]]), num_nodes=5)
-    num, labels = connected_components(one_way)
+    # weights are not looked at; the graph is checked like everywhere else
+    tiny = Data(edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]),
+                edge_weight=torch.tensor([1e-30, 1e-30, 5.0, 5.0]), num_nodes=5)
+    num, labels = connected_components(tiny)
     assert num == 3 and labels.tolist() == [0, 0, 1, 1, 2]
-    with pytest.raises(ValueError, match=r"\[2, E\] long"):
+    one_way = Data(edge_index=torch.tensor([[0, 3], [1, 2]]), num_nodes=5)
+    with pytest.raises(ValueError, match=r"edge \(0, 1\) has no reverse edge"):
+        connected_components(one_way)
+    with pytest.raises(ValueError, match=r"edge_index must have dtype torch\.int64"):
         connected_components(Data(edge_index=torch.tensor([[0.0, 1.0], [1.0, 0.0]]),
                                   num_nodes=2))

@@ -1,13 +1,6 @@
 """Data with known truth (synthetic), MNIST offline, and single-cell AnnData loading."""
 
-from .mnist import (
-    MNIST_ENV_VAR,
-    RestrictedUnpickler,
-    load_digits_8x8,
-    load_mnist,
-    read_idx,
-    restricted_pickle_load,
-)
+from .mnist import MNIST_ENV_VAR, load_digits_8x8, load_mnist
 from .single_cell import BUILTIN_DATASETS, load_anndata, obs_labels, obs_values, prepare_matrix
 from .synthetic import (
     TRAJECTORY_GROUPS,
@@ -18,8 +11,7 @@ from .synthetic import (
 )
 
 __all__ = [
-    "MNIST_ENV_VAR", "RestrictedUnpickler", "load_digits_8x8", "load_mnist", "read_idx",
-    "restricted_pickle_load", "BUILTIN_DATASETS", "load_anndata", "obs_labels", "obs_values",
-    "prepare_matrix", "TRAJECTORY_GROUPS", "PlantedModules", "Trajectory",
-    "branching_trajectory", "planted_modules",
+    "MNIST_ENV_VAR", "load_digits_8x8", "load_mnist", "BUILTIN_DATASETS", "load_anndata",
+    "obs_labels", "obs_values", "prepare_matrix", "TRAJECTORY_GROUPS", "PlantedModules",
+    "Trajectory", "branching_trajectory", "planted_modules",
 ]

@@ -29,11 +29,8 @@ __all__ = [
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
     "MNIST_ENV_VAR",
-    "RestrictedUnpickler",
     "load_digits_8x8",
     "load_mnist",
-    "read_idx",
-    "restricted_pickle_load",
 ]
 
 #: Environment variable naming a directory (or ``mnist.pkl.gz`` file) that holds MNIST.

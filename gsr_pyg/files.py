@@ -1,4 +1,6 @@
-"""Atomic file writes: every file the library writes appears whole or not at all."""
+"""Atomic file writes: every file the library writes appears whole or not at all.
+
+Public so that scripts and user code write their outputs the same way."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+__all__ = ["atomic_write"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:

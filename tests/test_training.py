@@ -1,3 +1,6 @@
+"""GSRTrainer: the phases of a learned-graph run, the stop rule, the run directory, resume
+after a kill, and what the trainer says about the Laplacian each layer trains with."""
+
 import json
 import os
 import signal
@@ -12,11 +15,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from gsr_pyg import graphs
+import gsr_pyg
+from gsr_pyg import graphs, training
 from gsr_pyg.learn import CoactivationGraph
-from gsr_pyg.pipeline import GSRTrainer, LearningSchedule, load_snapshot
+from gsr_pyg.refresh import GraphRefresh
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.spectral import connected_components
+from gsr_pyg.training import GSRTrainer, History, LearningSchedule, Phase, load_snapshot
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -78,8 +83,8 @@ def test_disconnected_stop_fires_at_the_right_refresh_and_keeps_previous_graph()
     # steps 0..6 see connected batches, step 7 on see split ones: refreshes at 3 and 5 install
     # graphs, the refresh at 7 gives 2 components and stops.
     trainer, model, history = run_staged(schedule, connected=7, split=20)
-    assert trainer.learning_steps == 4
-    assert trainer.after_stop_done == 4
+    assert trainer.progress.learning_steps == 4
+    assert trainer.progress.after_stop_steps == 4
     assert model.forwards == trainer.step == 3 + 4 + 4
     assert [s for s, _ in history.snapshots] == [3, 5]
     kept = trainer.reg.graph("latent")
@@ -95,7 +100,7 @@ def test_reference_preset_runs_the_exact_number_of_steps():
             schedule.after_stop_steps, schedule.normalization) == (5000, 100, 5000, 200, "sym")
     trainer, model, history = run_staged(schedule, connected=5300, split=400, batch=8)
     assert model.forwards == 5000 + 300 + 200
-    assert (trainer.learning_steps, trainer.after_stop_done) == (300, 200)
+    assert (trainer.progress.learning_steps, trainer.progress.after_stop_steps) == (300, 200)
     assert [s for s, _ in history.snapshots] == [5000, 5100, 5200]
 
 
@@ -188,15 +193,17 @@ def test_graphml_snapshot_round_trips_to_the_same_data(tmp_path):
     history = trainer.fit(loader)
     step, data = history.snapshots[-1]
     pt_files = sorted((tmp_path / "run" / "snapshots" / "latent").glob("*.pt"))
-    assert len(pt_files) == len(history.snapshots)
+    assert len(pt_files) == len(history.snapshots) == 8
     graphml = pt_files[-1].with_suffix(".graphml")
-    G = nx.read_graphml(graphml, node_type=int)
-    back = graphs.from_networkx(G, nodelist=range(data.num_nodes))
+    back = graphs.read_graphml(graphml)
     assert torch.equal(back.edge_index, data.edge_index)
-    assert torch.allclose(back.edge_weight, data.edge_weight)
+    assert torch.equal(back.edge_weight, data.edge_weight)
+    assert back.name == "latent"
+    G = nx.read_graphml(graphml)
+    assert (G.graph["step"], G.graph["layer"]) == (step, "latent") == (data.step, data.name)
     assert torch.equal(load_snapshot(pt_files[-1]).edge_index, data.edge_index)
-    assert nx.utils.graphs_equal(history.to_networkx(-1), graphs.to_networkx(data)) or \
-        set(history.to_networkx(-1).edges) == set(graphs.to_networkx(data).edges)
+    assert set(history.to_networkx(-1).edges) == set(graphs.to_networkx(data).edges)
+    assert history.to_networkx(-1).graph["step"] == step
     layouts = history.layout()
     assert len(layouts) == len(history.snapshots) and layouts[0].shape == (16, 2)
 
@@ -218,3 +225,87 @@ def test_corrupted_checkpoint_gives_a_clear_error(tmp_path):
     again, loader = make_trainer(tmp_path / "run")
     with pytest.raises(ValueError, match="checkpoint file .* cannot be read"):
         again.fit(loader)
+
+
+# ---------------------------------------------------------------------- the learned Laplacian
+def _two_layer_trainer(run_dir=None, schedule=None):
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("enc", nn.Linear(6, 9))
+    model.add_module("fixed", nn.Tanh())
+    model.add_module("mid", nn.Linear(9, 8))
+    model.add_module("latent", nn.Tanh())
+    model.add_module("dec", nn.Linear(8, 6))
+    # built with the default normalization (None) for both layers
+    reg = GraphSpectralRegularizer(model, {"fixed": graphs.grid(3, 3), "latent": 8}, weight=1e-2)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    schedule = schedule or LearningSchedule(warmup_steps=2, refresh_every=2,
+                                            max_learning_steps=4, after_stop_steps=0,
+                                            stop="never")
+    trainer = GSRTrainer(model, reg, opt, nn.functional.mse_loss, schedule=schedule,
+                         learn={"latent": CoactivationGraph(k=3)}, run_dir=run_dir,
+                         smoothness_permutations=0, verbose=False)
+    loader = DataLoader(TensorDataset(torch.randn(24, 6)), batch_size=8)
+    return trainer, loader
+
+
+def test_config_and_repr_state_the_laplacian_of_every_layer(tmp_path):
+    trainer, loader = _two_layer_trainer(tmp_path / "run")
+    # the learned layer trains with the schedule's normalization, the fixed one with its own
+    assert trainer.reg.normalization("latent") == "sym"
+    assert trainer.reg.normalization("fixed") is None
+    assert trainer.resolved_config()["normalization"] == {"fixed": None, "latent": "sym"}
+    lines = {line.split(":")[0].strip(): line for line in repr(trainer).splitlines()}
+    assert "normalization='sym'" in lines["latent"] and "learned" in lines["latent"]
+    assert "normalization=None" in lines["fixed"] and "12 edges" in lines["fixed"]
+    trainer.fit(loader)
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written["normalization"] == {"fixed": None, "latent": "sym"}
+    assert written["schedule"]["normalization"] == "sym"
+
+
+def test_the_schedule_sets_the_learned_laplacian():
+    plain = LearningSchedule(warmup_steps=2, refresh_every=2, max_learning_steps=4,
+                             after_stop_steps=0, stop="never", normalization=None)
+    trainer, loader = _two_layer_trainer(schedule=plain)
+    assert trainer.resolved_config()["normalization"] == {"fixed": None, "latent": None}
+    trainer.fit(loader)
+    # the learned graphs were installed with D - A: the penalty is the combinatorial form
+    graph = trainer.reg.graph("latent")
+    a = torch.randn(5, 8)
+    row, col = graph.edge_index
+    by_edges = 0.5 * (graph.edge_weight * (a[:, row] - a[:, col]) ** 2).sum(1)
+    assert torch.allclose(trainer.reg.operator("latent")(a), by_edges, atol=1e-5)
+
+
+def test_phases_and_the_public_api():
+    trainer, loader = _two_layer_trainer()
+    assert trainer.phase is Phase.WARMUP
+    history = trainer.fit(loader)
+    assert trainer.phase is Phase.DONE and trainer.step == 2 + 4
+    rows = history.metrics
+    assert [r["phase"] for r in rows] == ["warmup", "learning", "learning"]
+    assert set(training.__all__) == {
+        "GSRTrainer", "LearningSchedule", "Phase", "History", "load_snapshot",
+        "setup_distributed", "is_distributed", "get_rank", "get_world_size", "is_main_process",
+        "gather_rows", "agree", "mean_over_processes", "barrier"}
+    assert not hasattr(gsr_pyg, "pipeline") and "atomic_write" not in dir(training)
+    assert isinstance(trainer.refresh, GraphRefresh) and isinstance(history, History)
+
+
+def test_graph_refresh_without_a_trainer_keeps_the_last_connected_graph():
+    model = nn.Sequential(nn.Identity())
+    reg = GraphSpectralRegularizer(model, {"0": WIDTH}, weight=1.0)
+    refresh = GraphRefresh(reg, {"0": CoactivationGraph()}, stop="disconnected")
+    refresh.reset()
+    assert reg.graph("0").num_edges == 0 and reg.normalization("0") == "sym"
+    gen = torch.Generator().manual_seed(0)
+    model(line_batch(gen, 8))
+    first = refresh.refresh()["0"]
+    assert first.installed and not first.stopped and first.components == 1
+    kept = reg.graph("0").edge_index.clone()
+    model(split_batch(gen, 8))
+    second = refresh.refresh()["0"]
+    assert (second.components, second.installed, second.stopped) == (2, False, True)
+    assert torch.equal(reg.graph("0").edge_index, kept) and refresh.all_stopped
+    assert refresh.refresh() == {} and refresh.num_graphs("0") == 1

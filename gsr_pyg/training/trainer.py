@@ -1,0 +1,445 @@
+"""The alternating trainer: warm-up, graph refresh, stop rule, snapshots, checkpoints, resume.
+
+One readable loop (:meth:`GSRTrainer.fit`). Each training step:
+
+1. take the next batch (the loader is iterated epoch after epoch; its position is saved);
+2. forward pass; the regularizer captures the hooked layers' outputs;
+3. in the learning phase, every ``refresh_every`` steps, build a graph for each learned layer
+   from its neuron features and install it, unless the stop rule fires
+   (:class:`gsr_pyg.refresh.GraphRefresh`);
+4. loss = task loss + penalty; backward; optimizer step; ``reg.step()``;
+5. every ``checkpoint_every`` steps, a checkpoint (:class:`~gsr_pyg.training.rundir.RunDirectory`).
+
+The phases (warm-up, learning, after the stop) are the :class:`LearningSchedule`'s; without
+learned layers the trainer runs ``max_steps`` plain regularized steps.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .._validation import check_int, describe
+from ..capture import samples_by_neurons
+from ..learn import CoactivationGraph
+from ..metrics import smoothness_ratio
+from ..refresh import GraphRefresh, RefreshEvent
+from ..regularizer import GraphSpectralRegularizer
+from ..spectral import connected_components
+from .batches import BatchStream, rng_state, seed_everything, set_rng_state, to_device
+from .distributed import (
+    agree,
+    barrier,
+    distributed_loader,
+    gather_objects,
+    gather_rows,
+    get_rank,
+    get_world_size,
+    mean_over_processes,
+    reduce_stats,
+)
+from .rundir import CHECKPOINT_FORMAT, History, RunDirectory
+from .schedule import FixedSteps, LearningSchedule, Phase, Progress
+
+__all__ = ["GSRTrainer"]
+
+
+def _as_device(device) -> torch.device:
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a torch.device or a device string (cpu, cuda, cuda:1), "
+                        f"got {describe(device)}")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be a torch.device or a device string (cpu, cuda, "
+                         f"cuda:1), got {device!r}") from None
+
+
+def _check_parts(model, reg, optimizer, loss_fn, learn) -> dict:
+    """The trainer's collaborators, checked; returns ``learn`` as a dict."""
+    if not isinstance(reg, GraphSpectralRegularizer):
+        raise TypeError(f"reg must be a GraphSpectralRegularizer, got {describe(reg)}")
+    if reg.model is not model:
+        raise ValueError("reg regularizes a different model than the one given to the trainer")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {describe(optimizer)}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {describe(loss_fn)}")
+    learn = dict(learn or {})
+    for name, learner in learn.items():
+        if not isinstance(learner, CoactivationGraph):
+            raise TypeError(f"learn[{name!r}] must be a gsr_pyg.learn.CoactivationGraph, "
+                            f"got {describe(learner)}")
+    return learn
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def _metrics_row(reg: GraphSpectralRegularizer, progress: Progress, task_loss: torch.Tensor,
+                 penalties: dict, events: dict[str, RefreshEvent],
+                 smoothness_permutations: int) -> dict:
+    """One row of metrics.jsonl: the step, its phase, the task loss of the global batch and,
+    per regularized layer, its weight, penalty, graph and smoothness."""
+    row = {"step": progress.step, "phase": progress.phase.value,
+           "task_loss": float(mean_over_processes(task_loss))}
+    weights = reg.weights()
+    for name in reg.layers:
+        graph = reg.graph(name)
+        entry = {"weight": weights[name], "penalty": float(penalties[name].detach()),
+                 "edges": int(graph.edge_index.shape[1] // 2)}
+        acts = reg.activations(name)
+        if graph.edge_index.shape[1]:
+            entry["components"] = connected_components(graph)[0]
+            if smoothness_permutations and acts is not None:
+                entry["smoothness_ratio"] = smoothness_ratio(
+                    samples_by_neurons(acts.detach()), graph,
+                    num_permutations=smoothness_permutations, seed=progress.step)
+        else:
+            entry["components"] = graph.num_nodes
+        if name in events:
+            entry["refresh"] = events[name].as_dict()
+        row[name] = entry
+    return row
+
+
+def _postfix(row: dict, layers: list[str]) -> str:
+    """The progress bar's summary of a metrics row."""
+    parts = [f"loss {row['task_loss']:.4g}"]
+    for name in layers:
+        entry = row[name]
+        parts.append(f"{name}: pen {entry['penalty']:.3g} E {entry['edges']} "
+                     f"C {entry['components']}")
+    return ", ".join(parts)
+
+
+class GSRTrainer:
+    """Train ``model`` with ``reg`` and, for the layers in ``learn``, learned graphs.
+
+    Args:
+        model: the model; ``reg`` must regularize it.
+        reg: a :class:`~gsr_pyg.GraphSpectralRegularizer`. The constructor gives each layer in
+            ``learn`` an edgeless graph (no penalty until its first learned graph), whatever
+            graph ``reg`` held, and the Laplacian normalization of ``schedule``.
+        optimizer: any ``torch.optim`` optimizer over the model's parameters.
+        loss_fn: ``loss_fn(output, target)``; a batch ``(x, y, ...)`` gives
+            ``loss_fn(model(x), y)``, a batch that is a single tensor ``x`` (or ``(x,)``)
+            gives ``loss_fn(model(x), x)`` (autoencoders).
+        schedule: a :class:`LearningSchedule` (default: the reference) when ``learn`` is given.
+            Its ``normalization`` (default ``"sym"``, the reference's) is the Laplacian every
+            learned layer trains with; ``repr(trainer)`` and ``config.json`` state it per layer.
+        learn: mapping layer name -> :class:`~gsr_pyg.learn.CoactivationGraph` (its
+            ``features`` says whether it sees the current batch or accumulated statistics).
+        run_dir: where config, metrics, snapshots and checkpoints go (None: memory only, no
+            resume). An existing run directory with the same config is resumed.
+        max_steps: number of steps when nothing is learned.
+        checkpoint_every: steps between checkpoints (also when the run ends or learning stops).
+        log_every: steps between metric rows.
+        smoothness_permutations: permutations of the logged smoothness ratio (0: not logged).
+        seed: seeds torch, numpy and random at the start of a fresh run.
+        device: where to train (default: the model's device).
+        verbose: show a progress bar and print a one-line summary.
+        config: extra JSON-serialisable settings stored in ``config.json`` and compared on
+            resume (data, model sizes...).
+
+    Attributes: ``progress`` (a :class:`~gsr_pyg.training.schedule.Progress`: step, phase,
+    learning and after-stop steps), ``history`` (a :class:`History`), ``refresh`` (the
+    :class:`~gsr_pyg.refresh.GraphRefresh` of the learned layers), ``rank``, ``world_size``
+    and ``is_main`` (whether this process writes the run directory). ``refresh`` may be
+    replaced by an object with the same methods that wraps it (to time the refreshes, say).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        reg: GraphSpectralRegularizer,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable,
+        schedule: LearningSchedule | None = None,
+        learn: Mapping[str, CoactivationGraph] | None = None,
+        run_dir: str | os.PathLike | None = None,
+        max_steps: int | None = None,
+        checkpoint_every: int = 500,
+        log_every: int = 50,
+        smoothness_permutations: int = 10,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        verbose: bool = True,
+        config: Mapping | None = None,
+    ):
+        learn = _check_parts(model, reg, optimizer, loss_fn, learn)
+        if learn:
+            schedule = schedule if schedule is not None else LearningSchedule.reference()
+            if not isinstance(schedule, LearningSchedule):
+                raise TypeError(f"schedule must be a LearningSchedule, got {describe(schedule)}")
+        elif schedule is not None:  # it would be ignored: nothing is learned
+            raise ValueError("schedule is given but no layer learns its graph (learn is "
+                             "empty): give learn={layer: CoactivationGraph(...)}, or max_steps "
+                             "without a schedule")
+        elif max_steps is None:
+            raise ValueError("max_steps is required when no layer learns its graph "
+                             "(learn is empty)")
+        if max_steps is not None:
+            check_int(max_steps, "max_steps", minimum=1)
+        self.model, self.reg, self.optimizer, self.loss_fn = model, reg, optimizer, loss_fn
+        self.schedule = schedule
+        self.max_steps = max_steps
+        self.checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=1)
+        self.log_every = check_int(log_every, "log_every", minimum=1)
+        self.smoothness_permutations = check_int(smoothness_permutations,
+                                                 "smoothness_permutations", minimum=0)
+        self.seed = check_int(seed, "seed")
+        self.verbose = verbose
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping of JSON-serialisable settings, got "
+                            f"{describe(config)}")
+        self.extra_config = dict(config or {})
+        if device is None:
+            param = next(model.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+        self.device = _as_device(device)
+        if run_dir is not None and not isinstance(run_dir, (str, os.PathLike)):
+            raise TypeError(f"run_dir must be a path (str or os.PathLike) or None, got "
+                            f"{describe(run_dir)}")
+        self.rank, self.world_size = get_rank(), get_world_size()
+        self.is_main = self.rank == 0  # only the main process writes the run directory
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run = RunDirectory(self.run_dir, self.is_main) if run_dir is not None else None
+        self._plan = self.schedule if learn else FixedSteps(max_steps)
+        rule = self.schedule or LearningSchedule()  # unused when nothing is learned
+        self.refresh = GraphRefresh(
+            reg, learn, stop=rule.stop, converged_jaccard=rule.converged_jaccard,
+            normalization=rule.normalization, device=self.device, gather=gather_rows,
+            agree=functools.partial(agree, device=self.device), reduce_stats=reduce_stats)
+        self.refresh.reset()  # learned layers: no edges, the schedule's Laplacian
+        self.history = History(self.run_dir)
+        self.progress: Progress = self._plan.start()
+        self._stream = BatchStream()
+
+    @property
+    def step(self) -> int:
+        """Steps trained so far."""
+        return self.progress.step
+
+    @property
+    def phase(self) -> Phase:
+        return self.progress.phase
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, loader: Iterable) -> History:
+        """Train until the schedule ends; resume from ``run_dir`` when it holds a checkpoint."""
+        if not isinstance(loader, Iterable):
+            raise TypeError(f"loader must be an iterable of batches (a DataLoader, a list of "
+                            f"(inputs, targets) pairs...), got {describe(loader)}")
+        self._start()  # seeded fresh run, or the state of run_dir's checkpoint
+        model, loader = self._per_process(loader)
+        bar = self._progress_bar()
+        self.model.train()
+        batches = self._stream.batches(loader)
+        while not self.progress.done:
+            batch = to_device(next(batches), self.device)
+            loss = self._task_loss(model, batch)  # the regularizer captures its layers here
+            # learning phase: new graphs every refresh_every steps (none during the warm-up,
+            # when the learned layers have no edges and so no penalty)
+            events = self.refresh.refresh() if self._plan.refresh_due(self.progress) else {}
+            self._record_snapshots(events)
+            stopped = bool(events) and self.refresh.all_stopped
+            if stopped and self._plan.ends_at_stop(self.progress):
+                self.reg.step()  # nothing is trained after the stop
+                self._save_checkpoint()
+                break
+            penalties = self.reg.penalties()  # per layer, weighted by its schedule
+            (loss + sum(penalties.values())).backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.refresh.observe()  # statistics for the next graph
+            if events or self.progress.step % self.log_every == 0:
+                self._log(_metrics_row(self.reg, self.progress, loss.detach(), penalties, events,
+                                       self.smoothness_permutations), bar)
+            self.reg.step()
+            self._plan.advance(self.progress, stopped)
+            if bar is not None:
+                bar.update(1)
+            if self.progress.step % self.checkpoint_every == 0 or self.progress.done:
+                self._save_checkpoint()  # metrics rows are written with it
+        if bar is not None:
+            bar.close()
+        if self.run is not None:
+            self.run.write_summary(self.summary())
+        if self.verbose and self.is_main:
+            print(self.summary_line())
+        return self.history
+
+    def _start(self) -> None:
+        resume = False
+        if self.run is not None:  # every process checks; the main one writes
+            resume = self.run.prepare(self.resolved_config())
+            barrier()
+        self.model.to(self.device)
+        if resume:
+            self._load_checkpoint()
+        elif self.progress.step == 0:  # a second fit() goes on where the first stopped
+            seed_everything(self.seed)
+
+    def _per_process(self, loader):
+        """The model and loader each process trains with (DDP and a distributed sampler under
+        torchrun; the hooks sit on the inner modules, so they fire inside the wrapper)."""
+        if self.world_size == 1:
+            return self.model, loader
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        return model, distributed_loader(loader, self.seed)
+
+    def _task_loss(self, model: nn.Module, batch) -> torch.Tensor:
+        if isinstance(batch, (list, tuple)):
+            x = batch[0]
+            target = batch[1] if len(batch) > 1 else x
+        else:
+            x = target = batch
+        return self.loss_fn(model(x), target)
+
+    # ------------------------------------------------------------------ records
+    def _record_snapshots(self, events: dict[str, RefreshEvent]) -> None:
+        step = self.progress.step
+        for layer, event in events.items():
+            if not event.installed:
+                continue
+            if self.run is None:
+                data = event.graph.clone().cpu()
+                data.step, data.name = step, layer
+                self.history.add_snapshot(step, layer, data)
+            else:
+                path = self.run.write_snapshot(len(self.history), step, layer, event.graph)
+                self.history.add_snapshot(step, layer, path)
+
+    def _log(self, row: dict, bar) -> None:
+        if self.run is None:
+            self.history.add_metrics(row)
+        else:
+            self.run.add_metrics(row)  # written at the next checkpoint
+        if bar is not None:
+            bar.set_postfix_str(_postfix(row, self.reg.layers), refresh=False)
+
+    def _progress_bar(self):
+        if not (self.verbose and self.is_main):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self._plan.max_total_steps, initial=self.progress.step, desc="gsr",
+                    dynamic_ncols=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_state(self) -> dict:
+        """Everything a resumed run needs; collective under torchrun (every process calls)."""
+        per_rank = {"rng": rng_state(), "stats": self.refresh.stats_state_dict()}
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "regularizer": self.reg.state_dict(),
+            "learning": self.refresh.state_dict(),
+            "loop": {**self.progress.state_dict(), **self._stream.state_dict(),
+                     "num_snapshots": len(self.history)},
+            "world_size": self.world_size,
+            "per_rank": gather_objects(_to_cpu(per_rank)),
+        }
+
+    def _save_checkpoint(self) -> None:
+        if self.run is not None:
+            self.run.write_checkpoint(self._checkpoint_state())
+
+    def _load_checkpoint(self) -> None:
+        state = self.run.read_checkpoint(self.world_size)
+        self.refresh.load_state_dict(state["learning"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # another architecture or width
+            raise ValueError(f"checkpoint file {str(self.run.path / 'checkpoint.pt')!r} holds "
+                             f"another model than the one given to the trainer: "
+                             f"{' '.join(str(err).split())[:300]}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.reg.load_state_dict(state["regularizer"])
+        loop = state["loop"]
+        self.progress = Progress.from_state_dict(loop)
+        self._stream.load_state_dict(loop)
+        self.history = self.run.restore_snapshots(loop["num_snapshots"], self.refresh.layers)
+        self.run.truncate_metrics(self.progress.step)
+        mine = state["per_rank"][self.rank]
+        self.refresh.load_stats_state_dict(mine["stats"])
+        set_rng_state(mine["rng"])
+
+    # ------------------------------------------------------------------ reports
+    def normalizations(self) -> dict[str, str | None]:
+        """The Laplacian normalization each regularized layer trains with (learned layers:
+        the schedule's)."""
+        return {name: self.reg.normalization(name) for name in self.reg.layers}
+
+    def resolved_config(self) -> dict:
+        """Everything that defines the run; stored in config.json and compared on resume."""
+        opt = self.optimizer
+        return {
+            "model": type(self.model).__name__,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "optimizer": type(opt).__name__,
+            "optimizer_defaults": {k: v for k, v in opt.defaults.items()
+                                   if isinstance(v, (int, float, str, bool, tuple, list))},
+            "regularizer": repr(self.reg).rsplit(", step=", 1)[0],
+            "normalization": self.normalizations(),
+            "schedule": asdict(self.schedule) if self.schedule is not None else None,
+            "learn": {name: repr(self.refresh.learner(name)) for name in self.refresh.layers},
+            "max_steps": self.max_steps,
+            "checkpoint_every": self.checkpoint_every,
+            "log_every": self.log_every,
+            "smoothness_permutations": self.smoothness_permutations,
+            "seed": self.seed,
+            **{f"user.{k}": v for k, v in self.extra_config.items()},
+        }
+
+    def summary(self) -> dict:
+        p = self.progress
+        out = {"steps": p.step, "phase": p.phase.value, "learning_steps": p.learning_steps,
+               "after_stop_steps": p.after_stop_steps, "snapshots": len(self.history)}
+        for name in self.refresh.layers:
+            graph = self.reg.graph(name)
+            out[name] = {"graphs_learned": self.refresh.num_graphs(name),
+                         "stopped": self.refresh.stopped(name),
+                         "edges": int(graph.edge_index.shape[1] // 2),
+                         "components": connected_components(graph)[0]}
+        return out
+
+    def summary_line(self) -> str:
+        s = self.summary()
+        layers = "; ".join(f"{n}: {s[n]['graphs_learned']} graphs, {s[n]['edges']} edges, "
+                           f"{s[n]['components']} components" for n in self.refresh.layers)
+        return (f"gsr: {s['steps']} steps ({s['learning_steps']} learning, "
+                f"{s['after_stop_steps']} after stop)" + (f"; {layers}" if layers else ""))
+
+    def __repr__(self) -> str:
+        lines = [f"GSRTrainer(model={type(self.model).__name__}, "
+                 f"optimizer={type(self.optimizer).__name__}, device={self.device}, "
+                 f"run_dir={str(self.run_dir) if self.run_dir else None},",
+                 f"  schedule={self._plan!r},"]
+        for name, norm in self.normalizations().items():
+            if name in self.refresh.layers:
+                how = (f"graph learned by {self.refresh.learner(name)!r}, Laplacian "
+                       f"normalization={norm!r} (from the schedule)")
+            else:
+                edges = int(self.reg.graph(name).edge_index.shape[1] // 2)
+                how = f"fixed graph with {edges} edges, Laplacian normalization={norm!r}"
+            lines.append(f"  {name}: {how},")
+        return "\n".join(lines) + "\n)"

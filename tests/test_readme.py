@@ -1,22 +1,54 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples run as written and give the outputs the README states."""
 
 import re
 import runpy
 from pathlib import Path
 
-import pytest
-
 README = Path(__file__).parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+TEXT = README.read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, flags=re.S)
 
 
-def test_readme_has_examples():
-    assert len(BLOCKS) >= 2
+def stated(pattern: str, block: str) -> float:
+    """A number the README states in an example's comments."""
+    match = re.search(pattern, block)
+    assert match, f"the README example no longer states {pattern!r}"
+    return float(match.group(1).replace(",", ""))
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_example_runs(index, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # examples may write run directories
+def run_block(index: int, tmp_path, monkeypatch) -> dict:
+    monkeypatch.chdir(tmp_path)  # examples write files and run directories
     script = tmp_path / f"readme_example_{index}.py"
     script.write_text(BLOCKS[index])
-    runpy.run_path(str(script), run_name="__readme__")
+    return runpy.run_path(str(script), run_name="__readme__")
+
+
+def test_every_readme_example_has_its_test():
+    assert len(BLOCKS) == 2  # a new example gets a test below that checks what it states
+
+
+def test_quick_start_gives_what_it_states(tmp_path, monkeypatch):
+    block = BLOCKS[0]
+    names = run_block(0, tmp_path, monkeypatch)
+    grid = names["grid"]
+    assert grid.num_nodes == stated(r"Data: (\d+) nodes", block)
+    assert grid.num_edges // 2 == stated(r"(\d+) undirected edges", block)
+    assert tuple(names["hidden"].shape) == (
+        stated(r"\[([\d,]+), \d+\]", block), stated(r"\[[\d,]+, (\d+)\]", block))
+    assert float(names["accuracy"]) > stated(r"accuracy above ([\d.]+)", block)
+    assert float(names["ratio"]) < stated(r"ratio below ([\d.]+)", block)
+    import gsr_pyg
+    back = gsr_pyg.graphs.read_graphml(tmp_path / "grid.graphml")
+    assert back.num_edges == grid.num_edges and back.pos.tolist() == grid.pos.tolist()
+
+
+def test_learned_graph_example_gives_what_it_states(tmp_path, monkeypatch):
+    block = BLOCKS[1]
+    names = run_block(1, tmp_path, monkeypatch)
+    history = names["history"]
+    assert len(history.snapshots) == stated(r"(\d+) snapshots", block)
+    step, graph = names["step"], names["graph"]
+    assert step == history.snapshot_steps()[-1] and graph.num_nodes == 20
+    assert names["G"].number_of_nodes() == 20
+    assert names["G"].number_of_edges() == graph.num_edges // 2
+

@@ -309,3 +309,11 @@ def test_graph_refresh_without_a_trainer_keeps_the_last_connected_graph():
     assert (second.components, second.installed, second.stopped) == (2, False, True)
     assert torch.equal(reg.graph("0").edge_index, kept) and refresh.all_stopped
     assert refresh.refresh() == {} and refresh.num_graphs("0") == 1
+
+
+def test_the_planned_length_counts_after_stop_steps_only_when_a_stop_can_happen():
+    never = LearningSchedule(warmup_steps=30, refresh_every=10, max_learning_steps=50,
+                             after_stop_steps=20, stop="never")
+    assert never.max_total_steps == 80
+    assert LearningSchedule(warmup_steps=30, refresh_every=10, max_learning_steps=50,
+                            after_stop_steps=20).max_total_steps == 100

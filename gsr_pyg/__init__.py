@@ -10,14 +10,29 @@ with training by :class:`gsr_pyg.training.GSRTrainer`.
 
 import importlib
 
-from . import capture, data, graphs, learn, metrics, models, readouts, schedules, spectral, training
+from . import (
+    capture,
+    data,
+    files,
+    graphs,
+    learn,
+    metrics,
+    models,
+    readouts,
+    refresh,
+    regularizer,
+    schedules,
+    spectral,
+    training,
+)
 from .regularizer import GraphSpectralRegularizer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GraphSpectralRegularizer", "data", "graphs", "learn", "metrics", "models", "training",
-    "plotting", "readouts", "report", "spectral", "capture", "schedules", "__version__",
+    "GraphSpectralRegularizer", "capture", "data", "files", "graphs", "learn", "metrics",
+    "models", "plotting", "readouts", "refresh", "regularizer", "report", "schedules",
+    "spectral", "training", "__version__",
 ]
 
 

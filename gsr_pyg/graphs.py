@@ -326,10 +326,7 @@ def disjoint_union(graphs: Sequence[Data]) -> Data:
     if not graphs:
         raise ValueError("graphs must contain at least one Data, got an empty sequence")
     for index, graph in enumerate(graphs):
-        try:
-            check_graph(graph)
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"graphs[{index}]: {error}") from None
+        check_graph(graph, name=f"graphs[{index}]")
     sizes = [g.num_nodes for g in graphs]
     starts = [sum(sizes[:i]) for i in range(len(graphs))]
     edge_index = torch.cat([g.edge_index + s for g, s in zip(graphs, starts, strict=True)], dim=1)
@@ -791,6 +788,10 @@ def check_graph(data: Data, num_nodes: int | None = None, *, name: str = "graph"
     be sorted. The checks are vectorised and run on the device of ``edge_index``.
     :func:`from_edge_index` turns any edge list into a valid graph.
 
+    Every message starts with ``name``: ``"{name} has ..."`` for the graph as a whole,
+    ``"{name}: edge_weight must be ..."`` for one of its attributes (e.g. ``"graph for layer
+    'fc1': edge (0, 1) has no reverse edge (1, 0); ..."``).
+
     Args:
         data (Data): the graph.
         num_nodes (int, optional): the number of nodes it must have.
@@ -809,11 +810,13 @@ def check_graph(data: Data, num_nodes: int | None = None, *, name: str = "graph"
     if edge_index is None:
         raise ValueError(f"{name} has no edge_index; a graph with no edges has an empty [2, 0] "
                          "one")
-    check_tensor(edge_index, "edge_index")
+    check_tensor(edge_index, f"{name}: edge_index")
     if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(f"edge_index must have shape [2, E], got {describe(edge_index)}")
+        raise ValueError(f"{name}: edge_index must have shape [2, E], got "
+                         f"{describe(edge_index)}")
     if edge_index.dtype != torch.long:
-        raise ValueError(f"edge_index must have dtype torch.int64, got {describe(edge_index)}")
+        raise ValueError(f"{name}: edge_index must have dtype torch.int64, got "
+                         f"{describe(edge_index)}")
 
     n = data.num_nodes
     if n is None:
@@ -829,8 +832,8 @@ def check_graph(data: Data, num_nodes: int | None = None, *, name: str = "graph"
         low, high = int(edge_index.min()), int(edge_index.max())
         if low < 0 or high >= n:
             bad = low if low < 0 else high
-            raise ValueError(f"edge_index contains node {bad}, but the graph has {n} nodes "
-                             f"(indices in [0, {n}))")
+            raise ValueError(f"{name}: edge_index contains node {bad}, but the graph has {n} "
+                             f"nodes (indices in [0, {n}))")
         loops = row == col
         if bool(loops.any()):
             node = int(row[loops][0])
@@ -841,41 +844,43 @@ def check_graph(data: Data, num_nodes: int | None = None, *, name: str = "graph"
 
     edge_weight = data.edge_weight
     if edge_weight is not None:
-        check_tensor(edge_weight, "edge_weight")
+        check_tensor(edge_weight, f"{name}: edge_weight")
         if not edge_weight.is_floating_point():
-            raise ValueError(
-                f"edge_weight must be a floating-point tensor, got {describe(edge_weight)}"
-            )
+            raise ValueError(f"{name}: edge_weight must be a floating-point tensor, got "
+                             f"{describe(edge_weight)}")
         if edge_weight.dim() != 1 or edge_weight.size(0) != num_edges:
             raise ValueError(
-                f"edge_weight must have shape [{num_edges}] (one weight per column of "
-                f"edge_index), got {describe(edge_weight)}"
+                f"{name}: edge_weight must have shape [{num_edges}] (one weight per column "
+                f"of edge_index), got {describe(edge_weight)}"
             )
-        _check_positive_weights(edge_weight, edge_index)
+        _check_positive_weights(edge_weight, edge_index, f"{name}: edge_weight")
 
     if data.pos is not None:
-        pos = check_tensor(data.pos, "pos", floating=True)
+        pos = check_tensor(data.pos, f"{name}: pos", floating=True)
         if pos.dim() != 2 or pos.size(0) != n or pos.size(1) != 2:
-            raise ValueError(f"pos must have shape [{n}, 2], got {describe(pos)}")
-        check_finite(pos, "pos")
+            raise ValueError(f"{name}: pos must have shape [{n}, 2], got {describe(pos)}")
+        check_finite(pos, f"{name}: pos")
 
     if num_edges:
-        _check_symmetric(row, col, edge_weight, n)
+        _check_symmetric(row, col, edge_weight, n, name)
     return data
 
 
-def _check_positive_weights(edge_weight: Tensor, edge_index: Tensor) -> None:
-    check_finite(edge_weight, "edge_weight")
+def _check_positive_weights(edge_weight: Tensor, edge_index: Tensor,
+                            argument: str = "edge_weight") -> None:
+    """Finite and > 0; messages call the weights ``argument``."""
+    check_finite(edge_weight, argument)
     if edge_weight.numel() and not bool((edge_weight > 0).all()):
         bad = int(torch.nonzero(edge_weight <= 0)[0])
         raise ValueError(
-            f"edge_weight must be > 0, got {float(edge_weight[bad])} on edge "
+            f"{argument} must be > 0, got {float(edge_weight[bad])} on edge "
             f"({int(edge_index[0, bad])}, {int(edge_index[1, bad])}); a weight of 0 is no "
             "edge: drop the entry"
         )
 
 
-def _check_symmetric(row: Tensor, col: Tensor, edge_weight: Tensor | None, n: int) -> None:
+def _check_symmetric(row: Tensor, col: Tensor, edge_weight: Tensor | None, n: int,
+                     name: str) -> None:
     """No duplicate entries, and every (i, j) has (j, i) with the same weight."""
     key = row * n + col
     sorted_key, order = torch.sort(key)
@@ -883,7 +888,7 @@ def _check_symmetric(row: Tensor, col: Tensor, edge_weight: Tensor | None, n: in
     if bool(duplicate.any()):
         k = int(sorted_key[:-1][duplicate][0])
         raise ValueError(
-            f"edge_index has the entry ({k // n}, {k % n}) more than once; coalesce it "
+            f"{name}: edge_index has the entry ({k // n}, {k % n}) more than once; coalesce it "
             "(torch_geometric.utils.coalesce) or build the graph with from_edge_index"
         )
     reverse_key = col * n + row
@@ -893,8 +898,8 @@ def _check_symmetric(row: Tensor, col: Tensor, edge_weight: Tensor | None, n: in
         bad = int(torch.nonzero(~found)[0])
         i, j = int(row[bad]), int(col[bad])
         raise ValueError(
-            f"edge ({i}, {j}) has no reverse edge ({j}, {i}); store both directions of every "
-            "undirected edge (from_edge_index or torch_geometric.utils.to_undirected)"
+            f"{name}: edge ({i}, {j}) has no reverse edge ({j}, {i}); store both directions of "
+            "every undirected edge (from_edge_index or torch_geometric.utils.to_undirected)"
         )
     if edge_weight is not None:
         reverse_weight = edge_weight[order[where]]
@@ -903,7 +908,7 @@ def _check_symmetric(row: Tensor, col: Tensor, edge_weight: Tensor | None, n: in
             bad = int(torch.nonzero(differs)[0])
             i, j = int(row[bad]), int(col[bad])
             raise ValueError(
-                f"edge ({i}, {j}) has weight {float(edge_weight[bad])} but its reverse "
+                f"{name}: edge ({i}, {j}) has weight {float(edge_weight[bad])} but its reverse "
                 f"({j}, {i}) has weight {float(reverse_weight[bad])}; edge weights must be "
                 "symmetric (from_edge_index merges weights that agree up to rounding)"
             )

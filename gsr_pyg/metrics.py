@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gsr_pyg._validation import check_choice, check_int, check_tensor, describe
+from gsr_pyg._validation import check_bool, check_choice, check_int, check_tensor, describe
 from gsr_pyg.capture import samples_by_neurons
 from gsr_pyg.graphs import to_networkx
 from gsr_pyg.spectral import (
@@ -38,6 +38,7 @@ __all__ = [
     "adjusted_rand_index",
     "dirichlet_energy",
     "feature_correlations",
+    "feature_loadings",
     "feature_modules",
     "gearys_c",
     "modularity",
@@ -86,8 +87,9 @@ def _centred_on_graph(x, data) -> tuple[Tensor, Tensor, Tensor, tuple[int, ...]]
             out_shape)
 
 
-def _labels(labels, name: str, length: int | None = None) -> Tensor:
-    """Integer labels as a 1-D long tensor (tensor, numpy array or sequence)."""
+def _labels(labels, name: str, length: int | None = None, entry: str = "node") -> Tensor:
+    """Integer labels as a 1-D long tensor (tensor, numpy array or sequence); ``length``
+    entries, one per ``entry``, when given."""
     if not isinstance(labels, Tensor):
         try:
             labels = torch.as_tensor(labels)
@@ -99,7 +101,9 @@ def _labels(labels, name: str, length: int | None = None) -> Tensor:
             labels.dtype == torch.bool:
         raise ValueError(f"{name} must be a 1-D tensor of integer labels, got {describe(labels)}")
     if length is not None and labels.numel() != length:
-        raise ValueError(f"{name} must have {length} entries (one per node), got {labels.numel()}")
+        raise ValueError(
+            f"{name} must have {length} entries (one per {entry}), got {labels.numel()}"
+        )
     return labels.long()
 
 
@@ -567,18 +571,70 @@ def feature_correlations(inputs: Tensor, activations: Tensor) -> Tensor:
     return standardised(activations).T @ standardised(inputs)
 
 
+def _label_means(values: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct labels ``[C]`` (increasing) and the mean of the rows of ``values``
+    ``[N, K]`` over each label's rows ``[C, K]``; ``labels`` is a valid ``[N]`` long tensor
+    on the device of ``values`` with ``N >= 1``. Only labels in use get a row, so no mean is
+    ever 0 / 0."""
+    modules, inverse = torch.unique(labels, return_inverse=True)
+    sums = values.new_zeros(modules.numel(), values.size(1)).index_add_(0, inverse, values)
+    counts = torch.bincount(inverse, minlength=modules.numel()).to(values.dtype)
+    return modules, sums / counts.unsqueeze(1)
+
+
+def feature_loadings(correlations: Tensor, neuron_labels, absolute: bool = True) -> Tensor:
+    r"""Loading of every feature on every neuron module: the mean absolute correlation of
+    the feature with the module's neurons.
+
+    .. math::
+        \ell_{fc} = \frac{1}{|c|}\sum_{n \in c} |r_{nf}|
+
+    The modules are the label values in use, in increasing order: column ``c`` is module
+    ``torch.unique(neuron_labels)[c]``, so labels ``0..C-1`` give column ``c`` = module
+    ``c``, and a label number nobody uses (labels ``[0, 0, 2]``) gets no column rather than
+    an empty one. :func:`feature_modules` and :func:`gsr_pyg.readouts.module_loadings` read
+    their loadings here.
+
+    Args:
+        correlations (Tensor): ``[N, F]`` neuron x feature correlations :math:`r`
+            (:func:`feature_correlations`), ``N >= 1``.
+        neuron_labels: ``[N]`` integer module of every neuron (tensor or sequence; any
+            integers).
+        absolute (bool): ``False`` averages the signed correlations instead, whose sign
+            says whether the module rises or falls with the feature. (default: ``True``)
+
+    Returns:
+        ``[F, C]`` tensor on the device and in the dtype of ``correlations``.
+
+    Example:
+        >>> r = torch.tensor([[0.9, -0.1], [0.7, 0.3], [0.0, 0.8]])
+        >>> feature_loadings(r, torch.tensor([0, 0, 2]))    # modules 0 and 2
+        tensor([[0.8000, 0.0000],
+                [0.2000, 0.8000]])
+    """
+    check_tensor(correlations, "correlations", ndim=2, floating=True)
+    check_bool(absolute, "absolute")
+    if correlations.size(0) == 0:
+        raise ValueError("correlations must have at least one row (neuron), got 0 rows")
+    labels = _labels(neuron_labels, "neuron_labels", correlations.size(0),
+                     "row of correlations").to(correlations.device)
+    values = correlations.abs() if absolute else correlations
+    return _label_means(values, labels)[1].T
+
+
 def feature_modules(inputs: Tensor, activations: Tensor, neuron_labels) -> Tensor:
     r"""Assign every input feature to the neuron module that carries it most.
 
     Feature :math:`f` joins module :math:`\arg\max_c \frac{1}{|c|}\sum_{n \in c}
-    |r_{nf}|` (mean absolute Pearson correlation, see :func:`feature_correlations`; ties
-    go to the smallest label).
+    |r_{nf}|` (its highest :func:`feature_loadings`, the mean absolute Pearson correlation
+    of :func:`feature_correlations`; ties go to the smallest label). Only the label values
+    in use are modules.
 
     Args:
         inputs (Tensor): ``[S, F]`` input features.
         activations (Tensor): ``[S, N]`` (or ``[B, N, *]``) neuron activations.
         neuron_labels: ``[N]`` integer module of every neuron (e.g. from
-            :func:`neuron_modules`).
+            :func:`neuron_modules`; any integers).
 
     Returns:
         ``[F]`` long tensor of module labels (values taken from ``neuron_labels``).
@@ -589,11 +645,7 @@ def feature_modules(inputs: Tensor, activations: Tensor, neuron_labels) -> Tenso
         >>> feature_modules(inputs, activations, torch.tensor([0, 0, 1]))
         tensor([0, 1])
     """
-    correlations = feature_correlations(inputs, activations).abs()
-    labels = _labels(neuron_labels, "neuron_labels", activations.size(1))
+    correlations = feature_correlations(inputs, activations)
+    labels = _labels(neuron_labels, "neuron_labels", correlations.size(0), "neuron")
     labels = labels.to(correlations.device)
-    modules, inverse = torch.unique(labels, return_inverse=True)
-    sums = torch.zeros(modules.numel(), correlations.size(1), dtype=correlations.dtype,
-                       device=correlations.device).index_add_(0, inverse, correlations)
-    counts = torch.bincount(inverse, minlength=modules.numel()).to(correlations.dtype)
-    return modules[(sums / counts.unsqueeze(1)).argmax(dim=0)]
+    return torch.unique(labels)[feature_loadings(correlations, labels).argmax(dim=1)]

@@ -46,6 +46,9 @@ __all__ = [
     "plot_heatmap",
     "plot_curves",
     "plot_embedding",
+    "plot_group_activity_on_graph",
+    "plot_feature_correlations",
+    "plot_embedding_panels",
     "module_colormap",
     "label_module_colorbar",
 ]
@@ -1047,7 +1050,8 @@ def module_colormap(num_modules: int):
 
 def label_module_colorbar(fig: Figure, num_modules: int, prefix: str = "module") -> None:
     """Name the bands of the figure's colour bar (its last axes) ``"<prefix> m"`` instead of
-    a numeric scale.
+    a numeric scale; ValueError when the last axes is no colour bar (a figure drawn with
+    ``colorbar=False``).
 
     For a colour bar of :func:`module_colormap` over values ``0 .. num_modules-1``: band
     ``m`` spans :math:`[m, m+1] \\cdot (M-1)/M` (``M = num_modules``), and its name is put
@@ -1071,7 +1075,236 @@ def label_module_colorbar(fig: Figure, num_modules: int, prefix: str = "module")
     if not fig.axes:
         raise ValueError("fig must have a colour bar as its last axes, got a figure without axes")
     colorbar_axes = fig.axes[-1]
+    if colorbar_axes.get_label() != "<colorbar>":  # the label fig.colorbar gives its axes
+        raise ValueError(f"fig must have a colour bar as its last axes, but its last axes is a "
+                         f"plot (title {colorbar_axes.get_title()!r}); draw the figure with "
+                         f"colorbar=True")
     span = max(num_modules - 1, 1)
     centres = [(index + 0.5) * span / num_modules for index in range(num_modules)]
     colorbar_axes.set_yticks(centres, [f"{prefix} {index}" for index in range(num_modules)])
     colorbar_axes.minorticks_off()
+
+
+# --------------------------------------------------------------------------- read-out panels
+def plot_group_activity_on_graph(graph, maps, names: Sequence[str] | None = None, pos=None, *,
+                                 ncols: int = 5, cmap: str = "RdBu_r", node_size: float = 25.0,
+                                 colorbar_label: str | None = None, title: str | None = None,
+                                 path: PathLike | None = None, dpi: int = 150) -> Figure:
+    """One panel per group: the group's map of the neurons painted on the graph.
+
+    Meant for each group's mean activity minus the mean over all samples (e.g. per cell type:
+    ``readouts.subtract_global_mean(readouts.group_means(latent, codes), latent)``): every
+    panel shares one colour range symmetric around 0, ``[-b, b]`` with ``b`` the largest
+    finite ``|value|`` of all maps (1 when there is none), so red is higher and blue lower in
+    that group in every panel; one colour bar serves all panels. NaN nodes are grey.
+
+    Args:
+        graph: a ``Data`` or an ``edge_index`` ``[2, E]`` over the ``N`` neurons.
+        maps: ``[G, N]`` one value per neuron for each of ``G`` groups.
+        names: ``G`` panel titles (default ``"group 0"``, ``"group 1"``, ...).
+        pos: ``[N, 2]`` positions shared by all panels (default ``data.pos``, else one
+            :func:`spring_layout`).
+        ncols: panels per row (default 5).
+        cmap: diverging colour map (default ``"RdBu_r"``).
+        node_size: marker area of the nodes (default 25).
+        colorbar_label, title: label of the colour bar and title of the figure.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example:
+        >>> from gsr_pyg.graphs import ring
+        >>> fig = plot_group_activity_on_graph(ring(6), torch.randn(3, 6), ["a", "b", "c"])
+        >>> [ax.get_title() for ax in fig.axes[:3]], fig.axes[-1].get_label()
+        (['a', 'b', 'c'], '<colorbar>')
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    check_int(ncols, "ncols", minimum=1)
+    check_positive(node_size, "node_size")
+    data = _as_graph(graph, None, None)
+    values = _to_numpy(maps, "maps", ndim=2)
+    count, nodes = values.shape
+    if count == 0:
+        raise ValueError("maps must hold at least one group (row), got shape "
+                         f"{tuple(values.shape)}")
+    if nodes != data.num_nodes:
+        raise ValueError(f"maps must have one column per node of the graph ({data.num_nodes}), "
+                         f"got shape {tuple(values.shape)}")
+    if names is None:
+        names = [f"group {g}" for g in range(count)]
+    elif isinstance(names, str) or len(names) != count:
+        raise ValueError(f"names must have one title per group (row of maps, {count}), got "
+                         f"{describe(names)}")
+    if pos is None:
+        pos = data.pos if data.pos is not None else spring_layout(data)
+    positions = _positions(pos, nodes, "pos")
+    columns = min(count, ncols)
+    rows = math.ceil(count / columns)
+    fig = _new_figure(2.9 * columns + 1.0, 2.9 * rows + 0.5)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    finite = values[np.isfinite(values)]
+    bound = float(np.abs(finite).max()) if finite.size else 1.0
+    bound = bound if bound > 0 else 1.0
+    for index, ax in enumerate(axes.flat):
+        if index >= count:
+            ax.set_visible(False)
+            continue
+        plot_graph(data, values[index], pos=positions, ax=ax, cmap=cmap, colorbar=False,
+                   vmin=-bound, vmax=bound, node_size=node_size, title=str(names[index]))
+    fig.colorbar(ScalarMappable(Normalize(-bound, bound), cmap=cmap),
+                 ax=axes.ravel().tolist(), shrink=0.8, label=colorbar_label)
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+def plot_feature_correlations(inputs: torch.Tensor, activations: torch.Tensor,
+                              feature_names: Sequence[str] | None = None, *, cells=None,
+                              neuron_groups=None, feature_groups=None,
+                              title: str | None = None, xlabel: str | None = "features",
+                              ylabel: str | None = "neurons",
+                              colorbar_label: str | None = "Pearson r",
+                              path: PathLike | None = None, dpi: int = 150) -> Figure:
+    """Neuron x feature Pearson correlations over a set of samples, as a heatmap.
+
+    E.g. latent neurons x genes over all cells or over the cells of one type: the
+    correlations are :func:`gsr_pyg.metrics.feature_correlations` of ``inputs[cells]`` and
+    ``activations[cells]``, drawn by :func:`plot_heatmap` with 0 in the middle of the
+    diverging colour map, neurons (rows) sorted by ``neuron_groups`` and features (columns)
+    by ``feature_groups``, with lines between groups.
+
+    Args:
+        inputs: ``[S, F]`` features of the samples (e.g. the genes to show).
+        activations: ``[S, N]`` neuron activations of the same samples.
+        feature_names: ``F`` column labels (default: the group names, or indices).
+        cells: the samples to correlate over: a boolean mask ``[S]`` or indices (default all);
+            at least 2.
+        neuron_groups: ``[N]`` group of every neuron (e.g. its module).
+        feature_groups: ``[F]`` group of every feature (e.g. its gene module).
+        title, xlabel, ylabel, colorbar_label: texts (defaults ``"features"``,
+            ``"neurons"``, ``"Pearson r"``).
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example:
+        >>> x = torch.randn(50, 3)
+        >>> fig = plot_feature_correlations(x, torch.cat([x, -x], dim=1), ["a", "b", "c"])
+        >>> image = fig.axes[0].get_images()[0].get_array()
+        >>> image.shape, round(float(image[0, 0]), 3), round(float(image[3, 0]), 3)
+        ((6, 3), 1.0, -1.0)
+    """
+    from .metrics import feature_correlations
+
+    for name, value in (("inputs", inputs), ("activations", activations)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {describe(value)}")
+        if value.dim() != 2:
+            raise ValueError(f"{name} must be 2-D [samples, columns], got {describe(value)}")
+    if inputs.size(0) != activations.size(0):
+        raise ValueError(f"inputs and activations must have the same samples (rows), got "
+                         f"{inputs.size(0)} and {activations.size(0)}")
+    if cells is not None:
+        if not isinstance(cells, torch.Tensor):
+            cells = torch.as_tensor(np.asarray(cells))
+        if cells.dtype == torch.bool and cells.shape != (inputs.size(0),):
+            raise ValueError(f"cells as a mask must have one entry per sample "
+                             f"({inputs.size(0)}), got {describe(cells)}")
+        if cells.dtype != torch.bool and (cells.dim() != 1 or cells.is_floating_point()):
+            raise ValueError(f"cells must be a boolean mask or 1-D integer indices, got "
+                             f"{describe(cells)}")
+        count = int(cells.sum()) if cells.dtype == torch.bool else cells.numel()
+        if count < 2:
+            raise ValueError(f"cells must select at least 2 samples to correlate over, got "
+                             f"{count}")
+        inputs, activations = inputs[cells], activations[cells]
+    correlations = feature_correlations(inputs, activations)
+    return plot_heatmap(correlations, col_labels=feature_names, row_groups=neuron_groups,
+                        col_groups=feature_groups, title=title, ylabel=ylabel, xlabel=xlabel,
+                        colorbar_label=colorbar_label, path=path, dpi=dpi)
+
+
+def plot_embedding_panels(points, labels: Mapping[str, tuple] | None = None, values=None,
+                          value_names: Sequence[str] | None = None, *, ncols: int = 4,
+                          axis_name: str = "dim", colorbar_label: str | None = "module activity",
+                          title: str | None = None, path: PathLike | None = None,
+                          dpi: int = 150) -> Figure:
+    """Samples in one 2-D embedding, one panel per labelling and per value column.
+
+    E.g. cells in UMAP coloured by cell type, by branch and by each module's activity: first
+    one categorical panel (legend) per entry of ``labels``, then one continuous panel (colour
+    bar) per column of ``values``, drawn with :func:`plot_embedding`. Each panel is a
+    sub-figure, so a legend or colour bar widens only its own panel.
+
+    Args:
+        points: ``[S, 2]`` coordinates (e.g. :func:`gsr_pyg.data.cell_embedding`).
+        labels: ``{title: (codes, names)}``: ``codes`` ``[S]`` integer class per sample and
+            ``names`` the class names (as :func:`gsr_pyg.data.obs_labels` returns them);
+            ``names`` may be ``None`` (the class indices).
+        values: ``[S, K]`` a value per sample for each of ``K`` panels (e.g. module
+            activity, :func:`gsr_pyg.readouts.module_activity`).
+        value_names: ``K`` titles of the value panels (default ``"module 0"``, ...).
+        ncols: panels per row (default 4).
+        axis_name: the axes are labelled ``"<axis_name> 1"`` and ``"<axis_name> 2"``
+            (default ``"dim"``; e.g. ``"UMAP"`` or ``"PC"``).
+        colorbar_label: label of the value panels' colour bars (default
+            ``"module activity"``).
+        title: title of the figure.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example:
+        >>> fig = plot_embedding_panels(torch.randn(30, 2),
+        ...                             {"type": (torch.arange(30) % 3, ["a", "b", "c"])},
+        ...                             torch.rand(30, 2), axis_name="PC")
+        >>> [ax.get_title() for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        ['type', 'module 0', 'module 1']
+    """
+    check_int(ncols, "ncols", minimum=1)
+    coordinates = _to_numpy(points, "points", ndim=2)
+    count = coordinates.shape[0]
+    if coordinates.shape[1] != 2:
+        raise ValueError(f"points must have shape [S, 2], got {tuple(coordinates.shape)}")
+    panels = []
+    if labels is not None:
+        if not isinstance(labels, Mapping):
+            raise TypeError(f"labels must be a mapping {{title: (codes, names)}}, got "
+                            f"{describe(labels)}")
+        for column, entry in labels.items():
+            if not (isinstance(entry, tuple | list) and len(entry) == 2):
+                raise TypeError(f"labels[{column!r}] must be a (codes, names) pair, got "
+                                f"{describe(entry)}")
+            codes, names = entry
+            size = _to_numpy(codes, f"labels[{column!r}] codes", ndim=1, dtype=np.int64).size
+            if size != count:
+                raise ValueError(f"labels[{column!r}] codes must have one entry per point "
+                                 f"({count}), got {size}")
+            panels.append(("label", str(column), codes, names))
+    if values is not None:
+        value_array = _to_numpy(values, "values", ndim=2)
+        if value_array.shape[0] != count:
+            raise ValueError(f"values must have one row per point ({count}), got shape "
+                             f"{tuple(value_array.shape)}")
+        width = value_array.shape[1]
+        if value_names is None:
+            value_names = [f"module {m}" for m in range(width)]
+        elif isinstance(value_names, str) or len(value_names) != width:
+            raise ValueError(f"value_names must have one title per column of values ({width}), "
+                             f"got {describe(value_names)}")
+        panels += [("value", str(value_names[m]), value_array[:, m], None)
+                   for m in range(width)]
+    if not panels:
+        raise ValueError("labels and values hold no panel to draw: give at least one label "
+                         "column or one column of values")
+    columns = min(len(panels), ncols)
+    rows = math.ceil(len(panels) / columns)
+    fig = _new_figure(4.4 * columns, 3.6 * rows)
+    cells = np.atleast_2d(fig.subfigures(rows, columns, squeeze=False))
+    for index, cell in enumerate(cells.flat):
+        if index >= len(panels):
+            continue
+        kind, panel_title, colour, names = panels[index]
+        plot_embedding(coordinates, colour, title=panel_title, categorical=kind == "label",
+                       class_names=names, ax=cell.subplots(),
+                       colorbar_label=colorbar_label if kind == "value" else None,
+                       xlabel=f"{axis_name} 1", ylabel=f"{axis_name} 2")
+    if title:
+        fig.suptitle(title)
+    return _finish(fig, path, dpi)

@@ -3,8 +3,9 @@ r"""Read-outs of a structured hidden layer: what its neurons do, per class, grou
 Activations are ``[S, N]`` (``S`` samples, ``N`` neurons; node ``i`` of the layer's graph is
 column ``i``); results are tensors on the device of the input.
 
-* :func:`group_means`: the mean of rows (or columns) per group; every grouped read-out
-  below is this one function.
+* :func:`group_means`: the mean of rows (or columns) per group; the class and module
+  read-outs below are this one function (the loadings of features on modules are
+  :func:`gsr_pyg.metrics.feature_loadings`).
 * :func:`class_mean_maps`: the mean activation of every neuron over the samples of each
   class (or cell type, branch, pseudotime bin): the paper's class maps.
 * :func:`subtract_global_mean`: the class maps minus the global mean map, which shows what
@@ -123,9 +124,10 @@ def group_means(values: torch.Tensor, groups: torch.Tensor, num_groups: int | No
         M_{gn} = \frac{1}{|\{s : g_s = g\}|} \sum_{s : g_s = g} v_{sn}
 
     With ``dim=1`` the columns are grouped instead (e.g. neurons into modules, features into
-    planted modules) and the result is ``[S, G]``. Every grouped read-out of this module
-    (:func:`class_mean_maps`, :func:`module_activity`, :func:`module_loadings`,
-    :func:`neuron_planted_modules`) is this function.
+    planted modules) and the result is ``[S, G]``. :func:`class_mean_maps` and
+    :func:`module_activity` are this function; the loadings of features on modules
+    (:func:`module_loadings`, :func:`neuron_planted_modules`) are
+    :func:`gsr_pyg.metrics.feature_loadings`, which keeps only the groups in use.
 
     Args:
         values: ``[S, N]`` tensor (integer input is cast to the default float dtype).
@@ -380,8 +382,10 @@ def neuron_planted_modules(inputs: torch.Tensor, activations: torch.Tensor,
         m_n = \arg\max_p \frac{1}{|p|} \sum_{f \in p} |r_{nf}|
 
     with :math:`r_{nf}` the Pearson correlation of neuron :math:`n` and feature :math:`f`
-    over the samples (:func:`gsr_pyg.metrics.feature_correlations`); ties go to the lower
-    module.
+    over the samples (:func:`gsr_pyg.metrics.feature_correlations`): the
+    :func:`gsr_pyg.metrics.feature_loadings` of the neurons on the planted modules. Ties go
+    to the lower module; only the module numbers in use compete (as in
+    :func:`gsr_pyg.metrics.feature_modules`).
 
     Args:
         inputs: ``[S, F]`` input features.
@@ -389,17 +393,30 @@ def neuron_planted_modules(inputs: torch.Tensor, activations: torch.Tensor,
         feature_module: ``[F]`` integer planted module of every feature.
 
     Returns:
-        ``[N]`` long tensor.
+        ``[N]`` long tensor of module labels (values taken from ``feature_module``).
 
     Example:
         >>> x = torch.tensor([[1., 0., 1.], [2., 1., 0.], [3., 0., 2.], [4., 2., 1.]])
         >>> neuron_planted_modules(x, x[:, [1, 0]], torch.tensor([0, 0, 1]))
         tensor([0, 0])
     """
-    corr = metrics.feature_correlations(inputs, activations).abs()  # [N, F]
-    means = _checked_group_means(corr, feature_module, None, dim=1,
-                                 names=("inputs", "feature_module", "num_modules", "feature"))
-    return means.argmax(dim=1)
+    correlations = metrics.feature_correlations(inputs, activations)  # [N, F]
+    num_features = correlations.size(1)
+    check_tensor(feature_module, "feature_module", ndim=1)
+    if feature_module.is_floating_point() or feature_module.is_complex() or \
+            feature_module.dtype == torch.bool:
+        raise ValueError(
+            f"feature_module must be an integer tensor, got {describe(feature_module)}"
+        )
+    if feature_module.numel() != num_features:
+        raise ValueError(f"feature_module must have one entry per feature ({num_features}), "
+                         f"got {describe(feature_module)}")
+    if num_features == 0:
+        raise ValueError("inputs must have at least one feature (column), got 0")
+    modules = feature_module.to(device=correlations.device, dtype=torch.long)
+    # Grouping the features: the loadings of the transposed correlations, [N, P].
+    loadings = metrics.feature_loadings(correlations.T, modules)
+    return torch.unique(modules)[loadings.argmax(dim=1)]
 
 
 class ModuleLoadings(NamedTuple):
@@ -425,22 +442,28 @@ def module_loadings(correlations: torch.Tensor, neuron_labels: torch.Tensor,
     .. math::
         \ell_{fc} = \frac{1}{|c|}\sum_{n \in c} |r_{nf}|,
 
-    and every feature joins its best module :math:`\arg\max_c \ell_{fc}` (ties to the lower
-    module), as :func:`gsr_pyg.metrics.feature_modules` does.
+    (:func:`gsr_pyg.metrics.feature_loadings`), and every feature joins its best module
+    :math:`\arg\max_c \ell_{fc}` (ties to the lower module), as
+    :func:`gsr_pyg.metrics.feature_modules` does.
+
+    The modules are the label values in use, in increasing order: with labels ``0..C-1``
+    (what :func:`gsr_pyg.metrics.neuron_modules` returns) column and list entry ``c`` are
+    module ``c``; a label number no neuron uses (labels ``[0, 0, 2]``) gets no column, and
+    ``assignment`` and ``modules[i]["module"]`` give the labels themselves.
 
     Args:
         correlations: ``[N, F]`` neuron x feature correlations :math:`r`
             (:func:`gsr_pyg.metrics.feature_correlations`).
-        neuron_labels: ``[N]`` integer module of every neuron, ``0..C-1``.
+        neuron_labels: ``[N]`` integer module of every neuron, usually ``0..C-1``.
         feature_names: ``F`` names (default ``"0"``, ``"1"``, ...).
         top: features listed per module in ``top_features`` (default 10).
 
     Returns:
         :class:`ModuleLoadings` ``(loadings [F, C], assignment [F], modules)`` with
-        ``modules[c]`` = ``{"module": c, "neurons": |c|, "features": [names assigned to c,
+        ``modules[i]`` = ``{"module": c, "neurons": |c|, "features": [names assigned to c,
         by loading], "top_features": [{"feature", "loading", "mean_r"} for the ``top``
-        highest loadings on c]}`` (``mean_r``: the mean signed correlation, whose sign says
-        whether the module rises or falls with the feature).
+        highest loadings on c]}`` for the ``i``-th module ``c`` (``mean_r``: the mean signed
+        correlation, whose sign says whether the module rises or falls with the feature).
 
     Example:
         >>> r = torch.tensor([[0.9, -0.1, 0.2], [0.7, 0.3, -0.2], [0.0, 0.8, 0.6]])
@@ -460,26 +483,27 @@ def module_loadings(correlations: torch.Tensor, neuron_labels: torch.Tensor,
     elif len(feature_names) != num_features:
         raise ValueError(f"feature_names must have one name per feature (column) of "
                          f"correlations ({num_features}), got {len(feature_names)}")
-    names = ("correlations", "neuron_labels", "num_modules", "neuron (row of correlations)")
-    loadings = _checked_group_means(correlations.abs(), neuron_labels, None,
-                                    names=names).t()  # [F, C]
-    signed = _checked_group_means(correlations, neuron_labels, None, names=names).t()
-    sizes = torch.bincount(neuron_labels, minlength=loadings.size(1))
-    assignment = loadings.argmax(dim=1)
+    # One validation and one pass for both averages: |r| and r side by side, [2F, C].
+    both = metrics.feature_loadings(torch.cat([correlations.abs(), correlations], dim=1),
+                                    neuron_labels, absolute=False)
+    loadings, signed = both[:num_features], both[num_features:]
+    labels = torch.as_tensor(neuron_labels).long()  # valid: feature_loadings checked it
+    module_labels, sizes = torch.unique(labels, return_counts=True)
+    best = loadings.argmax(dim=1)
     modules = []
-    for module in range(loadings.size(1)):
-        assigned = torch.nonzero(assignment == module).flatten()
-        assigned = assigned[loadings[assigned, module].argsort(descending=True)]
-        order = loadings[:, module].argsort(descending=True)[:top]
+    for column, (label, size) in enumerate(zip(module_labels.tolist(), sizes.tolist())):
+        assigned = torch.nonzero(best == column).flatten()
+        assigned = assigned[loadings[assigned, column].argsort(descending=True)]
+        order = loadings[:, column].argsort(descending=True)[:top]
         modules.append({
-            "module": module,
-            "neurons": int(sizes[module]),
+            "module": label,
+            "neurons": size,
             "features": [feature_names[f] for f in assigned.tolist()],
             "top_features": [{"feature": feature_names[f],
-                              "loading": float(loadings[f, module]),
-                              "mean_r": float(signed[f, module])} for f in order.tolist()],
+                              "loading": float(loadings[f, column]),
+                              "mean_r": float(signed[f, column])} for f in order.tolist()],
         })
-    return ModuleLoadings(loadings, assignment, modules)
+    return ModuleLoadings(loadings, module_labels.to(best.device)[best], modules)
 
 
 def feature_graph(loadings: torch.Tensor, min_loading: float = 0.2,
@@ -518,10 +542,13 @@ def feature_graph(loadings: torch.Tensor, min_loading: float = 0.2,
     best = loadings.max(dim=1, keepdim=True).values
     loads = (loadings >= min_loading) & (loadings >= relative_loading * best)
     member = torch.where(loads, loadings, torch.zeros_like(loadings)).double()  # [F, C]
-    # the sum over shared modules of the smaller loading, for every pair at once; averaged
-    # with its transpose so both directions of an edge carry bitwise the same weight
-    weight = torch.minimum(member[:, None, :], member[None, :, :]).sum(dim=2)
-    weight = (weight + weight.t()) / 2
+    # The sum over shared modules of the smaller loading (0 where either feature does not
+    # load), one [F, F] module at a time: never an [F, F, C] tensor. min is symmetric and
+    # every entry sums the modules in the same order, so both directions of an edge carry
+    # bitwise the same weight.
+    weight = member.new_zeros(member.size(0), member.size(0))
+    for column in member.T:
+        weight += torch.minimum(column[:, None], column[None, :])
     weight.fill_diagonal_(0.0)
     row, col = torch.nonzero(weight > 0, as_tuple=True)
     return Data(edge_index=torch.stack([row, col]), edge_weight=weight[row, col].float(),

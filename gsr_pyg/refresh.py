@@ -32,10 +32,19 @@ from .regularizer import GraphSpectralRegularizer
 from .spectral import check_normalization, connected_components
 
 __all__ = ["GraphRefresh", "RefreshEvent", "STOP_RULES", "undirected_edge_keys",
-           "jaccard_index", "stop_rule_fires"]
+           "jaccard_index", "stop_rule_fires", "check_converged_jaccard"]
 
 #: The stop rules: when a layer's graph learning ends.
 STOP_RULES = ("disconnected", "converged", "never")
+
+
+def check_converged_jaccard(value, name: str = "converged_jaccard") -> float:
+    """The ``"converged"`` rule's threshold, checked: a number in (0, 1] (a Jaccard index is
+    at most 1, so a larger threshold could never fire)."""
+    check_positive(value, name)
+    if value > 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    return value
 
 
 def undirected_edge_keys(graph: Data) -> Tensor:
@@ -77,6 +86,7 @@ def stop_rule_fires(rule: str, num_components: int, keys: Tensor, previous: Tens
         >>> stop_rule_fires("converged", 1, torch.tensor([1, 5]), torch.tensor([1, 5]))
         True
     """
+    check_choice(rule, "rule", STOP_RULES)
     if rule == "disconnected":
         return num_components >= 2
     if rule == "converged":
@@ -164,9 +174,7 @@ class GraphRefresh:
         check_choice(stop, "stop", STOP_RULES)
         self.reg = reg
         self.stop = stop
-        self.converged_jaccard = check_positive(converged_jaccard, "converged_jaccard")
-        if self.converged_jaccard > 1:  # a Jaccard index is at most 1: the rule could not fire
-            raise ValueError(f"converged_jaccard must be in (0, 1], got {converged_jaccard}")
+        self.converged_jaccard = check_converged_jaccard(converged_jaccard)
         self.normalization = check_normalization(normalization, "normalization")
         self._gather = gather or _identity
         self._agree = agree or _identity

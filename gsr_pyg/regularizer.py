@@ -74,10 +74,7 @@ def _check_layer_graph(name: str, graph) -> Data:
     if not isinstance(graph, Data):
         raise TypeError(f"graph for layer {name!r} must be a torch_geometric Data, "
                         f"got {describe(graph)}")
-    try:
-        return check_graph(graph)
-    except ValueError as err:
-        raise ValueError(f"graph for layer {name!r}: {err}") from None
+    return check_graph(graph, name=f"graph for layer {name!r}")
 
 
 def _per_layer(capture: ActivationCapture, value, option: str,
@@ -142,7 +139,7 @@ class GraphSpectralRegularizer:
         method: how the quadratic form is computed (``"auto"``, ``"dense"``, ``"edge"``,
             ``"sparse"``): see :class:`gsr_pyg.spectral.LaplacianOperator`.
         check_finite: raise when a penalty comes out NaN or Inf, naming the layer (costs one
-            device sync per step on CUDA).
+            device sync per layer and step on CUDA).
 
     Per-layer mappings may be keyed by names or modules, like ``graphs``; a key that is not
     a regularized layer is refused. ``normalization``, ``rayleigh`` and
@@ -297,10 +294,12 @@ class GraphSpectralRegularizer:
             )
         return output
 
-    def set_graph(self, layer: LayerKey, graph: Data,
+    def set_graph(self, layer: LayerKey, graph: Data | int,
                   normalization: str | None | object = ...) -> None:
-        """Install a new graph on ``layer`` while training (moved to the layer's device);
-        ``normalization`` changes the layer's Laplacian too when given."""
+        """Install a new graph on ``layer`` while training (or the layer's width alone: no
+        edges). Its Laplacian is prepared on the device the layer's activations are on; the
+        graph itself (:meth:`graph`) stays where it was given. ``normalization`` changes the
+        layer's Laplacian too when given."""
         name = self.layer_name(layer)
         current = self._layers[name]
         if normalization is not ...:
@@ -326,9 +325,9 @@ class GraphSpectralRegularizer:
         a = self._captured(name, "penalty()")
         weight = layer.schedule(self._step) if weighted else 1.0
         beta = layer.batch_mean_weight
-        if weight == 0.0 and not beta:
-            return a.new_zeros(())
         value = a.new_zeros(())
+        if weight == 0.0 and not beta:
+            return value  # nothing to compute, nothing to check
         if weight != 0.0:
             if layer.operator.device != a.device:
                 layer.operator = layer.operator.to(a.device)
@@ -337,8 +336,7 @@ class GraphSpectralRegularizer:
                 energy = energy / (a.pow(2).sum(dim=1) + 1e-12)
             value = weight * energy.mean()
         if beta:
-            channel_mean = a.transpose(0, 1).reshape(a.shape[1], -1).mean(dim=1)
-            value = value + beta * channel_mean.pow(2).sum()
+            value = value + beta * samples_by_neurons(a).mean(dim=0).pow(2).sum()
         if self.check_finite and not bool(torch.isfinite(value)):
             bad = int((~torch.isfinite(a)).sum())
             shown = float(value.detach())
@@ -407,6 +405,28 @@ class GraphSpectralRegularizer:
                 if key in layer_state:
                     graph[key] = layer_state[key]
             self.set_graph(name, graph, normalization=layer_state.get("normalization"))
+
+    def config(self) -> dict:
+        """The settings that define the penalty, as plain data (what a run directory records
+        and compares on resume); the installed graphs and the step are state, not settings.
+
+        Example:
+            >>> from gsr_pyg.graphs import ring
+            >>> reg = GraphSpectralRegularizer(nn.Sequential(nn.Linear(3, 4)), {"0": ring(4)},
+            ...                                weight=0.5)
+            >>> layer = reg.config()["layers"]["0"]
+            >>> layer["nodes"], layer["weight"], layer["normalization"], layer["rayleigh"]
+            (4, 'ConstantWeight(0.5)', None, False)
+        """
+        return {
+            "method": self.method,
+            "layers": {name: {"nodes": int(layer.graph.num_nodes),
+                              "weight": repr(layer.schedule),
+                              "normalization": layer.normalization,
+                              "rayleigh": layer.rayleigh,
+                              "batch_mean_weight": layer.batch_mean_weight}
+                       for name, layer in self._layers.items()},
+        }
 
     def __repr__(self) -> str:
         parts = ", ".join(

@@ -139,7 +139,8 @@ class LambdaWeight(WeightSchedule):
         return {}
 
     def __repr__(self) -> str:
-        return f"LambdaWeight({self.fn!r})"
+        # the function's name, not its repr: an address would differ from run to run
+        return f"LambdaWeight({getattr(self.fn, '__qualname__', type(self.fn).__name__)})"
 
 
 def as_schedule(weight: float | WeightSchedule | Callable[[int], float],

@@ -24,24 +24,28 @@ preset), a ``run(settings, command=None) -> Path`` and a one-line ``main``::
         run_cli(main)
 
 Each setting is taken, in order of precedence, from what the command line gives explicitly, a
-``--config`` file (TOML or JSON, parsed as data, never evaluated; keys are the long option
-names, ``batch_size`` or ``batch-size``, plus ``quick``), the ``quick()`` preset when asked
-for, and the class defaults. ``option(...)`` takes argparse's ``type``, ``nargs``,
-``choices``, ``metavar``, a ``flag`` spelling (default ``--field-name``) and an argument
-``group`` title. A refused command line, config file or combination (a ValueError or
-TypeError from the dataclass) exits with argparse's usage line and ``error: ...`` (status 2)
-before anything runs; errors of the run itself propagate from ``main(argv)`` and become
-``<name>: error: ...`` with status 2 under ``run_cli``. Custom ``type`` functions say what
-they expect with ``@value_type("a number in [0, 1]")`` (or are made by ``number_type``), for
-messages about config values.
+``--config`` file (TOML or JSON, parsed as data, never evaluated; keys are the option names,
+``batch_size`` or ``batch-size``, plus ``quick``), the ``quick()`` preset when asked for, and
+the class defaults. A field ``batch_size`` is the option ``--batch-size``; ``option(...)``
+takes argparse's ``type``, ``nargs``, ``choices`` and ``metavar`` and an argument ``group``
+title. --help lists the options of the class that first declares them, most derived class
+first (a pipeline's own options lead; a field a subclass redeclares keeps its place), with
+``--quick`` right after ``--out`` and ``--config`` last. A refused command line, config file or
+combination (a ValueError or TypeError from the dataclass) exits with argparse's usage line
+and ``error: ...`` (status 2) before anything runs; errors of the run itself propagate from
+``main(argv)`` and become ``<name>: error: ...`` with status 2 under ``run_cli``. Custom
+``type`` functions are made by ``number_type``, which also says what they expect in messages
+about config values.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import inspect
+import io
 import json
 import math
 import os
@@ -61,16 +65,8 @@ SettingsT = TypeVar("SettingsT")
 ResultT = TypeVar("ResultT")
 CONFIG_HELP = ("settings from a .toml or .json file whose keys are the long option names "
                "(e.g. batch_size = 128); the command line wins")
-_OPTION = "pipelines.option"  # the metadata key that marks a field as an option
-
-
-def value_type(expected: str) -> Callable[[Callable], Callable]:
-    """Mark an argparse ``type`` function with what it expects (``"an integer >= 1"``);
-    messages about config values and settings quote it."""
-    def mark(parse: Callable) -> Callable:
-        parse.expected = expected
-        return parse
-    return mark
+# field metadata of an option: its argparse keyword arguments, and its argument group
+_OPTION, _GROUP = "pipelines.option", "pipelines.group"
 
 
 def number_type(parse: type[int] | type[float], expected: str,
@@ -79,7 +75,6 @@ def number_type(parse: type[int] | type[float], expected: str,
     ``accept(value)``; messages say ``expected`` (``"an integer >= 1"``)."""
     kind = "an integer" if parse is int else "a number"
 
-    @value_type(expected)
     def convert(text: str) -> float:
         try:
             value = parse(text)
@@ -89,6 +84,7 @@ def number_type(parse: type[int] | type[float], expected: str,
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
         return value
 
+    convert.expected = expected  # for messages about config values and settings
     return convert
 
 
@@ -99,53 +95,47 @@ non_negative_float = number_type(float, "a finite number >= 0",
 positive_int = number_type(int, "an integer >= 1", lambda value: value >= 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Spec:
-    """How one settings field appears on the command line."""
-
-    help: str
-    type: Callable | None
-    nargs: str | None
-    choices: tuple | None
-    metavar: str | None
-    flag: str | None
-    group: str | None
-
-
 def option(default: Any, help: str, *, type: Callable | None = None, nargs: str | None = None,
            choices: Sequence | None = None, metavar: str | None = None,
-           flag: str | None = None, group: str | None = None) -> Any:
+           group: str | None = None) -> Any:
     """A settings field that is also a command-line option (argparse's meanings; a ``bool``
     default False without ``type`` is a flag). A list default is copied for each instance."""
-    if isinstance(default, bool) and default and type is None:
-        raise ValueError("a flag (a bool option) must default to False: the command line "
-                         "can only switch it on")
-    spec = _Spec(help, type, nargs, tuple(choices) if choices is not None else None, metavar,
-                 flag, group)
-    metadata = {_OPTION: spec}
+    if isinstance(default, bool) and type is None:
+        if default:
+            raise ValueError("a flag (a bool option) must default to False: the command line "
+                             "can only switch it on")
+        argparse_kwargs = {"action": "store_true", "help": help}
+    else:
+        argparse_kwargs = {"help": help, "type": type, "nargs": nargs, "metavar": metavar,
+                           "choices": tuple(choices) if choices is not None else None}
+    metadata = {_OPTION: argparse_kwargs, _GROUP: group}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def _options(settings_class: type) -> dict[str, tuple[dataclasses.Field, _Spec]]:
-    """Config key (long option name with underscores) -> (field, spec). The fields a class
-    declares come before those it inherits, so a pipeline's own options lead its --help."""
-    declared: list[str] = []
-    for cls in settings_class.__mro__:
-        declared += [name for name in inspect.get_annotations(cls)
-                     if name not in declared]
-    found = {}
-    for field in sorted(dataclasses.fields(settings_class), key=lambda f: declared.index(f.name)):
-        spec = field.metadata.get(_OPTION)
-        if spec is not None:
-            key = (spec.flag or field.name).lstrip("-").replace("-", "_")
-            found[key] = (field, spec)
-    return found
+def _options(settings_class: type) -> dict[str, dataclasses.Field]:
+    """The option fields by name, in --help order: by the class that first declares them,
+    most derived class first; in a class, in the order it declares them."""
+    mro = settings_class.__mro__
+    first = {}
+    for index in reversed(range(len(mro))):
+        for name in inspect.get_annotations(mro[index]):
+            first.setdefault(name, index)
+    fields = [field for field in dataclasses.fields(settings_class) if _OPTION in field.metadata]
+    return {field.name: field for field in sorted(fields, key=lambda f: first[f.name])}
 
 
-def _is_flag(field: dataclasses.Field, spec: _Spec) -> bool:
-    return spec.type is None and isinstance(field.default, bool)
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _kwargs(field: dataclasses.Field) -> dict:
+    return field.metadata[_OPTION]
+
+
+def _is_flag(field: dataclasses.Field) -> bool:
+    return _kwargs(field).get("action") == "store_true"
 
 
 def build_parser(settings_class: type) -> argparse.ArgumentParser:
@@ -155,23 +145,24 @@ def build_parser(settings_class: type) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=settings_class.prog,
                                      description=settings_class.description,
                                      argument_default=argparse.SUPPRESS)
-    groups: dict[str | None, Any] = {None: parser}
-    for key, (field, spec) in _options(settings_class).items():
-        if spec.group not in groups:
-            groups[spec.group] = parser.add_argument_group(spec.group)
-        flag = spec.flag or "--" + key.replace("_", "-")
-        if _is_flag(field, spec):
-            groups[spec.group].add_argument(flag, dest=field.name, action="store_true",
-                                            help=spec.help)
-            continue
-        extra = {name: value for name, value in (("type", spec.type), ("nargs", spec.nargs),
-                                                 ("choices", spec.choices),
-                                                 ("metavar", spec.metavar)) if value is not None}
-        groups[spec.group].add_argument(flag, dest=field.name, help=spec.help, **extra)
-    if hasattr(settings_class, "quick"):
+
+    def add_quick() -> None:
         parser.add_argument("--quick", action="store_true",
                             help=getattr(settings_class, "quick_help",
                                          "the short demo settings (explicit options still win)"))
+
+    options = _options(settings_class)
+    offers_quick = hasattr(settings_class, "quick")
+    groups: dict[str | None, Any] = {None: parser}
+    for name, field in options.items():
+        title = field.metadata[_GROUP]
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        groups[title].add_argument(_flag(name), **_kwargs(field))
+        if name == "out" and offers_quick:
+            add_quick()
+    if offers_quick and "out" not in options:
+        add_quick()
     parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     return parser
 
@@ -210,8 +201,7 @@ def read_config(settings_class: type, path: str | os.PathLike) -> dict:
         if name == "quick":
             settings["quick"] = _flag_value(f"{where}: key {key!r}", value)
         else:
-            field, spec = options[name]
-            settings[field.name] = _value(field, spec, f"{where}: key {key!r}", value)
+            settings[name] = _value(options[name], f"{where}: key {key!r}", value)
     return settings
 
 
@@ -221,39 +211,41 @@ def _flag_value(where: str, value: object) -> bool:
     return value
 
 
-def _value(field: dataclasses.Field, spec: _Spec, where: str, value: object) -> object:
+def _value(field: dataclasses.Field, where: str, value: object) -> object:
     """``value`` checked (and converted) as the option's type, nargs and choices."""
-    if _is_flag(field, spec):
+    if _is_flag(field):
         return _flag_value(where, value)
-    if spec.nargs in ("+", "*"):
-        if not isinstance(value, (list, tuple)) or (spec.nargs == "+" and not value):
-            raise ValueError(f"{where} expects a list, each {_expected(spec)}, got {value!r}")
-        return [_scalar(spec, f"{where}[{i}]", item) for i, item in enumerate(value)]
-    return _scalar(spec, where, value)
+    kwargs = _kwargs(field)
+    if kwargs["nargs"] in ("+", "*"):
+        if not isinstance(value, (list, tuple)) or (kwargs["nargs"] == "+" and not value):
+            raise ValueError(f"{where} expects a list, each {_expected(kwargs)}, got {value!r}")
+        return [_scalar(kwargs, f"{where}[{i}]", item) for i, item in enumerate(value)]
+    return _scalar(kwargs, where, value)
 
 
-def _expected(spec: _Spec) -> str:
-    if spec.choices is not None:
-        return "one of " + ", ".join(repr(c) for c in spec.choices)
-    if spec.type in (None, str):
+def _expected(kwargs: dict) -> str:
+    if kwargs["choices"] is not None:
+        return "one of " + ", ".join(repr(c) for c in kwargs["choices"])
+    if kwargs["type"] in (None, str):
         return "a string"
     names = {int: "an integer", float: "a number"}
-    return names.get(spec.type) or getattr(spec.type, "expected", "a number")
+    return names.get(kwargs["type"]) or getattr(kwargs["type"], "expected", "a number")
 
 
-def _scalar(spec: _Spec, where: str, value: object) -> object:
-    textual = spec.type in (None, str)
+def _scalar(kwargs: dict, where: str, value: object) -> object:
+    convert = kwargs["type"]
+    textual = convert in (None, str)
     if textual and isinstance(value, os.PathLike):  # out=Path(...) from Python
         value = os.fspath(value)
     if isinstance(value, bool) or not isinstance(value, str if textual else (int, float)):
-        raise ValueError(f"{where} expects {_expected(spec)}, got {value!r}")
+        raise ValueError(f"{where} expects {_expected(kwargs)}, got {value!r}")
     if not textual:
         try:
-            value = spec.type(str(value))
+            value = convert(str(value))
         except (argparse.ArgumentTypeError, ValueError, TypeError):
-            raise ValueError(f"{where} expects {_expected(spec)}, got {value!r}") from None
-    if spec.choices is not None and value not in spec.choices:
-        raise ValueError(f"{where} expects {_expected(spec)}, got {value!r}")
+            raise ValueError(f"{where} expects {_expected(kwargs)}, got {value!r}") from None
+    if kwargs["choices"] is not None and value not in kwargs["choices"]:
+        raise ValueError(f"{where} expects {_expected(kwargs)}, got {value!r}")
     return value
 
 
@@ -261,12 +253,11 @@ def check_settings(settings: object) -> None:
     """Check every option field of a settings instance as its option would (type, nargs,
     choices; None stays allowed where it is the default) and store the converted values.
     Call it first in ``__post_init__``; raises ValueError naming the field."""
-    for field, spec in _options(type(settings)).values():
-        value = getattr(settings, field.name)
+    for name, field in _options(type(settings)).items():
+        value = getattr(settings, name)
         if value is None and field.default is None:
             continue
-        checked = _value(field, spec, field.name, value)
-        object.__setattr__(settings, field.name, checked)  # frozen dataclasses too
+        object.__setattr__(settings, name, _value(field, name, value))  # frozen ones too
 
 
 def parse_settings(settings_class: type[SettingsT],
@@ -293,21 +284,44 @@ def parse_settings(settings_class: type[SettingsT],
 
 
 def command_line(settings: object) -> str:
-    """A command that gives ``settings``: ``prog`` and every option that differs from the
-    class default."""
-    words = [type(settings).prog]
-    default = type(settings)()
-    for key, (field, spec) in _options(type(settings)).items():
-        value = getattr(settings, field.name)
-        if value == getattr(default, field.name):
+    """A command that gives ``settings``: ``prog``, every option that differs from the class
+    default and, when only that gives the settings back, ``--quick`` (which also sets fields
+    that are no option). Settings that no command gives end with a note naming the fields
+    that are no option: ``(after_stop_steps=7: no command-line option)``."""
+    settings_class = type(settings)
+    default = settings_class()
+    argv = []
+    for name, field in _options(settings_class).items():
+        value = getattr(settings, name)
+        if value == getattr(default, name):
             continue
-        flag = spec.flag or "--" + key.replace("_", "-")
-        if _is_flag(field, spec):
-            words.append(flag)
-        else:
-            items = value if isinstance(value, list) else [value]
-            words += [flag, *(shlex.quote(str(item)) for item in items)]
-    return " ".join(words)
+        argv.append(_flag(name))
+        if not _is_flag(field):
+            argv += [str(item) for item in (value if isinstance(value, list) else [value])]
+    tries = [argv, [*argv, "--quick"]] if hasattr(settings_class, "quick") else [argv]
+    for words in tries:
+        if _parsed_quietly(settings_class, words) == settings:
+            return " ".join([settings_class.prog, *map(shlex.quote, words)])
+    line = " ".join([settings_class.prog, *map(shlex.quote, argv)])
+    others = [f"{field.name}={getattr(settings, field.name)}"
+              for field in dataclasses.fields(settings_class) if _OPTION not in field.metadata
+              and getattr(settings, field.name) != getattr(default, field.name)]
+    return f"{line} ({', '.join(others)}: no command-line option)" if others else line
+
+
+def _parsed_quietly(settings_class: type[SettingsT], argv: list[str]) -> SettingsT | None:
+    """The settings ``argv`` gives, or None when it is refused (nothing printed)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return parse_settings(settings_class, argv)
+    except SystemExit:
+        return None
+
+
+def report_command(settings: object, command: str | None) -> str:
+    """The command line a report shows: ``command`` as typed when given, else one that gives
+    ``settings`` (:func:`command_line`: a run started from Python)."""
+    return command_line(settings) if command is None else command
 
 
 def run_command(settings_class: type[SettingsT], run: Callable[..., ResultT],

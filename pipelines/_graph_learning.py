@@ -20,7 +20,7 @@ shortens either schedule to :data:`QUICK_SCHEDULE`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,8 +34,8 @@ from gsr_pyg.models import DenseAutoencoder
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.training import GSRTrainer, History, LearningSchedule
 
-from ._cli import command_line, non_negative_float, option, positive_int
-from ._runtime import fit_timed
+from ._cli import non_negative_float, option, positive_int
+from ._runtime import RunSettings, fit_timed
 
 #: The two presets. ``learner`` names a ``CoactivationGraph`` constructor.
 PRESETS: dict[str, dict] = {
@@ -76,21 +76,20 @@ def override_option(name: str, group: str):
     return option(None, help_text, type=kind, group=group)
 
 
-def check_overrides(settings) -> None:
-    """ValueError for override values the schedule cannot take."""
-    if settings.warmup_steps is not None and settings.warmup_steps < 0:
-        raise ValueError(f"--warmup-steps must be >= 0, got {settings.warmup_steps}")
+@dataclass(frozen=True)
+class GraphLearningSettings(RunSettings):
+    """What the settings of both learned-graph pipelines share besides the override options
+    (each pipeline declares those with :func:`override_option`, where its --help lists
+    them): ``after_stop_steps`` and the check of ``--warmup-steps``."""
 
+    #: steps after the stop rule fired, for a preset that stops (None: the preset's; not an
+    #: option: ``--quick`` shortens it)
+    after_stop_steps: int | None = None
 
-def settings_command(settings) -> str:
-    """A command line that gives ``settings`` (for the report of a run started from Python):
-    ``after_stop_steps`` is no option, only ``--quick`` sets it."""
-    line = command_line(replace(settings, after_stop_steps=None))
-    if settings.after_stop_steps is None:
-        return line
-    if settings.after_stop_steps == QUICK_SCHEDULE["after_stop_steps"]:
-        return line + " --quick"
-    return f"{line} (after_stop_steps={settings.after_stop_steps}: no command-line option)"
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
 
 
 def preset_settings(preset: str, settings) -> dict:
@@ -131,8 +130,7 @@ class TrainedModel:
 
 def train_autoencoder(x: torch.Tensor, preset: dict, *, latent_dim: int, noise_std: float,
                       seed: int, device: torch.device, run_dir: Path, config: dict,
-                      quiet: bool, batch_size: int | None = None,
-                      drop_last: bool = False) -> TrainedModel:
+                      quiet: bool, drop_last: bool = False) -> TrainedModel:
     """Train the reference autoencoder on ``x`` while its latent graph is learned with
     ``preset`` (resuming ``run_dir``). Under torchrun every process calls this."""
     torch.manual_seed(seed)
@@ -141,7 +139,7 @@ def train_autoencoder(x: torch.Tensor, preset: dict, *, latent_dim: int, noise_s
     reg = GraphSpectralRegularizer(model, {LAYER: latent_dim}, weight=preset["weight"])
     schedule, learner = build_learning(preset)
     optimizer = torch.optim.Adam(model.parameters(), lr=preset["lr"])
-    loader = DataLoader(TensorDataset(x), batch_size=batch_size or preset["batch_size"],
+    loader = DataLoader(TensorDataset(x), batch_size=preset["batch_size"],
                         shuffle=True, drop_last=drop_last)
     trainer = GSRTrainer(
         model, reg, optimizer, F.mse_loss, schedule=schedule, learn={LAYER: learner},

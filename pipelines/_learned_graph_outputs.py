@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from gsr_pyg import metrics, plotting
 
 from ._graph_learning import MODULE_METHODS, graph_evolution_figure
-from ._runtime import write_results, write_text
 
 HEADLINE_METHOD = "louvain"
 SUMMARY_FIELDS = ("components", "mse", "train_time_s", "modularity",
@@ -46,7 +43,7 @@ def preset_figures(preset: str, detail: dict, out: Path, num_modules: int) -> li
     return paths
 
 
-def summaries(rows: list[dict], presets: Sequence[str]) -> list[dict]:
+def summarize(rows: list[dict], presets: Sequence[str]) -> list[dict]:
     """Mean and standard deviation over the seeds of every preset (std 0 for one seed)."""
     out = []
     for preset in presets:
@@ -58,15 +55,6 @@ def summaries(rows: list[dict], presets: Sequence[str]) -> list[dict]:
             summary[f"{field}_std"] = float(np.nanstd(values)) if len(values) > 1 else 0.0
         out.append(summary)
     return out
-
-
-def write_results_files(rows: list[dict], summaries: list[dict], run_settings: dict,
-                        out: Path) -> None:
-    """``results.csv`` (one row per run) and ``results.json`` (settings, summary, runs)."""
-    write_results(rows, out)  # results.csv (and a plain results.json, replaced below)
-    write_text(out / "results.json", json.dumps(
-        {"settings": run_settings, "summary": summaries, "runs": rows}, indent=2,
-        default=_json_default) + "\n")
 
 
 def report_sections(settings, run_settings: dict, rows: list[dict], summaries: list[dict],
@@ -107,8 +95,3 @@ def report_sections(settings, run_settings: dict, rows: list[dict], summaries: l
         sections.append((f"Figures: {preset} (seed {seeds[0]})", list(paths)))
     return sections
 
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer, torch.Tensor)):
-        return value.tolist()
-    return repr(value)

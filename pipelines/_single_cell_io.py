@@ -1,12 +1,11 @@
 """What ``pipelines.single_cell`` reads and writes: the data and its read-out columns (with
-the cell-id columns of krumsiek11), the graphs as GraphML, the gene-module CSV, the figures,
-the annotated AnnData, ``results.json`` and the report (``docs/single_cell.md`` says what each
-output holds)."""
+the cell-id columns of krumsiek11), the graphs as GraphML, the gene-module CSV, the figures
+(drawn by :mod:`gsr_pyg.plotting`), ``results.json`` and the report (``docs/single_cell.md``
+says what each output holds). The annotated AnnData is written by
+:func:`gsr_pyg.data.annotate_anndata` and :func:`gsr_pyg.data.write_h5ad`."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -17,44 +16,23 @@ import torch
 from torch_geometric.data import Data
 
 from gsr_pyg import graphs, metrics, plotting, readouts
-from gsr_pyg.data.single_cell import load_anndata, obs_labels, obs_values, prepare_matrix
-
-from ._runtime import write_file, write_text
+from gsr_pyg.data.single_cell import (
+    add_krumsiek11_columns,
+    load_anndata,
+    obs_labels,
+    obs_values,
+    prepare_matrix,
+)
+from gsr_pyg.files import write_text
 
 PSEUDOTIME_BINS = 5
 MAX_HEATMAP_GENES = 60
 MIN_GROUP_CELLS = 3
-_CELL_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
 #: Read-out columns used when none are given, for the bundled datasets.
 DATASET_DEFAULTS = {
     "krumsiek11": {"label_columns": ["cell_type", "fate"], "pseudotime_column": "time_step"},
     "pbmc68k_reduced": {"label_columns": ["bulk_labels"], "pseudotime_column": None},
 }
-
-
-def krumsiek11_columns(adata) -> None:
-    """Add ``time_step`` and ``fate`` to the ``obs`` of scanpy's ``krumsiek11``.
-
-    Its cells are four simulations of 160 time steps; a cell id is ``"t"`` (simulation 0)
-    or ``"t-r"`` (simulation ``r``). ``fate`` is the cell type of the last cell of the
-    simulation (Mo, Ery, Mk or Neu), i.e. the branch a progenitor cell is on.
-    """
-    import pandas as pd
-
-    matches = [_CELL_ID.match(str(name)) for name in adata.obs_names]
-    if not all(matches):
-        return  # not the bundled layout: add nothing
-    step = np.array([int(m.group(1)) for m in matches])
-    simulation = np.array([int(m.group(2) or 0) for m in matches])
-    cell_type = adata.obs["cell_type"].astype(str).to_numpy()
-    fate = {}
-    for sim in np.unique(simulation):
-        cells = np.flatnonzero(simulation == sim)
-        fate[sim] = cell_type[cells[np.argmax(step[cells])]]
-    if "time_step" not in adata.obs.columns:
-        adata.obs["time_step"] = step.astype(np.float32)
-    if "fate" not in adata.obs.columns:
-        adata.obs["fate"] = pd.Categorical([fate[s] for s in simulation])
 
 
 def load_data(settings) -> dict:
@@ -63,7 +41,7 @@ def load_data(settings) -> dict:
     bundled = settings.data in DATASET_DEFAULTS and not Path(settings.data).exists()
     defaults = DATASET_DEFAULTS[settings.data] if bundled else {}
     if bundled and settings.data == "krumsiek11":
-        krumsiek11_columns(adata)
+        add_krumsiek11_columns(adata)
     columns = settings.label_columns
     columns = defaults.get("label_columns", []) if columns is None else columns
     labels = {column: obs_labels(adata, column) for column in dict.fromkeys(columns)}
@@ -150,9 +128,11 @@ def group_activity(graph: Data, layout: torch.Tensor, latent: torch.Tensor,
         present = sorted(set(codes.tolist()))
         maps = readouts.group_means(latent, codes, len(group_names))
         centred = readouts.subtract_global_mean(maps, latent)
-        figures.append(activity_on_graph(
-            graph, layout, centred[present], [group_names[g] for g in present],
-            f"mean latent activity per {column}", out / f"activity_{safe_name(column)}.png"))
+        figures.append(out / f"activity_{safe_name(column)}.png")
+        plotting.plot_group_activity_on_graph(
+            graph, centred[present], [group_names[g] for g in present], pos=layout,
+            colorbar_label="mean latent activity minus all-cell mean",
+            title=f"mean latent activity per {column}", path=figures[-1])
         module_means = readouts.group_means(activity, codes, len(group_names))
         module_means = readouts.subtract_global_mean(module_means, activity)
         tables[column] = [
@@ -185,50 +165,14 @@ def correlation_heatmaps(x: torch.Tensor, latent: torch.Tensor, neuron_labels: t
     for stem, title, mask in heat_sets:
         if int(mask.sum()) < MIN_GROUP_CELLS:
             continue
-        corr = metrics.feature_correlations(x[mask][:, heat_columns], latent[mask])
         path = out / f"correlations_{stem}.png"
-        plotting.plot_heatmap(corr, col_labels=heat_genes, row_groups=neuron_labels,
-                              col_groups=loadings.assignment[heat_columns],
-                              title=f"neuron x gene correlation: {title}",
-                              ylabel="neurons, by module", xlabel="genes, by gene module",
-                              colorbar_label="Pearson r", path=path)
+        plotting.plot_feature_correlations(
+            x[:, heat_columns], latent, heat_genes, cells=mask, neuron_groups=neuron_labels,
+            feature_groups=loadings.assignment[heat_columns],
+            title=f"neuron x gene correlation: {title}", ylabel="neurons, by module",
+            xlabel="genes, by gene module", path=path)
         paths.append(path)
     return paths
-
-
-# --------------------------------------------------------------------------- figures
-def _new_figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def activity_on_graph(graph: Data, layout: torch.Tensor, maps: torch.Tensor,
-                      names: Sequence[str], title: str, path: Path) -> Path:
-    """One panel per group: the group's mean latent minus the all-cell mean, on the graph."""
-    count = len(names)
-    columns = min(count, 5)
-    rows = math.ceil(count / columns)
-    fig = _new_figure(2.9 * columns + 1.0, 2.9 * rows + 0.5)
-    axes = fig.subplots(rows, columns, squeeze=False)
-    finite = maps[torch.isfinite(maps)]
-    bound = float(finite.abs().max()) if finite.numel() else 1.0
-    bound = bound if bound > 0 else 1.0
-    for index, ax in enumerate(axes.flat):
-        if index >= count:
-            ax.set_visible(False)
-            continue
-        plotting.plot_graph(graph, maps[index], pos=layout, ax=ax, cmap="RdBu_r",
-                            colorbar=False, vmin=-bound, vmax=bound, node_size=25,
-                            title=str(names[index]))
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-
-    fig.colorbar(ScalarMappable(Normalize(-bound, bound), cmap="RdBu_r"),
-                 ax=axes.ravel().tolist(), shrink=0.8,
-                 label="mean latent activity minus all-cell mean")
-    fig.suptitle(title)
-    return plotting.save_figure(fig, path)
 
 
 def has_scanpy() -> bool:
@@ -239,104 +183,13 @@ def has_scanpy() -> bool:
     return True
 
 
-def embedding(latent: np.ndarray, kind: str, seed: int) -> np.ndarray:
-    """2-D coordinates of the cells from their latent codes: UMAP (scanpy) or PCA."""
-    if kind == "umap":
-        import anndata
-        import scanpy
-
-        holder = anndata.AnnData(np.zeros((latent.shape[0], 1), dtype=np.float32))
-        holder.obsm["X_gsr"] = latent
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            scanpy.pp.neighbors(holder, use_rep="X_gsr", random_state=seed)
-            scanpy.tl.umap(holder, random_state=seed)
-        return holder.obsm["X_umap"].astype(np.float32)
-    centred = latent - latent.mean(axis=0, keepdims=True)
-    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
-    coords = centred @ vt[:2].T
-    # a fixed sign per axis, so the picture does not flip between runs
-    coords *= np.sign(coords[np.abs(coords).argmax(axis=0), [0, 1]])
-    return coords.astype(np.float32)
-
-
 def embedding_figure(coords: np.ndarray, kind: str, labels: dict, activity: torch.Tensor,
                      path: Path) -> Path:
     """Cells in 2-D, one panel per label column and per module's activity."""
-    panels = [("label", column, codes, names) for column, (codes, names) in labels.items()]
-    panels += [("module", f"module {m}", activity[:, m], None)
-               for m in range(activity.size(1))]
-    columns = min(len(panels), 4)
-    rows = math.ceil(len(panels) / columns)
-    fig = _new_figure(4.4 * columns, 3.6 * rows)
-    # one sub-figure per panel: a legend or colour bar only widens its own panel
-    cells = np.atleast_2d(fig.subfigures(rows, columns, squeeze=False))
     axis = "UMAP" if kind == "umap" else "PC"
-    for index, cell in enumerate(cells.flat):
-        if index >= len(panels):
-            continue
-        ax = cell.subplots()
-        what, title, colour, names = panels[index]
-        plotting.plot_embedding(coords, colour, title=title, categorical=what == "label",
-                                class_names=names, ax=ax,
-                                colorbar_label="module activity" if what == "module" else None,
-                                xlabel=f"{axis} 1", ylabel=f"{axis} 2")
-    fig.suptitle(f"cells ({axis} of the latent code)")
-    return plotting.save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------- AnnData
-def annotate(adata, latent: torch.Tensor, coords: np.ndarray, kind: str, graph: Data,
-             genes: Sequence[str], found: dict, settings: dict) -> None:
-    """Write the results into ``adata`` (obsm, varm, var, uns)."""
-    loadings = found["loadings"].loadings.numpy()
-    correlations, modules = found["correlations"].numpy(), found["modules"]
-    adata.obsm["X_gsr"] = latent.numpy().astype(np.float32)
-    adata.obsm["X_gsr_modules"] = found["activity"].numpy().astype(np.float32)
-    adata.obsm[f"X_gsr_{kind}"] = coords
-    var_index = {name: i for i, name in enumerate(adata.var_names.astype(str))}
-    rows = np.array([var_index.get(g, -1) for g in genes])
-    used = rows >= 0
-    full_loadings = np.full((adata.n_vars, loadings.shape[1]), np.nan, dtype=np.float32)
-    full_loadings[rows[used]] = loadings[used]
-    full_corr = np.full((adata.n_vars, correlations.shape[0]), np.nan, dtype=np.float32)
-    full_corr[rows[used]] = correlations.T[used]
-    module_of = np.full(adata.n_vars, -1, dtype=np.int64)
-    module_of[rows[used]] = found["loadings"].assignment.numpy()[used]
-    adata.varm["gsr_loadings"] = full_loadings
-    adata.varm["gsr_correlation"] = full_corr
-    adata.var["gsr_module"] = module_of
-    adata.uns["gsr"] = {
-        "edge_index": graph.edge_index.cpu().numpy().astype(np.int64),
-        "edge_weight": graph.edge_weight.cpu().numpy().astype(np.float32),
-        "num_neurons": int(graph.num_nodes),
-        "neuron_modules": found["neurons"].numpy().astype(np.int64),
-        "genes": np.array(genes, dtype=str),
-        "gene_modules": {str(m["module"]): np.array(m["genes"], dtype=str)
-                         for m in modules if m["genes"]},
-        "settings": json.dumps(settings, default=str),
-    }
-
-
-def _string_keys(value):
-    """A copy of nested dicts with every key a str (h5ad cannot store other keys; scanpy's
-    krumsiek11 has ``uns["highlights"]`` keyed by cell index)."""
-    if isinstance(value, dict):
-        return {str(key): _string_keys(item) for key, item in value.items()}
-    return value
-
-
-def write_h5ad(adata, path: Path) -> Path:
-    """``adata`` as ``path``, written atomically."""
-    for key in list(adata.uns.keys()):
-        adata.uns[key] = _string_keys(adata.uns[key])
-
-    def write(tmp: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            adata.write_h5ad(tmp)
-
-    return write_file(path, write)
+    plotting.plot_embedding_panels(coords, labels, activity, axis_name=axis,
+                                   title=f"cells ({axis} of the latent code)", path=path)
+    return path
 
 
 # --------------------------------------------------------------------------- results

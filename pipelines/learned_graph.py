@@ -30,7 +30,6 @@ of processes times the batch size) and rank 0 evaluates and writes.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,29 +42,27 @@ from gsr_pyg import graphs, metrics, readouts
 from gsr_pyg.data.synthetic import planted_modules
 from gsr_pyg.report import write_html_report
 
-from . import _learned_graph_outputs as outputs
 from ._cli import (
-    check_settings,
     non_negative_float,
+    number_type,
     option,
     positive_int,
+    report_command,
     run_cli,
     run_command,
-    value_type,
 )
 from ._graph_learning import (
     MODULE_METHODS,
     PRESETS,
     QUICK_SCHEDULE,
-    check_overrides,
+    GraphLearningSettings,
     encode,
     override_option,
     preset_settings,
-    settings_command,
     train_autoencoder,
 )
-from ._learned_graph_outputs import HEADLINE_METHOD
-from ._runtime import pipeline_run, resolve_device
+from ._learned_graph_outputs import HEADLINE_METHOD, preset_figures, report_sections, summarize
+from ._runtime import device_option, pipeline_run, write_results
 
 LATENT_DIM = 100
 NOISE_STD = 0.5
@@ -73,16 +70,11 @@ DATA = "data (gsr_pyg.data.planted_modules)"
 TRAIN = "training (override both presets)"
 
 
-@value_type("a number in [0, 1]")
-def _probability(text: str) -> float:
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
+_probability = number_type(float, "a number in [0, 1]", lambda value: 0 <= value <= 1)
 
 
 @dataclass(frozen=True)
-class LearnedGraphSettings:
+class LearnedGraphSettings(GraphLearningSettings):
     """The full experiment by default; :meth:`quick` is a fast look."""
 
     prog: ClassVar[str] = "python -m pipelines.learned_graph"
@@ -122,27 +114,20 @@ class LearnedGraphSettings:
     seed: list[int] = option([0], "one or more seeds (data, model and batch order); with "
                                   "several, results.json holds the mean and std over them "
                                   "(default 0)", type=int, nargs="+")
-    device: str | None = option(None, "torch device, e.g. cpu or cuda:0 (default: cuda when "
-                                      "available)")
+    device: str | None = device_option()
     out: str = option("runs/learned_graph", "output directory (default runs/learned_graph); "
                                             "finished runs there are not trained again")
     threads: int = option(1, "CPU threads for torch while the pipeline runs (default 1: this "
                              "small model trains several times faster on one thread than on "
                              "two busy cores)", type=positive_int)
-    quiet: bool = option(False, "no progress bars")
-    #: steps after the stop rule fired, for a preset that stops (None: the preset's; not an
-    #: option: ``--quick`` shortens it)
-    after_stop_steps: int | None = None
 
     def __post_init__(self) -> None:
-        check_settings(self)
-        resolve_device(self.device)  # refuses a device that is not there
+        super().__post_init__()
         if self.active_per_sample > len(self.modules):
             raise ValueError(f"--active-per-sample must be at most the number of modules "
                              f"({len(self.modules)}), got {self.active_per_sample}")
         if any(seed < 0 for seed in self.seed):
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
-        check_overrides(self)
 
     @classmethod
     def quick(cls) -> LearnedGraphSettings:
@@ -209,7 +194,7 @@ def run(settings: LearnedGraphSettings, command: str | None = None) -> Path | No
     ``report.html`` to ``settings.out``; returns the report's path. ``command`` is the
     command line shown in the report (default: one that gives ``settings``). Under torchrun
     every process trains and the processes other than rank 0 return None."""
-    command = settings_command(settings) if command is None else command
+    command = report_command(settings, command)
     seeds = list(dict.fromkeys(settings.seed))
     presets = list(dict.fromkeys(settings.presets or PRESETS))
     with pipeline_run(settings.threads, settings.device, settings.out) as (is_main, device, out):
@@ -230,11 +215,10 @@ def run(settings: LearnedGraphSettings, command: str | None = None) -> Path | No
                       + ", ".join(f"{m} {row[f'ari_{m}']:.3f}" for m in MODULE_METHODS)
                       + f"; MSE {row['mse']:.4f}; {row['train_time_s']:.1f} s", flush=True)
                 if seed == seeds[0]:
-                    figures[preset] = outputs.preset_figures(preset, detail, out,
-                                                             len(settings.modules))
+                    figures[preset] = preset_figures(preset, detail, out, len(settings.modules))
     if not is_main:
         return None
-    summaries = outputs.summaries(rows, presets)
+    summaries = summarize(rows, presets)
     run_settings = {
         "presets": {p: preset_settings(p, settings) for p in presets},
         "data": {"modules": list(settings.modules), "within_corr": settings.within_corr,
@@ -243,10 +227,10 @@ def run(settings: LearnedGraphSettings, command: str | None = None) -> Path | No
                  "samples": settings.samples, "eval_samples": settings.eval_samples},
         "seeds": seeds, "device": str(device), "headline_method": HEADLINE_METHOD,
         "command": command}
-    outputs.write_results_files(rows, summaries, run_settings, out)
+    write_results(rows, out, {"settings": run_settings, "summary": summaries, "runs": rows})
     report = write_html_report(
         out / "report.html", f"Learned neuron graphs on planted modules {settings.modules}",
-        outputs.report_sections(settings, run_settings, rows, summaries, figures))
+        report_sections(settings, run_settings, rows, summaries, figures))
     print(f"done in {time.perf_counter() - started:.1f} s")
     for s in summaries:
         print(f"{s['preset']:>11}: feature-module ARI ({HEADLINE_METHOD}) "

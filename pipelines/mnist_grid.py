@@ -27,7 +27,6 @@ Running the same command again resumes: finished weights are not trained again.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,11 +43,18 @@ from gsr_pyg.metrics import morans_i, smoothness_ratio
 from gsr_pyg.models import MNISTClassifier
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.report import write_html_report
-from gsr_pyg.training import GSRTrainer, get_world_size
+from gsr_pyg.training import GSRTrainer
 
-from ._cli import command_line, non_negative_float, option, positive_int, run_cli, run_command
+from ._cli import non_negative_float, option, positive_int, report_command, run_cli, run_command
 from ._mnist import MnistRunSettings, load_mnist_subsets, out_option
-from ._runtime import fit_timed, format_strength, pipeline_run, save_state_dict, write_results
+from ._runtime import (
+    fit_timed,
+    format_strength,
+    pipeline_run,
+    save_state_dict,
+    training_steps,
+    write_results,
+)
 
 GRID_SHAPE = (8, 8)
 NUM_CLASSES = 10
@@ -183,10 +189,9 @@ def train_weight(weight: float, settings: MnistGridSettings, train_x: torch.Tens
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     loader = DataLoader(TensorDataset(train_x, train_y), batch_size=settings.batch_size,
                         shuffle=True)
-    # under torchrun each process takes batch_size samples per step
-    steps_per_epoch = math.ceil(train_x.shape[0] / (settings.batch_size * get_world_size()))
+    steps_per_epoch, max_steps = training_steps(train_x.shape[0], settings.batch_size,
+                                                settings.epochs)
     run_dir = out / "runs" / f"w{tag}"
-    max_steps = settings.epochs * steps_per_epoch
     trainer = GSRTrainer(
         model, reg, optimizer, F.cross_entropy, max_steps=max_steps, run_dir=run_dir,
         checkpoint_every=min(steps_per_epoch, 500), log_every=max(1, min(50, max_steps // 20)),
@@ -209,7 +214,7 @@ def run(settings: MnistGridSettings, command: str | None = None) -> Path | None:
     ``settings.out``; returns the report's path. ``command`` is the command line shown in the
     report (default: one that gives ``settings``). Under torchrun every process trains and
     the processes other than rank 0 return None without evaluating or writing."""
-    command = command_line(settings) if command is None else command
+    command = report_command(settings, command)
     weights = list(dict.fromkeys(settings.weights))  # drop repeats, keep order
     with pipeline_run(settings.threads, settings.device, settings.out) as (is_main, device, out):
         started = time.perf_counter()

@@ -34,7 +34,6 @@ rank 0 evaluates and writes.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,11 +50,18 @@ from gsr_pyg.metrics import smoothness_ratio
 from gsr_pyg.models import DenseAutoencoder
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.report import write_html_report
-from gsr_pyg.training import GSRTrainer, get_world_size
+from gsr_pyg.training import GSRTrainer
 
-from ._cli import command_line, non_negative_float, option, positive_int, run_cli, run_command
+from ._cli import non_negative_float, option, positive_int, report_command, run_cli, run_command
 from ._mnist import MnistRunSettings, load_mnist_subsets, out_option
-from ._runtime import fit_timed, format_strength, pipeline_run, resolve_device, write_results
+from ._runtime import (
+    fit_timed,
+    format_strength,
+    pipeline_run,
+    resolve_device,
+    training_steps,
+    write_results,
+)
 
 REGULARIZERS = ("none", "l1", "l2", "gsr")
 LATENT_SHAPE = (4, 8)
@@ -141,10 +147,9 @@ def run_one(kind: str, strength: float, settings: ReconstructionCostSettings,
     capture = ActivationCapture(model, [model.gsr_layer])
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     loader = DataLoader(TensorDataset(train_x), batch_size=settings.batch_size, shuffle=True)
-    # under torchrun each process takes batch_size samples per step
-    steps_per_epoch = math.ceil(train_x.shape[0] / (settings.batch_size * get_world_size()))
+    steps_per_epoch, max_steps = training_steps(train_x.shape[0], settings.batch_size,
+                                                settings.epochs)
     run_dir = out / "runs" / ("none" if kind == "none" else f"{kind}_s{format_strength(strength)}")
-    max_steps = settings.epochs * steps_per_epoch
     trainer = GSRTrainer(
         model, reg, optimizer, ActivityPenaltyLoss(capture, model.gsr_layer, kind, strength),
         max_steps=max_steps, run_dir=run_dir, checkpoint_every=min(steps_per_epoch, 1000),
@@ -175,7 +180,7 @@ def run(settings: ReconstructionCostSettings, command: str | None = None) -> Pat
     MSE figures and ``report.html`` to ``settings.out``; returns the path of
     ``results.csv``. ``command`` is the command line shown in the report (default: one that
     gives ``settings``). Under torchrun the processes other than rank 0 return None."""
-    command = command_line(settings) if command is None else command
+    command = report_command(settings, command)
     regularizers = list(dict.fromkeys(settings.regularizers))
     strengths = sorted(set(settings.strengths))
     threads = settings.threads

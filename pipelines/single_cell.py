@@ -40,7 +40,6 @@ to the AnnData means): ``results.json``, ``gene_modules.csv``, ``neuron_graph.gr
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,36 +49,30 @@ from typing import ClassVar
 import torch
 
 from gsr_pyg import metrics, plotting, readouts
+from gsr_pyg.data import annotate_anndata, cell_embedding, write_h5ad
+from gsr_pyg.files import write_json
 from gsr_pyg.report import write_html_report
 
 from . import _single_cell_io as sc_io
-from ._cli import (
-    check_settings,
-    non_negative_float,
-    option,
-    positive_int,
-    run_cli,
-    run_command,
-)
+from ._cli import non_negative_float, option, positive_int, report_command, run_cli, run_command
 from ._graph_learning import (
     MODULE_METHODS,
     PRESETS,
     QUICK_SCHEDULE,
-    check_overrides,
+    GraphLearningSettings,
     encode,
     graph_evolution_figure,
     override_option,
     preset_settings,
-    settings_command,
     train_autoencoder,
 )
-from ._runtime import make_out_dir, pipeline_processes, resolve_device, torch_threads, write_text
+from ._runtime import device_option, make_out_dir, pipeline_processes, torch_threads
 
 TRAIN, READ = "model and training", "read-outs"
 
 
 @dataclass(frozen=True)
-class SingleCellSettings:
+class SingleCellSettings(GraphLearningSettings):
     """krumsiek11 with the recommended preset by default; :meth:`quick` is a fast look."""
 
     prog: ClassVar[str] = "python -m pipelines.single_cell"
@@ -140,20 +133,14 @@ class SingleCellSettings:
                                    group=READ)
     seed: int = option(0, "seed of the model, the batch order and the layouts (default 0)",
                        type=int)
-    device: str | None = option(None, "torch device, e.g. cpu or cuda:0 (default: cuda when "
-                                      "available)")
+    device: str | None = device_option()
     out: str = option("runs/single_cell", "output directory (default runs/single_cell); an "
                                           "interrupted run resumes there")
     threads: int = option(1, "CPU threads for torch while the pipeline runs (default 1: this "
                              "small model trains fastest on one thread)", type=positive_int)
-    quiet: bool = option(False, "no progress bars")
-    #: steps after the stop rule fired, for a preset that stops (None: the preset's; not an
-    #: option: ``--quick`` shortens it)
-    after_stop_steps: int | None = None
 
     def __post_init__(self) -> None:
-        check_settings(self)
-        resolve_device(self.device)  # refuses a device that is not there
+        super().__post_init__()
         if self.genes is not None and self.hvg is not None:
             raise ValueError("pass either --genes or --hvg, not both")
         if self.module_method == "spectral":
@@ -162,7 +149,9 @@ class SingleCellSettings:
             if self.num_modules > self.latent_dim:
                 raise ValueError(f"--num-modules must be at most the latent width "
                                  f"{self.latent_dim}")
-        check_overrides(self)
+        elif self.num_modules is not None:
+            raise ValueError(f"--num-modules is the k of --module-method spectral; "
+                             f"--module-method {self.module_method} takes no --num-modules")
 
     @classmethod
     def quick(cls) -> SingleCellSettings:
@@ -177,26 +166,26 @@ def run(settings: SingleCellSettings, command: str | None = None) -> Path | None
     (missing file, no cells or genes, unknown gene / layer / column, NaN in the matrix)
     before training. Under torchrun every process trains and the processes other than rank
     0 return None without reading out or writing."""
-    command = settings_command(settings) if command is None else command
+    command = report_command(settings, command)
     with torch_threads(settings.threads), \
             pipeline_processes(settings.device) as (is_main, device):
         started = time.perf_counter()
         data = sc_io.load_data(settings)
         x, genes = data["x"], data["genes"]
         chosen = preset_settings(settings.preset, settings)
-        batch_size = min(chosen["batch_size"], x.shape[0])
+        chosen["batch_size"] = min(chosen["batch_size"], x.shape[0])  # the batch it trains on
         out = make_out_dir(settings.out)
         if is_main:
             print(f"{settings.data}: {x.shape[0]} cells x {x.shape[1]} genes; preset "
                   f"{settings.preset}; device {device}", flush=True)
         config = {"pipeline": "single_cell", "data": str(settings.data),
                   "layer": settings.layer, "genes": genes, "scale": settings.scale,
-                  "cells": int(x.shape[0]), "batch_size": batch_size, "lr": chosen["lr"],
+                  "cells": int(x.shape[0]), "batch_size": chosen["batch_size"], "lr": chosen["lr"],
                   "latent_dim": settings.latent_dim, "noise_std": settings.noise_std}
         trained = train_autoencoder(
             x, chosen, latent_dim=settings.latent_dim, noise_std=settings.noise_std,
             seed=settings.seed, device=device, run_dir=out / "run", config=config,
-            quiet=settings.quiet, batch_size=batch_size, drop_last=True)
+            quiet=settings.quiet, drop_last=True)
         if not is_main:
             return None
         latent, mse = encode(trained.model, x, device)
@@ -212,12 +201,14 @@ def run(settings: SingleCellSettings, command: str | None = None) -> Path | None
             "device": str(device), "label_columns": list(data["labels"]),
             "pseudotime_column": data["pseudotime"][0] if data["pseudotime"] else None,
             "command": command}
-        sc_io.annotate(data["adata"], latent, coords, kind, trained.graph, genes, found,
-                       run_settings)
-        h5ad = sc_io.write_h5ad(data["adata"], out / "adata_gsr.h5ad")
+        annotate_anndata(data["adata"], latent, trained.graph, found["neurons"], genes=genes,
+                         module_activity=found["activity"], loadings=found["loadings"],
+                         correlations=found["correlations"], embedding=coords,
+                         embedding_name=kind, settings=run_settings)
+        h5ad = write_h5ad(data["adata"], out / "adata_gsr.h5ad")
         results = sc_io.results_json(run_settings, x, trained, mse, found, group_tables, h5ad,
                                      figures)
-        write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+        write_json(out / "results.json", results)
         report = write_html_report(
             out / "report.html", f"Learned neuron graph on {Path(str(settings.data)).name}",
             sc_io.report_sections(settings, results, group_tables, figures))
@@ -231,8 +222,8 @@ def run(settings: SingleCellSettings, command: str | None = None) -> Path | None
 def _modules(settings: SingleCellSettings, graph, x: torch.Tensor, latent: torch.Tensor,
              genes: list[str]) -> dict:
     """Neuron modules, module activity, gene loadings and modules, the gene graph."""
-    k = settings.num_modules if settings.module_method == "spectral" else None
-    neurons = metrics.neuron_modules(graph, settings.module_method, k=k, seed=settings.seed)
+    neurons = metrics.neuron_modules(graph, settings.module_method, k=settings.num_modules,
+                                     seed=settings.seed)
     correlations = metrics.feature_correlations(x, latent)  # [N, G]
     loadings = readouts.module_loadings(correlations, neurons, genes, settings.top_genes)
     return {"neurons": neurons, "num_modules": int(neurons.max()) + 1,
@@ -268,7 +259,7 @@ def _figures(settings: SingleCellSettings, data: dict, trained, latent: torch.Te
     figures += sc_io.correlation_heatmaps(data["x"], latent, neurons, found["loadings"],
                                           data["genes"], data["labels"], out)
     kind = settings.embedding or ("umap" if sc_io.has_scanpy() else "pca")
-    coords = sc_io.embedding(latent.numpy(), kind, settings.seed)
+    coords = cell_embedding(latent, kind, settings.seed)
     figures.append(sc_io.embedding_figure(coords, kind, data["labels"], found["activity"],
                                           out / f"embedding_{kind}.png"))
     return figures, group_tables, kind, coords

@@ -51,6 +51,7 @@ from gsr_pyg.data import (
 from gsr_pyg.data.mnist import read_idx
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.training import GSRTrainer, LearningSchedule, load_snapshot
+from gsr_pyg.training.rundir import CHECKPOINT_FORMAT
 
 #: Surfaces in document order, with the title of their section.
 SURFACES: dict[str, str] = {
@@ -381,7 +382,9 @@ def _trainer_parts():
 
 def _trainer(**options):
     model, reg, optimizer = _trainer_parts()
-    settings = dict(max_steps=2, verbose=False)
+    settings = dict(verbose=False)
+    if not options.get("learn"):  # a learning run's length is its schedule's
+        settings["max_steps"] = 2
     settings.update(options)
     return GSRTrainer(model, reg, optimizer, nn.functional.mse_loss, **settings)
 
@@ -459,58 +462,61 @@ S = "graphs"
 C = "check_graph(data)"
 _add(S, C, "edge (0, 1) listed in one direction only",
      lambda tmp: graphs.check_graph(_data([[0], [1]])),
-     ValueError, r"edge \(0, 1\) has no reverse edge \(1, 0\); store both directions")
+     ValueError, r"^graph: edge \(0, 1\) has no reverse edge \(1, 0\); store both directions")
 _add(S, C, "asymmetric weights: w(0, 1) = 1, w(1, 0) = 2",
      lambda tmp: graphs.check_graph(_data(PAIR, [1.0, 2.0])),
-     ValueError, r"edge \(0, 1\) has weight 1\.0 but its reverse \(1, 0\) has weight 2\.0; "
-                 r"edge weights must be symmetric")
+     ValueError, r"^graph: edge \(0, 1\) has weight 1\.0 but its reverse \(1, 0\) has weight "
+                 r"2\.0; edge weights must be symmetric")
 _add(S, C, "negative edge weight",
      lambda tmp: graphs.check_graph(_data(PAIR, [-1.0, -1.0])),
-     ValueError, r"edge_weight must be > 0, got -1\.0 on edge \(0, 1\)")
+     ValueError, r"^graph: edge_weight must be > 0, got -1\.0 on edge \(0, 1\)")
 _add(S, C, "zero edge weight",
      lambda tmp: graphs.check_graph(_data(PAIR, [0.0, 0.0])),
-     ValueError, r"edge_weight must be > 0, got 0\.0")
+     ValueError, r"^graph: edge_weight must be > 0, got 0\.0")
 _add(S, C, "NaN edge weight",
      lambda tmp: graphs.check_graph(_data(PAIR, [NAN, NAN])),
-     ValueError, r"edge_weight must be finite, got 2 NaN and 0 Inf values")
+     ValueError, r"^graph: edge_weight must be finite, got 2 NaN and 0 Inf values")
 _add(S, C, "Inf edge weight",
      lambda tmp: graphs.check_graph(_data(PAIR, [INF, INF])),
-     ValueError, r"edge_weight must be finite, got 0 NaN and 2 Inf values")
+     ValueError, r"^graph: edge_weight must be finite, got 0 NaN and 2 Inf values")
 _add(S, C, "self-loop (1, 1)",
      lambda tmp: graphs.check_graph(_data([[1], [1]])),
      ValueError, r"graph has a self-loop at node 1; a neuron graph has no self-loops")
 _add(S, C, "entry (0, 1) listed twice",
      lambda tmp: graphs.check_graph(_data([[0, 0, 1], [1, 1, 0]])),
-     ValueError, r"edge_index has the entry \(0, 1\) more than once; coalesce it")
+     ValueError, r"^graph: edge_index has the entry \(0, 1\) more than once; coalesce it")
 _add(S, C, "node index 2 in a 2-node graph",
      lambda tmp: graphs.check_graph(_data([[0, 2], [2, 0]])),
-     ValueError, r"edge_index contains node 2, but the graph has 2 nodes \(indices in \[0, 2\)\)")
+     ValueError, r"^graph: edge_index contains node 2, but the graph has 2 nodes "
+                 r"\(indices in \[0, 2\)\)")
 _add(S, C, "negative node index",
      lambda tmp: graphs.check_graph(_data([[0, -1], [-1, 0]])),
-     ValueError, r"edge_index contains node -1, but the graph has 2 nodes")
+     ValueError, r"^graph: edge_index contains node -1, but the graph has 2 nodes")
 _add(S, C, "edge_index of dtype int32",
      lambda tmp: graphs.check_graph(Data(edge_index=torch.tensor(PAIR, dtype=torch.int32),
                                          num_nodes=2)),
-     ValueError, r"edge_index must have dtype torch\.int64, got .*int32")
+     ValueError, r"^graph: edge_index must have dtype torch\.int64, got .*int32")
 _add(S, C, "edge_index of shape [3, 2]",
      lambda tmp: graphs.check_graph(Data(edge_index=torch.zeros(3, 2, dtype=torch.long),
                                          num_nodes=2)),
-     ValueError, r"edge_index must have shape \[2, E\], got tensor of shape \(3, 2\)")
+     ValueError, r"^graph: edge_index must have shape \[2, E\], got tensor of shape "
+                 r"\(3, 2\)")
 _add(S, C, "no edge_index",
      lambda tmp: graphs.check_graph(Data(num_nodes=2)),
      ValueError, r"graph has no edge_index; a graph with no edges has an empty \[2, 0\] one")
 _add(S, C, "integer edge_weight",
      lambda tmp: graphs.check_graph(_data(PAIR, [1, 1])),
-     ValueError, r"edge_weight must be a floating-point tensor, got .*int64")
+     ValueError, r"^graph: edge_weight must be a floating-point tensor, got .*int64")
 _add(S, C, "one weight for two edge entries",
      lambda tmp: graphs.check_graph(_data(PAIR, [1.0])),
-     ValueError, r"edge_weight must have shape \[2\] \(one weight per column of edge_index\)")
+     ValueError, r"^graph: edge_weight must have shape \[2\] \(one weight per column of "
+                 r"edge_index\)")
 _add(S, C, "pos of shape [2, 3]",
      lambda tmp: graphs.check_graph(_data(PAIR, pos=torch.zeros(2, 3))),
-     ValueError, r"pos must have shape \[2, 2\], got tensor of shape \(2, 3\)")
+     ValueError, r"^graph: pos must have shape \[2, 2\], got tensor of shape \(2, 3\)")
 _add(S, C, "NaN in pos",
      lambda tmp: graphs.check_graph(_data(PAIR, pos=torch.full((2, 2), NAN))),
-     ValueError, r"pos must be finite, got 4 NaN and 0 Inf values")
+     ValueError, r"^graph: pos must be finite, got 4 NaN and 0 Inf values")
 _add(S, "check_graph(data, num_nodes=6)", "a 5-node graph where 6 nodes are expected",
      lambda tmp: graphs.check_graph(graphs.ring(5), num_nodes=6),
      ValueError, r"graph has 5 nodes but 6 were expected")
@@ -551,7 +557,7 @@ _add(S, "disjoint_union(graphs)", "an empty list",
      ValueError, r"graphs must contain at least one Data, got an empty sequence")
 _add(S, "disjoint_union(graphs)", "an int among the graphs",
      lambda tmp: graphs.disjoint_union([graphs.ring(3), 3]),
-     TypeError, r"graphs\[1\]: graph must be a torch_geometric\.data\.Data, got 3")
+     TypeError, r"^graphs\[1\] must be a torch_geometric\.data\.Data, got 3")
 
 C = "from_edge_index(edge_index, ...)"
 _add(S, C, "edge_index of shape [3, 2]",
@@ -789,7 +795,7 @@ _add(S, C, "Inf edge weight",
      ValueError, r"graph for layer 'fc1': edge_weight must be finite, got 0 NaN and 2 Inf")
 _add(S, C, "self-loop (2, 2)",
      lambda tmp: _regularize(_data([[2], [2]], num_nodes=4)),
-     ValueError, r"graph for layer 'fc1': graph has a self-loop at node 2")
+     ValueError, r"graph for layer 'fc1' has a self-loop at node 2")
 _add(S, C, "unknown layer 'fc' (close to 'fc1')",
      lambda tmp: GraphSpectralRegularizer(_mlp(), {"fc": graphs.ring(4)}),
      ValueError, r"model has no layer named 'fc'; closest names: 'fc1'")
@@ -1069,7 +1075,7 @@ _add(S, C, "stop = 'early'",
      ValueError, r"stop must be one of \('disconnected', 'converged', 'never'\), got 'early'")
 _add(S, C, "normalization = 'rw'",
      lambda tmp: LearningSchedule(normalization="rw"),
-     ValueError, r"normalization must be one of \(None, 'sym'\), got 'rw'")
+     ValueError, r"normalization is 'rw': the random-walk Laplacian is not symmetric")
 _add(S, C, "converged_jaccard = 0",
      lambda tmp: LearningSchedule(converged_jaccard=0),
      ValueError, r"converged_jaccard must be finite and > 0, got 0\.0")
@@ -1107,6 +1113,10 @@ _add(S, C, "no learned layer and no max_steps",
 _add(S, "GSRTrainer(..., schedule)", "a schedule but no learned layer",
      lambda tmp: _trainer(schedule=LearningSchedule()),
      ValueError, r"schedule is given but no layer learns its graph \(learn is empty\)")
+_add(S, "GSRTrainer(..., max_steps)", "max_steps beside learned layers (it would be ignored)",
+     lambda tmp: _trainer(learn={"fc1": learn.CoactivationGraph()}, max_steps=5),
+     ValueError, r"max_steps=5 is given but layers learn their graphs \(learn is not empty\): "
+                 r"the schedule sets the run's length")
 _add(S, "GSRTrainer(..., max_steps)", "max_steps = 0",
      lambda tmp: _trainer(max_steps=0), ValueError, r"max_steps must be >= 1, got 0")
 _add(S, "GSRTrainer(..., checkpoint_every)", "checkpoint_every = 0",
@@ -1165,10 +1175,11 @@ _add(S, C, "resume: checkpoint.pt holding a tensor",
      ValueError, r"checkpoint file '.*checkpoint\.pt' was not written by this version of "
                  r"gsr_pyg")
 _add(S, C, "resume: checkpoint.pt of another format version",
-     _resume_with_checkpoint_state(lambda state: _replace(state, format=2)),
+     _resume_with_checkpoint_state(lambda state: _replace(state, format=CHECKPOINT_FORMAT + 1)),
      ValueError, r"checkpoint file '.*checkpoint\.pt' was not written by this version")
 _add(S, C, "resume: checkpoint.pt without its loop state",
-     _resume_with_checkpoint_state(lambda state: {"format": 1, "model": state["model"]}),
+     _resume_with_checkpoint_state(lambda state: {"format": CHECKPOINT_FORMAT,
+                                                  "model": state["model"]}),
      ValueError, r"checkpoint file '.*checkpoint\.pt' .*(lacks|missing).*world_size")
 _add(S, C, "resume: checkpoint.pt written by 2 processes",
      _resume_with_checkpoint_state(lambda state: _replace(state, world_size=2)),

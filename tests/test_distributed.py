@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,34 +16,21 @@ import torch
 from gsr_pyg.training import load_snapshot
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from launch import env, run, torchrun  # noqa: E402
+
 SCRIPT = HERE / "ddp_run.py"
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed is not available")
 
 
-def _env():
-    return {**os.environ, "PYTHONPATH": str(HERE.parent), "OMP_NUM_THREADS": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _torchrun(run_dir, batch_size, sleep=0.0):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-            "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-            str(SCRIPT), str(run_dir), "--batch-size", str(batch_size), "--sleep", str(sleep)]
+    return torchrun(str(SCRIPT), str(run_dir), "--batch-size", str(batch_size), "--sleep",
+                    str(sleep))
 
 
 def _single(run_dir, batch_size):
     return [sys.executable, str(SCRIPT), str(run_dir), "--batch-size", str(batch_size)]
-
-
-def _run(cmd):
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _results(run_dir):
@@ -73,12 +59,12 @@ def _compare(a, b, atol):
 def two_process_run(tmp_path_factory):
     """One uninterrupted 2-process run, shared by the tests below."""
     run_dir = tmp_path_factory.mktemp("ddp") / "two"
-    _run(_torchrun(run_dir, 16))
+    run(_torchrun(run_dir, 16))
     return run_dir
 
 
 def test_two_processes_equal_one_process_on_the_same_global_batches(two_process_run, tmp_path):
-    _run(_single(tmp_path / "one", 32))
+    run(_single(tmp_path / "one", 32))
     _compare(_results(tmp_path / "one"), _results(two_process_run), atol=1e-5)
     assert (two_process_run / "summary.json").exists()
     assert not list(two_process_run.rglob("*.tmp"))
@@ -86,7 +72,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batches(two_process_
 
 def test_killed_two_process_run_resumes(two_process_run, tmp_path):
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(_torchrun(run_dir, 16, sleep=0.15), env=_env(),
+    proc = subprocess.Popen(_torchrun(run_dir, 16, sleep=0.15), env=env(),
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -101,29 +87,28 @@ def test_killed_two_process_run_resumes(two_process_run, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert not (run_dir / "summary.json").exists()
-    _run(_torchrun(run_dir, 16))
+    run(_torchrun(run_dir, 16))
     _compare(_results(two_process_run), _results(run_dir), atol=0)
 
 
 def test_resume_with_another_world_size_is_refused(two_process_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(two_process_run, run_dir)
-    done = subprocess.run(_single(run_dir, 32), env=_env(), capture_output=True,
+    done = subprocess.run(_single(run_dir, 32), env=env(), capture_output=True,
                           text=True, timeout=600)
     assert done.returncode != 0
     assert "written by 2 process(es) but this run has 1" in done.stderr
 
 
 def _pipeline(name, out, *argv):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-            "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m",
-            f"pipelines.{name}", "--out", str(out), "--quiet", "--threads", "1", *argv]
+    return torchrun("-m", f"pipelines.{name}", "--out", str(out), "--quiet", "--threads", "1",
+                    *argv)
 
 
 def test_mnist_pipeline_under_torchrun(tmp_path):
     out = tmp_path / "mnist"
-    _run(_pipeline("mnist_grid", out, "--train-subset", "1024", "--test-subset", "300",
-                   "--epochs", "1", "--weights", "0", "0.01", "--batch-size", "64"))
+    run(_pipeline("mnist_grid", out, "--train-subset", "1024", "--test-subset", "300",
+                  "--epochs", "1", "--weights", "0", "0.01", "--batch-size", "64"))
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 3
     # one epoch of 1024 images in global batches of 2 x 64
@@ -135,7 +120,7 @@ def test_mnist_pipeline_under_torchrun(tmp_path):
 @pytest.mark.slow
 def test_single_cell_pipeline_under_torchrun(tmp_path):
     out = tmp_path / "krumsiek11"
-    _run(_pipeline("single_cell", out, "--quick"))
+    run(_pipeline("single_cell", out, "--quick"))
     assert (out / "report.html").exists() and (out / "neuron_graph.graphml").exists()
     summary = json.loads((out / "run" / "summary.json").read_text())
     assert summary["phase"] == "done" and summary["latent"]["graphs_learned"] >= 1

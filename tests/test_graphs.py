@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import doctest
+import re
 
 import networkx as nx
 import numpy as np
@@ -270,8 +271,11 @@ def test_disjoint_union_rejects_empty_and_invalid_members():
     with pytest.raises(ValueError, match="at least one"):
         disjoint_union([])
     bad = Data(edge_index=torch.tensor([[0], [1]]), num_nodes=2)
-    with pytest.raises(ValueError, match=r"graphs\[1\]: edge \(0, 1\) has no reverse"):
+    with pytest.raises(ValueError, match=r"^graphs\[1\]: edge \(0, 1\) has no reverse"):
         disjoint_union([line(2), bad])
+    loop = Data(edge_index=torch.tensor([[1], [1]]), num_nodes=2)
+    with pytest.raises(ValueError, match=r"^graphs\[1\] has a self-loop at node 1"):
+        disjoint_union([line(2), loop])
     with pytest.raises(TypeError, match="sequence of Data"):
         disjoint_union(line(2))
 
@@ -577,6 +581,77 @@ def test_check_graph_rejects_pos_of_wrong_shape():
     g.pos = torch.zeros(4, 3)
     with pytest.raises(ValueError, match=r"pos must have shape \[4, 2\]"):
         check_graph(g)
+
+
+def _bad_graphs() -> dict[str, tuple[Data, str]]:
+    """One graph per check of check_graph, and the rest of its message after the name."""
+    pair = torch.tensor([[0, 1], [1, 0]])
+
+    def graph(edge_index=pair, edge_weight=None, pos=None, num_nodes=2):
+        data = Data(edge_index=edge_index, num_nodes=num_nodes)
+        if edge_weight is not None:
+            data.edge_weight = torch.tensor(edge_weight)
+        if pos is not None:
+            data.pos = pos
+        return data
+
+    return {
+        "no edge_index": (Data(num_nodes=2), " has no edge_index"),
+        "edge_index not a tensor": (graph([[0, 1], [1, 0]]), ": edge_index must be a "
+                                    "torch.Tensor"),
+        "edge_index shape": (graph(torch.zeros(3, 2, dtype=torch.long)),
+                             r": edge_index must have shape \[2, E\], got tensor of shape "
+                             r"\(3, 2\)"),
+        "edge_index dtype": (graph(pair.int()), r": edge_index must have dtype torch\.int64"),
+        "node count": (graph(num_nodes=3), " has 3 nodes but 2 were expected"),
+        "index out of range": (graph(torch.tensor([[0, 2], [2, 0]])),
+                               r": edge_index contains node 2, but the graph has 2 nodes"),
+        "self-loop": (graph(torch.tensor([[1], [1]])), " has a self-loop at node 1"),
+        "edge_weight not a tensor": (Data(edge_index=pair, edge_weight=[1.0, 1.0],
+                                          num_nodes=2), ": edge_weight must be a torch.Tensor"),
+        "integer edge_weight": (graph(edge_weight=[1, 1]),
+                                ": edge_weight must be a floating-point tensor"),
+        "edge_weight shape": (graph(edge_weight=[1.0]), r": edge_weight must have shape \[2\]"),
+        "NaN edge_weight": (graph(edge_weight=[float("nan")] * 2),
+                            ": edge_weight must be finite, got 2 NaN"),
+        "zero edge_weight": (graph(edge_weight=[0.0, 0.0]),
+                             r": edge_weight must be > 0, got 0\.0 on edge \(0, 1\)"),
+        "pos not floating": (graph(pos=torch.zeros(2, 2, dtype=torch.long)),
+                             ": pos must be a floating-point tensor"),
+        "pos shape": (graph(pos=torch.zeros(2, 3)), r": pos must have shape \[2, 2\]"),
+        "NaN pos": (graph(pos=torch.full((2, 2), float("nan"))), ": pos must be finite"),
+        "duplicate entry": (graph(torch.tensor([[0, 0, 1], [1, 1, 0]])),
+                            r": edge_index has the entry \(0, 1\) more than once"),
+        "missing reverse": (graph(torch.tensor([[0], [1]])),
+                            r": edge \(0, 1\) has no reverse edge \(1, 0\)"),
+        "asymmetric weight": (graph(edge_weight=[1.0, 2.0]),
+                              r": edge \(0, 1\) has weight 1\.0 but its reverse \(1, 0\) has "
+                              r"weight 2\.0"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_graphs()))
+@pytest.mark.parametrize("name", ["graph", "graph for layer 'fc1'", "data"])
+def test_check_graph_starts_every_message_with_the_name(case, name):
+    data, rest = _bad_graphs()[case]
+    num_nodes = 2 if case == "node count" else None
+    error = TypeError if case.endswith("not a tensor") else ValueError
+    with pytest.raises(error, match="^" + re.escape(name) + rest):
+        check_graph(data, num_nodes, name=name)
+
+
+def test_check_graph_default_name_keeps_the_graph_level_messages():
+    # The messages about the graph as a whole read as before; attribute messages gain the
+    # "graph: " prefix.
+    with pytest.raises(ValueError, match=r"^graph has a self-loop at node 1; a neuron graph"):
+        check_graph(Data(edge_index=torch.tensor([[1], [1]]), num_nodes=2))
+    with pytest.raises(ValueError, match=r"^graph: edge_weight must be > 0, got -1\.0 on edge "
+                                         r"\(0, 1\); a weight of 0 is no edge"):
+        check_graph(Data(edge_index=torch.tensor([[0, 1], [1, 0]]),
+                         edge_weight=torch.tensor([-1.0, -1.0]), num_nodes=2))
+    # from_edge_index shares the weight check; its own argument keeps its plain name.
+    with pytest.raises(ValueError, match=r"^edge_weight must be > 0, got -1\.0"):
+        from_edge_index(torch.tensor([[0], [1]]), torch.tensor([-1.0]), num_nodes=2)
 
 
 # -------------------------------------------------------------------------- from_edge_index

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +13,9 @@ import torch
 
 from pipelines import learned_graph
 from pipelines._cli import run_cli
+
+sys.path.insert(0, str(Path(__file__).parent))
+from launch import run, torchrun  # noqa: E402
 
 # An easy case: three well separated modules, a short schedule.
 EASY = ["--modules", "4", "4", "4", "--within-corr", "0.9", "--samples", "2048",
@@ -111,9 +111,12 @@ def test_graphml_matches_results(easy_run):
 def test_second_call_resumes_without_training(easy_run):
     out, _ = easy_run
     before = _results(out)["runs"]
+    checkpoint = out / "runs" / "recommended_seed0" / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
     threads = torch.get_num_threads()
     learned_graph.main([*EASY, "--out", str(out), "--presets", "recommended", "--threads", "1"])
     assert torch.get_num_threads() == threads  # restored
+    assert checkpoint.stat().st_mtime_ns == stamp  # nothing trained again
     after = _results(out)["runs"]
     assert len(after) == 1
     first = next(row for row in before if row["preset"] == "recommended")
@@ -136,21 +139,11 @@ def test_command_line_prints_the_error(tmp_path, monkeypatch, capsys):
 def test_runs_under_torchrun(tmp_path):
     # two CPU processes train together (one process group: the checkpoint says so) and only
     # rank 0 reads out and writes
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={port}", "-m",
-               "pipelines.learned_graph", "--out", str(out), "--presets", "recommended",
-               "--modules", "3", "3", "--samples", "512", "--eval-samples", "256",
-               "--warmup-steps", "20", "--refresh-every", "10", "--learning-steps", "20",
-               "--quiet"]
-    root = Path(__file__).parent.parent
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600,
-                          cwd=root)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run(torchrun("-m", "pipelines.learned_graph", "--out", str(out), "--presets",
+                        "recommended", "--modules", "3", "3", "--samples", "512",
+                        "--eval-samples", "256", "--warmup-steps", "20", "--refresh-every",
+                        "10", "--learning-steps", "20", "--quiet"), cwd=tmp_path)
     assert done.stdout.count("report: ") == 1  # rank 0 only
     state = torch.load(out / "runs" / "recommended_seed0" / "checkpoint.pt",
                        weights_only=True)
@@ -160,26 +153,3 @@ def test_runs_under_torchrun(tmp_path):
         ("recommended", 40, 2)]
     assert (out / "report.html").exists()
     assert not list(out.rglob("*.tmp*"))
-
-
-def test_module_colours_match_the_categorical_legend():
-    # the colour map of the graph evolution gives module m the colour that the final graph's
-    # legend gives class m, and its colour bar names the modules
-    from matplotlib import colormaps
-
-    from gsr_pyg import graphs, plotting
-
-    for count, base in ((3, "tab10"), (12, "tab20")):
-        cmap = plotting.module_colormap(count)
-        assert cmap.N == count
-        assert [cmap(m) for m in range(count)] == [colormaps[base](m) for m in range(count)]
-    assert plotting.module_colormap(30).N == 30
-    fig = plotting.plot_graph(graphs.grid(2, 2), torch.tensor([0.0, 1.0, 2.0, 3.0]),
-                              cmap=plotting.module_colormap(4))
-    plotting.label_module_colorbar(fig, 4, "planted")
-    colorbar = fig.axes[-1]
-    assert [t.get_text() for t in colorbar.get_yticklabels()] == [
-        "planted 0", "planted 1", "planted 2", "planted 3"]
-    assert colorbar.get_yticks().tolist() == pytest.approx([0.375, 1.125, 1.875, 2.625])
-    with pytest.raises(ValueError, match="num_modules must be >= 1"):
-        plotting.module_colormap(0)

@@ -14,6 +14,7 @@ from gsr_pyg.metrics import (
     adjusted_rand_index,
     dirichlet_energy,
     feature_correlations,
+    feature_loadings,
     feature_modules,
     gearys_c,
     modularity,
@@ -317,3 +318,46 @@ def test_feature_modules_recover_planted_blocks():
         feature_modules(inputs[:10], activations, [0, 0, 1, 1, 2, 2])
     with pytest.raises(ValueError, match="must have 6 entries"):
         feature_modules(inputs, activations, [0, 1])
+
+
+def test_feature_loadings_equal_numpy_over_the_labels_in_use():
+    generator = torch.Generator().manual_seed(4)
+    r = torch.rand(12, 5, generator=generator, dtype=torch.float64) * 2 - 1
+    labels = torch.tensor([3, 0, 3, 7, 0, 0, 3, 7, 7, 0, 3, 0])  # 1, 2, 4, 5, 6 unused
+    got = feature_loadings(r, labels)
+    assert got.shape == (5, 3) and got.dtype == torch.float64
+    m, values = labels.numpy(), r.numpy()
+    expected = np.stack([np.abs(values[m == k]).mean(axis=0) for k in (0, 3, 7)], axis=1)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    signed = np.stack([values[m == k].mean(axis=0) for k in (0, 3, 7)], axis=1)
+    np.testing.assert_allclose(feature_loadings(r, labels.tolist(), absolute=False).numpy(),
+                               signed, rtol=1e-12)
+    # Labels 0..C-1: column c is module c, the plain group mean.
+    dense = torch.unique(labels, return_inverse=True)[1]
+    assert torch.equal(feature_loadings(r, dense), got)
+    assert not bool(torch.isnan(got).any())
+
+
+def test_feature_loadings_validate():
+    with pytest.raises(ValueError, match=r"neuron_labels must have 3 entries \(one per row of "
+                                         r"correlations\), got 2"):
+        feature_loadings(torch.zeros(3, 2), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="neuron_labels must be a 1-D tensor of integer labels"):
+        feature_loadings(torch.zeros(2, 2), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="correlations must be a floating-point tensor"):
+        feature_loadings(torch.zeros(2, 2, dtype=torch.long), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="correlations must have at least one row"):
+        feature_loadings(torch.zeros(0, 2), torch.tensor([], dtype=torch.long))
+    with pytest.raises(TypeError, match="absolute must be True or False"):
+        feature_loadings(torch.zeros(2, 2), torch.tensor([0, 1]), absolute=1)
+
+
+def test_feature_modules_with_an_unused_label_number():
+    # Labels [0, 0, 2, 2, 5, 5]: modules 0, 2 and 5; no feature may join the empty 1, 3, 4.
+    inputs, activations = planted_modules(0)
+    modules = feature_modules(inputs, activations, torch.tensor([0, 0, 2, 2, 5, 5]))
+    assert modules.tolist() == [0, 0, 0, 2, 2, 2, 5, 5, 5]
+    # The argmax of the shared loadings, mapped back to the labels.
+    loadings = feature_loadings(feature_correlations(inputs, activations),
+                                torch.tensor([0, 0, 2, 2, 5, 5]))
+    assert torch.equal(torch.tensor([0, 2, 5])[loadings.argmax(dim=1)], modules)

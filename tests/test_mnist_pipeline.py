@@ -7,11 +7,7 @@ import csv
 import functools
 import gzip
 import json
-import os
 import re
-import socket
-import struct
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,18 +20,15 @@ from matplotlib import image as mpimg
 from gsr_pyg.capture import ActivationCapture
 from gsr_pyg.data.mnist import load_mnist
 from gsr_pyg.models import DenseAutoencoder, MNISTClassifier
-from pipelines import _cli, mnist_grid, reconstruction_cost
+from pipelines import mnist_grid, reconstruction_cost
 from pipelines._runtime import resolve_device
+
+sys.path.insert(0, str(Path(__file__).parent))
+from launch import run, torchrun  # noqa: E402
+from test_mnist_data import idx_bytes  # noqa: E402
 
 TRAIN_IMAGES = 2000
 TEST_IMAGES = 500
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I",
-                                                                     *array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
 
 @functools.lru_cache(maxsize=1)
 def _small_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -62,8 +55,10 @@ def mnist_dir(tmp_path_factory) -> Path:
     train_x, train_y, test_x, test_y = _small_mnist()
     for stem, images, labels in (("train", train_x, train_y), ("t10k", test_x, test_y)):
         pixels = (images[:, 0] * 255).round().clamp(0, 255).numpy()
-        _write_idx(directory / f"{stem}-images-idx3-ubyte.gz", pixels)
-        _write_idx(directory / f"{stem}-labels-idx1-ubyte.gz", labels.numpy())
+        (directory / f"{stem}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(pixels)))
+        (directory / f"{stem}-labels-idx1-ubyte.gz").write_bytes(
+            gzip.compress(idx_bytes(labels.numpy())))
     return directory
 
 
@@ -192,18 +187,6 @@ def test_reconstruction_cost_pipeline_and_resume(mnist_dir, tmp_path):
         (r["steps"], r["train_mse"], r["test_mse"]) for r in rows]
 
 
-def test_settings_precedence():
-    quick = _cli.parse_settings(mnist_grid.MnistGridSettings, ["--quick", "--epochs", "3"])
-    assert (quick.weights, quick.epochs, quick.batch_size, quick.lr) == ([0.0, 0.01], 3, 128,
-                                                                         1e-3)
-    full = _cli.parse_settings(mnist_grid.MnistGridSettings, ["--weights", "0", "0.5"])
-    assert (full.weights, full.epochs, full.batch_size, full.lr) == ([0.0, 0.5], 40, 500, 1e-4)
-    with pytest.raises(SystemExit):
-        _cli.parse_settings(mnist_grid.MnistGridSettings, ["--weights", "-1"])
-    with pytest.raises(SystemExit):
-        _cli.parse_settings(mnist_grid.MnistGridSettings, ["--epochs", "0"])
-
-
 def test_resolve_device_errors():
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="--device"):
@@ -221,19 +204,6 @@ def test_pick_examples_puts_errors_last_and_one_correct_per_class():
     assert chosen.tolist() == [1, 3, 5, 2, 4]
     only_wrong = mnist_grid.pick_examples(labels, predictions, num_correct=0, num_wrong=1)
     assert only_wrong.tolist() == [2]
-
-
-def test_help_lists_the_options(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        mnist_grid.main(["--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    for option in ("--weights", "--conv-head", "--epochs", "--batch-size", "--lr", "--seed",
-                   "--device", "--data", "--out", "--quick", "--train-subset"):
-        assert option in text
-    help_text = _cli.build_parser(reconstruction_cost.ReconstructionCostSettings).format_help()
-    for option in ("--regularizers", "--strengths", "--epochs", "--quick", "--test-subset"):
-        assert option in help_text
 
 
 def test_activity_penalty_reads_the_latent_of_the_same_forward_pass():
@@ -260,27 +230,15 @@ def test_activity_penalty_reads_the_latent_of_the_same_forward_pass():
         assert through_capture.abs().sum() > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(not torch.distributed.is_available(),
                     reason="torch.distributed is not available")
 def test_reconstruction_cost_under_torchrun(mnist_dir, tmp_path):
     """Two processes train together (a step sees 2 x 32 images) and only rank 0 writes."""
     out = tmp_path / "rc2"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m",
-               "pipelines.reconstruction_cost", "--data", str(mnist_dir), "--out", str(out),
-               "--regularizers", "none", "gsr", "--strengths", "1", "--epochs", "1",
-               "--train-subset", "640", "--test-subset", "100", "--device", "cpu",
-               "--threads", "1", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent),
-           "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run(torchrun("-m", "pipelines.reconstruction_cost", "--data", str(mnist_dir), "--out",
+                        str(out), "--regularizers", "none", "gsr", "--strengths", "1",
+                        "--epochs", "1", "--train-subset", "640", "--test-subset", "100",
+                        "--device", "cpu", "--threads", "1", "--quiet"))
     columns, rows = _read_csv(out / "results.csv")
     assert [(r["regularizer"], float(r["strength"])) for r in rows] == [("none", 0.0),
                                                                        ("gsr", 1.0)]

@@ -327,6 +327,41 @@ def test_plot_graph_evolution_uses_given_layouts_and_validates():
 
 
 # ----------------------------------------------------------------------------- heatmap
+def test_module_colours_match_the_categorical_legend():
+    # the colour map of the graph evolution gives module m the colour that the final graph's
+    # legend gives class m, and its colour bar names the modules
+    from matplotlib import colormaps
+
+    for count, base in ((3, "tab10"), (12, "tab20")):
+        cmap = plotting.module_colormap(count)
+        assert cmap.N == count
+        assert [cmap(m) for m in range(count)] == [colormaps[base](m) for m in range(count)]
+    assert plotting.module_colormap(30).N == 30
+    fig = plotting.plot_graph(grid_graph(2, 2), torch.tensor([0.0, 1.0, 2.0, 3.0]),
+                              cmap=plotting.module_colormap(4))
+    plotting.label_module_colorbar(fig, 4, "planted")
+    colorbar = fig.axes[-1]
+    assert [t.get_text() for t in colorbar.get_yticklabels()] == [
+        "planted 0", "planted 1", "planted 2", "planted 3"]
+    assert colorbar.get_yticks().tolist() == pytest.approx([0.375, 1.125, 1.875, 2.625])
+    with pytest.raises(ValueError, match="num_modules must be >= 1"):
+        plotting.module_colormap(0)
+
+
+def test_module_colorbar_labels_refuse_a_figure_without_colour_bar():
+    # without a colour bar the last axes is the graph itself: its y axis stays as it was
+    fig = plotting.plot_graph(grid_graph(2, 2), torch.tensor([0.0, 1.0, 2.0, 3.0]),
+                              cmap=plotting.module_colormap(4), colorbar=False, title="g")
+    ticks = fig.axes[-1].get_yticks().tolist()
+    with pytest.raises(ValueError, match=r"last axes is a plot \(title 'g'\); draw the "
+                                         r"figure with colorbar=True"):
+        plotting.label_module_colorbar(fig, 4)
+    assert fig.axes[-1].get_yticks().tolist() == ticks
+    assert not any(t.get_text().startswith("module") for t in fig.axes[-1].get_yticklabels())
+    with pytest.raises(ValueError, match="got a figure without axes"):
+        plotting.label_module_colorbar(Figure(), 4)
+
+
 def test_plot_heatmap_orders_by_group_and_draws_boundaries(tmp_path):
     matrix = torch.arange(15, dtype=torch.float32).view(5, 3) - 4
     groups = [2, 0, 2, 1, 0]
@@ -371,6 +406,136 @@ def test_plot_embedding_continuous_and_categorical(tmp_path):
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["DN", "SP"]
     with pytest.raises(ValueError, match=r"colour must have one entry per point \(300\)"):
         plotting.plot_embedding(points, activity[:10])
+
+
+# ----------------------------------------------------------------------------- read-out panels
+def test_plot_group_activity_on_graph_shares_a_symmetric_range(tmp_path):
+    graph = grid_graph(3, 3)
+    maps = torch.arange(27, dtype=torch.float32).view(3, 9) - 10.0  # largest |value| 16
+    maps[1, 4] = float("nan")
+    fig = plotting.plot_group_activity_on_graph(
+        graph, maps, ["Ery", "Mk", "Neu"], ncols=2, colorbar_label="minus mean",
+        title="per type", path=tmp_path / "groups.png", dpi=DPI)
+    assert_png(tmp_path / "groups.png")
+    panels = visible_axes(fig)
+    assert [ax.get_title() for ax in panels] == ["Ery", "Mk", "Neu"]
+    assert sum(not ax.get_visible() for ax in fig.axes) == 1  # 2 x 2 grid, one left empty
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colorbars) == 1 and colorbars[0].get_ylabel() == "minus mean"
+    assert colorbars[0].get_ylim() == pytest.approx((-16.0, 16.0))
+    assert fig.get_suptitle() == "per type"
+    for index, ax in enumerate(panels):
+        nodes = ax.collections[-1]  # the scatter is drawn after the edges
+        assert nodes.get_offsets().shape == (9, 2)
+        assert nodes.get_clim() == pytest.approx((-16.0, 16.0))
+        np.testing.assert_array_equal(np.ma.filled(nodes.get_array(), np.nan),
+                                      maps[index].numpy())
+        np.testing.assert_array_equal(nodes.get_offsets(), graph.pos.numpy())
+        assert len(ax.collections[0].get_segments()) == 12  # undirected edges of a 3x3 grid
+
+
+def test_plot_group_activity_on_graph_defaults_and_errors():
+    graph = grid_graph(2, 2)
+    fig = plotting.plot_group_activity_on_graph(graph, torch.zeros(2, 4))
+    assert [ax.get_title() for ax in visible_axes(fig)] == ["group 0", "group 1"]
+    assert fig.axes[-1].get_ylim() == pytest.approx((-1.0, 1.0))  # all zero: range 1
+    with pytest.raises(ValueError, match=r"maps must have one column per node of the graph "
+                                         r"\(4\), got shape \(2, 5\)"):
+        plotting.plot_group_activity_on_graph(graph, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"names must have one title per group .*2\), got"):
+        plotting.plot_group_activity_on_graph(graph, torch.zeros(2, 4), ["only one"])
+    with pytest.raises(ValueError, match="maps must be 2-D"):
+        plotting.plot_group_activity_on_graph(graph, torch.zeros(4))
+    with pytest.raises(ValueError, match=r"pos must have shape \[4, 2\]"):
+        plotting.plot_group_activity_on_graph(graph, torch.zeros(1, 4), pos=torch.zeros(3, 2))
+
+
+def test_plot_feature_correlations_over_the_selected_cells(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(40, 3, generator=generator)
+    activations = torch.randn(40, 4, generator=generator)
+    cells = torch.arange(40) % 2 == 0
+    fig = plotting.plot_feature_correlations(
+        inputs, activations, ["g0", "g1", "g2"], cells=cells, neuron_groups=[1, 0, 1, 0],
+        feature_groups=[1, 1, 0], title="type A", path=tmp_path / "corr.png", dpi=DPI)
+    assert_png(tmp_path / "corr.png")
+    ax = fig.axes[0]
+    full = np.corrcoef(inputs[cells].double().numpy().T, activations[cells].double().numpy().T)
+    reference = full[3:, :3]  # neurons x features over the even cells only
+    shown = ax.images[0].get_array()
+    np.testing.assert_allclose(shown, reference[[1, 3, 0, 2]][:, [2, 0, 1]], atol=1e-5)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["g2", "g0", "g1"]
+    assert ax.get_title() == "type A" and ax.get_xlabel() == "features"
+    assert fig.axes[-1].get_ylabel() == "Pearson r"
+    every_cell = plotting.plot_feature_correlations(inputs, activations)
+    np.testing.assert_allclose(every_cell.axes[0].images[0].get_array(),
+                               np.corrcoef(inputs.T.double(), activations.T.double())[3:, :3],
+                               atol=1e-5)
+    by_index = plotting.plot_feature_correlations(inputs, activations,
+                                                  cells=torch.nonzero(cells).flatten())
+    np.testing.assert_allclose(by_index.axes[0].images[0].get_array(), reference, atol=1e-5)
+
+
+def test_plot_feature_correlations_errors():
+    inputs, activations = torch.randn(10, 3), torch.randn(10, 4)
+    with pytest.raises(ValueError, match="cells must select at least 2 samples .*got 1"):
+        plotting.plot_feature_correlations(inputs, activations, cells=torch.arange(10) == 3)
+    with pytest.raises(ValueError, match=r"cells as a mask must have one entry per sample "
+                                         r"\(10\)"):
+        plotting.plot_feature_correlations(inputs, activations, cells=torch.ones(9, dtype=bool))
+    with pytest.raises(ValueError, match=r"same samples \(rows\), got 10 and 9"):
+        plotting.plot_feature_correlations(inputs, activations[:9])
+    with pytest.raises(TypeError, match="inputs must be a torch.Tensor"):
+        plotting.plot_feature_correlations(inputs.numpy(), activations)
+    with pytest.raises(ValueError, match="col_labels must have 3 entries, got 2"):
+        plotting.plot_feature_correlations(inputs, activations, ["a", "b"])
+
+
+def test_plot_embedding_panels_one_panel_per_label_and_value(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    points = torch.randn(50, 2, generator=generator)
+    types = (torch.arange(50) % 3, ["Ery", "Mk", "Neu"])
+    fates = (torch.arange(50) % 2, None)
+    values = torch.rand(50, 3, generator=generator)
+    fig = plotting.plot_embedding_panels(points, {"cell_type": types, "fate": fates}, values,
+                                         ncols=2, axis_name="UMAP", title="cells",
+                                         path=tmp_path / "emb.png", dpi=DPI)
+    assert_png(tmp_path / "emb.png")
+    assert len(fig.subfigs) == 6  # 3 x 2 sub-figures, one left empty
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in panels] == ["cell_type", "fate", "module 0", "module 1",
+                                                 "module 2"]
+    assert {(ax.get_xlabel(), ax.get_ylabel()) for ax in panels} == {("UMAP 1", "UMAP 2")}
+    colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(colorbars) == 3
+    assert {ax.get_ylabel() for ax in colorbars} == {"module activity"}
+    legend = [t.get_text() for t in panels[0].get_legend().get_texts()]
+    assert legend == ["Ery", "Mk", "Neu"]
+    assert [t.get_text() for t in panels[1].get_legend().get_texts()] == ["0", "1"]
+    for ax in panels:
+        assert ax.collections[0].get_offsets().shape == (50, 2)
+    for m, ax in enumerate(panels[2:]):
+        assert sorted(ax.collections[0].get_array().tolist()) == pytest.approx(
+            sorted(values[:, m].tolist()))
+    assert fig.get_suptitle() == "cells"
+
+
+def test_plot_embedding_panels_value_names_and_errors():
+    points = np.zeros((6, 2))
+    fig = plotting.plot_embedding_panels(points, values=np.ones((6, 2)), value_names=["a", "b"])
+    assert [ax.get_title() for ax in fig.axes if ax.get_label() != "<colorbar>"] == ["a", "b"]
+    with pytest.raises(ValueError, match="no panel to draw"):
+        plotting.plot_embedding_panels(points)
+    with pytest.raises(ValueError, match=r"labels\['t'\] codes must have one entry per point "
+                                         r"\(6\), got 5"):
+        plotting.plot_embedding_panels(points, {"t": (torch.zeros(5, dtype=torch.long), None)})
+    with pytest.raises(TypeError, match=r"labels\['t'\] must be a \(codes, names\) pair"):
+        plotting.plot_embedding_panels(points, {"t": torch.zeros(6, dtype=torch.long)})
+    with pytest.raises(ValueError, match=r"values must have one row per point \(6\)"):
+        plotting.plot_embedding_panels(points, values=np.ones((5, 2)))
+    with pytest.raises(ValueError, match=r"value_names must have one title per column of "
+                                         r"values \(2\)"):
+        plotting.plot_embedding_panels(points, values=np.ones((6, 2)), value_names=["a"])
 
 
 # ----------------------------------------------------------------------------- report

@@ -6,6 +6,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch_geometric.data import Data
 
+from gsr_pyg import metrics
 from gsr_pyg.readouts import (
     class_mean_maps,
     extract_modules,
@@ -326,6 +327,24 @@ def test_neuron_planted_modules_validates():
     with pytest.raises(ValueError, match=r"feature_module must have one entry per feature "
                                          r"\(6\)"):
         neuron_planted_modules(torch.randn(20, 6), torch.randn(20, 3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="feature_module must be an integer tensor"):
+        neuron_planted_modules(torch.randn(20, 2), torch.randn(20, 3), torch.tensor([0.0, 1.0]))
+    with pytest.raises(TypeError, match="feature_module must be a torch.Tensor"):
+        neuron_planted_modules(torch.randn(20, 2), torch.randn(20, 3), [0, 1])
+
+
+def test_neuron_planted_modules_with_an_unused_module_number():
+    # Feature modules [0, 0, 2]: module 1 has no feature and must not win (its mean is 0/0).
+    x = torch.tensor([[1., 0., 1.], [2., 1., 0.], [3., 0., 2.], [4., 2., 1.]])
+    assert neuron_planted_modules(x, x[:, [1, 0]], torch.tensor([0, 0, 2])).tolist() == [0, 0]
+    assert neuron_planted_modules(x, x[:, [2]], torch.tensor([0, 0, 2])).tolist() == [2]
+    # Renaming the modules renames the answer and changes nothing else.
+    generator = torch.Generator().manual_seed(8)
+    inputs = torch.randn(100, 6, generator=generator, dtype=torch.float64)
+    latent = inputs @ torch.randn(6, 4, generator=generator, dtype=torch.float64)
+    dense = neuron_planted_modules(inputs, latent, torch.tensor([0, 0, 1, 1, 2, 2]))
+    sparse = neuron_planted_modules(inputs, latent, torch.tensor([0, 0, 3, 3, 9, 9]))
+    assert sparse.tolist() == torch.tensor([0, 3, 9])[dense].tolist()
 
 
 def test_module_loadings_match_numpy():
@@ -360,10 +379,43 @@ def test_module_loadings_default_names_and_validation():
     with pytest.raises(ValueError, match=r"feature_names must have one name per feature "
                                          r"\(column\) of correlations \(2\), got 3"):
         module_loadings(torch.zeros(1, 2), torch.tensor([0]), ["a", "b", "c"])
-    with pytest.raises(ValueError, match=r"neuron_labels must have one entry per neuron"):
+    with pytest.raises(ValueError, match=r"neuron_labels must have 3 entries \(one per row of "
+                                         r"correlations\), got 2"):
         module_loadings(torch.zeros(3, 2), torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="top must be >= 1"):
         module_loadings(torch.zeros(1, 2), torch.tensor([0]), top=0)
+
+
+def test_module_loadings_with_an_unused_label_number():
+    # Labels [0, 0, 2]: module 1 has no neuron; it gets no column (not a NaN one that the
+    # argmax would pick for every feature).
+    r = torch.tensor([[0.9, -0.1, 0.2], [0.7, 0.3, -0.2], [0.0, 0.8, 0.6]])
+    result = module_loadings(r, torch.tensor([0, 0, 2]), ["a", "b", "c"], top=2)
+    assert not bool(torch.isnan(result.loadings).any())
+    torch.testing.assert_close(result.loadings, torch.tensor([[0.8, 0.0], [0.2, 0.8],
+                                                              [0.2, 0.6]]))
+    assert result.assignment.tolist() == [0, 2, 2]
+    assert [(m["module"], m["neurons"], m["features"]) for m in result.modules] == [
+        (0, 2, ["a"]), (2, 1, ["b", "c"])]
+    assert result.modules[1]["top_features"][0] == pytest.approx(
+        {"feature": "b", "loading": 0.8, "mean_r": 0.8})
+    # the same numbers as with the labels 0, 1
+    dense = module_loadings(r, torch.tensor([0, 0, 1]), ["a", "b", "c"], top=2)
+    assert torch.equal(dense.loadings, result.loadings)
+    assert [m["top_features"] for m in dense.modules] == \
+        [m["top_features"] for m in result.modules]
+
+
+def test_module_loadings_assign_as_feature_modules():
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(80, 7, generator=generator, dtype=torch.float64)
+    latent = inputs @ torch.randn(7, 9, generator=generator, dtype=torch.float64)
+    for labels in (torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2]),
+                   torch.tensor([4, 4, 1, 1, 7, 7, 4, 1, 7])):
+        correlations = metrics.feature_correlations(inputs, latent)
+        result = module_loadings(correlations, labels)
+        assert torch.equal(result.assignment, metrics.feature_modules(inputs, latent, labels))
+        assert torch.equal(result.loadings, metrics.feature_loadings(correlations, labels))
 
 
 def test_feature_graph_weights_by_hand():
@@ -380,6 +432,24 @@ def test_feature_graph_weights_by_hand():
     looser = feature_graph(loadings, min_loading=0.05, relative_loading=0.1)
     pairs = set(map(tuple, looser.edge_index.t().tolist()))
     assert (0, 2) in pairs and (2, 0) in pairs
+
+
+def test_feature_graph_equals_the_dense_formula():
+    # w_fg = sum_c min(member_fc, member_gc), once as the [F, F, C] broadcast it replaces
+    generator = torch.Generator().manual_seed(11)
+    loadings = torch.rand(40, 12, generator=generator)
+    for min_loading, relative_loading in ((0.2, 0.9), (0.0, 0.0), (0.3, 0.5)):
+        graph = feature_graph(loadings, min_loading, relative_loading)
+        best = loadings.max(dim=1, keepdim=True).values
+        loads = (loadings >= min_loading) & (loadings >= relative_loading * best)
+        member = torch.where(loads, loadings, torch.zeros_like(loadings)).double()
+        dense = torch.minimum(member[:, None, :], member[None, :, :]).sum(dim=2)
+        dense.fill_diagonal_(0.0)
+        row, col = torch.nonzero(dense > 0, as_tuple=True)
+        assert torch.equal(graph.loads, loads)
+        assert torch.equal(graph.edge_index, torch.stack([row, col]))
+        assert torch.equal(graph.edge_weight, dense[row, col].float())
+        assert graph.edge_weight.dtype == torch.float32
 
 
 def test_feature_graph_validates():

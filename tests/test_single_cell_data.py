@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +13,18 @@ anndata = pytest.importorskip("anndata")
 pd = pytest.importorskip("pandas")
 sparse = pytest.importorskip("scipy.sparse")
 
+from gsr_pyg import metrics, readouts  # noqa: E402
 from gsr_pyg.data.single_cell import (  # noqa: E402
+    add_krumsiek11_columns,
+    annotate_anndata,
+    cell_embedding,
     load_anndata,
     obs_labels,
     obs_values,
     prepare_matrix,
+    write_h5ad,
 )
+from gsr_pyg.graphs import from_edge_index, ring  # noqa: E402
 
 
 def small_adata(seed: int = 0, cells: int = 40, genes: int = 6):
@@ -275,3 +283,198 @@ def test_unknown_column_lists_the_columns_closest_first():
         obs_labels(adata, "celltype")
     with pytest.raises(ValueError, match=r"available: \[.*'pseudotime'"):
         obs_values(adata, "time")
+
+
+# ---- krumsiek11 columns --------------------------------------------------------------------
+def test_add_krumsiek11_columns_reads_step_and_branch_from_the_cell_ids():
+    ids = ["0", "1", "2", "0-1", "1-1", "2-1", "2-2", "0-2", "1-2"]
+    types = ["progenitor", "progenitor", "Mo", "progenitor", "Ery", "Ery", "Mk",
+             "progenitor", "progenitor"]
+    adata = anndata.AnnData(np.zeros((9, 1), dtype=np.float32),
+                            obs=pd.DataFrame({"cell_type": types}, index=ids))
+    assert add_krumsiek11_columns(adata) == ["time_step", "fate"]
+    assert adata.obs["time_step"].tolist() == [0, 1, 2, 0, 1, 2, 2, 0, 1]
+    assert adata.obs["time_step"].dtype == np.float32
+    # the fate is the type at the simulation's last step, wherever that row stands
+    assert adata.obs["fate"].tolist() == ["Mo"] * 3 + ["Ery"] * 3 + ["Mk"] * 3
+    assert isinstance(adata.obs["fate"].dtype, pd.CategoricalDtype)
+    adata.obs["fate"] = "kept"
+    del adata.obs["time_step"]
+    assert add_krumsiek11_columns(adata) == ["time_step"]
+    assert set(adata.obs["fate"]) == {"kept"}
+
+
+def test_add_krumsiek11_columns_on_the_bundled_data():
+    pytest.importorskip("scanpy")
+    adata = load_anndata("krumsiek11")
+    add_krumsiek11_columns(adata)
+    assert adata.obs["fate"].value_counts().to_dict() == {"Ery": 160, "Mk": 160, "Mo": 160,
+                                                          "Neu": 160}
+    assert adata.obs["time_step"].min() == 0 and adata.obs["time_step"].max() == 159
+
+
+def test_add_krumsiek11_columns_errors():
+    adata = anndata.AnnData(np.zeros((2, 1), dtype=np.float32),
+                            obs=pd.DataFrame({"cell_type": ["a", "b"]}, index=["0", "cell1"]))
+    with pytest.raises(ValueError, match=r"got 1 other ids, the first 'cell1'"):
+        add_krumsiek11_columns(adata)
+    assert "time_step" not in adata.obs.columns
+    with pytest.raises(ValueError, match="column 'cell_type' not found"):
+        add_krumsiek11_columns(anndata.AnnData(np.zeros((2, 1), dtype=np.float32)))
+    with pytest.raises(TypeError, match="adata must be an anndata.AnnData"):
+        add_krumsiek11_columns(np.zeros((2, 1)))
+
+
+# ---- embedding -----------------------------------------------------------------------------
+def test_cell_embedding_pca_matches_the_principal_components():
+    generator = torch.Generator().manual_seed(0)
+    latent = torch.randn(60, 5, generator=generator) * torch.tensor([5.0, 3.0, 1.0, 0.5, 0.2])
+    coords = cell_embedding(latent, method="pca")
+    assert coords.shape == (60, 2) and coords.dtype == np.float32
+    centred = latent.double().numpy() - latent.double().numpy().mean(axis=0)
+    reference = centred @ np.linalg.eigh(np.cov(centred.T))[1][:, ::-1][:, :2]
+    for axis in range(2):
+        signed = reference[:, axis] * np.sign(reference[np.abs(reference[:, axis]).argmax(),
+                                                        axis])
+        np.testing.assert_allclose(coords[:, axis], signed, atol=1e-4)
+        assert coords[np.abs(coords[:, axis]).argmax(), axis] > 0
+    np.testing.assert_array_equal(cell_embedding(-latent, method="pca"), coords)
+
+
+def test_cell_embedding_umap_is_repeatable():
+    pytest.importorskip("scanpy")
+    generator = torch.Generator().manual_seed(0)
+    latent = torch.cat([torch.randn(30, 4, generator=generator),
+                        torch.randn(30, 4, generator=generator) + 8.0])
+    first = cell_embedding(latent, method="umap", seed=3)
+    assert first.shape == (60, 2) and first.dtype == np.float32
+    np.testing.assert_array_equal(first, cell_embedding(latent.numpy(), method="umap", seed=3))
+    # the two blobs stay apart: every cell is nearer its own blob's centre
+    centres = first[:30].mean(axis=0), first[30:].mean(axis=0)
+    own = np.linalg.norm(first[:30] - centres[0], axis=1)
+    assert (own < np.linalg.norm(first[:30] - centres[1], axis=1)).all()
+
+
+def test_cell_embedding_errors():
+    with pytest.raises(ValueError, match=r"method must be one of \('umap', 'pca'\), got 'tsne'"):
+        cell_embedding(torch.zeros(5, 3), method="tsne")
+    with pytest.raises(ValueError, match="latent must have at least 2 cells"):
+        cell_embedding(torch.zeros(1, 3), method="pca")
+    with pytest.raises(ValueError, match="at least 2 columns for method='pca', got 1"):
+        cell_embedding(torch.zeros(5, 1), method="pca")
+    with pytest.raises(ValueError, match="latent must be finite, got 1 NaN"):
+        cell_embedding(torch.tensor([[0.0, 1.0], [float("nan"), 2.0]]), method="pca")
+    with pytest.raises(ValueError, match=r"latent must be 2-D, got shape \(5,\)"):
+        cell_embedding(torch.zeros(5), method="pca")
+    with pytest.raises(TypeError, match="latent must be a torch.Tensor or numpy array"):
+        cell_embedding([[0.0, 1.0]], method="pca")
+
+
+# ---- results back into the AnnData ---------------------------------------------------------
+def _learned_readouts(adata, genes):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.from_numpy(adata[:, genes].X.copy())
+    latent = torch.randn(adata.n_obs, 4, generator=generator)
+    latent[:, 0] += x[:, 0]
+    graph = from_edge_index(torch.tensor([[0, 2], [1, 3]]), torch.tensor([0.5, 2.0]), 4)
+    neurons = torch.tensor([0, 0, 1, 1])
+    correlations = metrics.feature_correlations(x, latent)
+    loadings = readouts.module_loadings(correlations, neurons, genes, top=3)
+    return latent, graph, neurons, correlations, loadings
+
+
+def test_annotate_anndata_writes_the_inputs_by_gene_name():
+    adata = small_adata()
+    genes = ["g4", "g1", "g2", "not_in_adata"]
+    adata.var_names = [f"g{j}" for j in range(adata.n_vars)]
+    known = genes[:3]
+    latent, graph, neurons, correlations, loadings = _learned_readouts(adata, known)
+    correlations = torch.cat([correlations, torch.full((4, 1), 0.5)], dim=1)
+    loadings = loadings._replace(loadings=torch.cat([loadings.loadings,
+                                                     torch.full((1, 2), 0.7)]),
+                                 assignment=torch.cat([loadings.assignment, torch.tensor([1])]))
+    activity = readouts.module_activity(latent, neurons, 2)
+    coords = np.arange(adata.n_obs * 2, dtype=np.float32).reshape(-1, 2)
+    annotate_anndata(adata, latent, graph, neurons, genes=genes, module_activity=activity,
+                     loadings=loadings, correlations=correlations, embedding=coords,
+                     embedding_name="pca", settings={"seed": 3, "path": Path("a/b")})
+    np.testing.assert_array_equal(adata.obsm["X_gsr"], latent.numpy())
+    np.testing.assert_array_equal(adata.obsm["X_gsr_modules"], activity.numpy())
+    np.testing.assert_array_equal(adata.obsm["X_gsr_pca"], coords)
+    # rows follow adata.var_names: g1 <- genes[1], g2 <- genes[2], g4 <- genes[0]
+    rows = {"g1": 1, "g2": 2, "g4": 0}
+    for name, source in rows.items():
+        row = list(adata.var_names).index(name)
+        np.testing.assert_array_equal(adata.varm["gsr_loadings"][row],
+                                      loadings.loadings[source].numpy())
+        np.testing.assert_array_equal(adata.varm["gsr_correlation"][row],
+                                      correlations[:, source].numpy())
+        assert adata.var["gsr_module"].iloc[row] == int(loadings.assignment[source])
+    unused = [list(adata.var_names).index(g) for g in ("g0", "g3", "g5")]
+    assert np.isnan(adata.varm["gsr_loadings"][unused]).all()
+    assert np.isnan(adata.varm["gsr_correlation"][unused]).all()
+    assert adata.varm["gsr_correlation"].shape == (adata.n_vars, 4)
+    assert (adata.var["gsr_module"].iloc[unused] == -1).all()
+    gsr = adata.uns["gsr"]
+    np.testing.assert_array_equal(gsr["edge_index"], graph.edge_index.numpy())
+    np.testing.assert_array_equal(gsr["edge_weight"], graph.edge_weight.numpy())
+    assert gsr["num_neurons"] == 4 and gsr["neuron_modules"].tolist() == [0, 0, 1, 1]
+    assert gsr["genes"].tolist() == genes
+    assert {k: v.tolist() for k, v in gsr["gene_modules"].items()} == {
+        str(m["module"]): m["features"] for m in loadings.modules if m["features"]}
+    assert json.loads(gsr["settings"]) == {"seed": 3, "path": "a/b"}
+
+
+def test_annotate_anndata_minimal_writes_only_the_graph_and_latent():
+    adata = small_adata(cells=5)
+    annotate_anndata(adata, torch.ones(5, 6), ring(6), torch.zeros(6, dtype=torch.long))
+    assert list(adata.obsm) == ["X_gsr"] and len(adata.varm) == 0
+    assert "gsr_module" not in adata.var.columns
+    assert sorted(adata.uns["gsr"]) == ["edge_index", "edge_weight", "neuron_modules",
+                                         "num_neurons"]
+    assert adata.uns["gsr"]["edge_weight"].tolist() == [1.0] * 12  # unweighted: ones
+
+
+def test_annotate_anndata_errors_name_the_argument():
+    adata = small_adata(cells=5)
+    modules = torch.zeros(6, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"latent must have 5 rows \(one per cell of adata, "
+                                         r"5\), got shape \(4, 6\)"):
+        annotate_anndata(adata, torch.ones(4, 6), ring(6), modules)
+    with pytest.raises(ValueError, match=r"graph must have one node per latent neuron \(6, "
+                                         r"the columns of latent\), got 5 nodes"):
+        annotate_anndata(adata, torch.ones(5, 6), ring(5), modules)
+    with pytest.raises(ValueError, match="neuron_modules must have 6 rows"):
+        annotate_anndata(adata, torch.ones(5, 6), ring(6), modules[:5])
+    with pytest.raises(TypeError, match="neuron_modules must hold integers"):
+        annotate_anndata(adata, torch.ones(5, 6), ring(6), modules.float())
+    with pytest.raises(ValueError, match="genes must be given with loadings or correlations"):
+        annotate_anndata(adata, torch.ones(5, 6), ring(6), modules,
+                         correlations=torch.zeros(6, 2))
+    with pytest.raises(ValueError, match=r"correlations must have one column per gene of "
+                                         r"genes \(3\), got shape \(6, 2\)"):
+        annotate_anndata(adata, torch.ones(5, 6), ring(6), modules, genes=["a", "b", "c"],
+                         correlations=torch.zeros(6, 2))
+    with pytest.raises(TypeError, match="loadings must be the ModuleLoadings"):
+        annotate_anndata(adata, torch.ones(5, 6), ring(6), modules, genes=["a"],
+                         loadings=torch.zeros(1, 1))
+    with pytest.raises(TypeError, match="settings must be a mapping"):
+        annotate_anndata(adata, torch.ones(5, 6), ring(6), modules, settings="seed=0")
+    assert "X_gsr" not in adata.obsm  # nothing written by a refused call
+
+
+def test_write_h5ad_stringifies_uns_keys_and_leaves_adata_alone(tmp_path):
+    adata = small_adata(cells=8)
+    adata.uns["highlights"] = {3: "start", 7: {1: "end"}}
+    adata.obsm["X_gsr"] = np.arange(16, dtype=np.float32).reshape(8, 2)
+    path = write_h5ad(adata, tmp_path / "out" / "a.h5ad")
+    assert path == tmp_path / "out" / "a.h5ad"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.h5ad"]  # no temporary left
+    back = anndata.read_h5ad(path)
+    np.testing.assert_array_equal(back.X, adata.X)
+    np.testing.assert_array_equal(back.obsm["X_gsr"], adata.obsm["X_gsr"])
+    assert back.obs["cell_type"].tolist() == adata.obs["cell_type"].tolist()
+    assert back.uns["highlights"]["3"] == "start" and back.uns["highlights"]["7"]["1"] == "end"
+    assert adata.uns["highlights"] == {3: "start", 7: {1: "end"}}  # the caller's keys unchanged
+    with pytest.raises(TypeError, match="path must be a str or path, got 3"):
+        write_h5ad(adata, 3)

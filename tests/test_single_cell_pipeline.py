@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import sys
-from dataclasses import replace
-from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -15,9 +12,7 @@ import pytest
 from gsr_pyg.data.synthetic import planted_modules
 from gsr_pyg.metrics import adjusted_rand_index
 from pipelines import single_cell
-from pipelines._cli import parse_settings, run_cli
-from pipelines._graph_learning import preset_settings, settings_command
-from pipelines.learned_graph import LearnedGraphSettings
+from pipelines._cli import run_cli
 
 anndata = pytest.importorskip("anndata")
 pd = pytest.importorskip("pandas")
@@ -161,6 +156,24 @@ def test_krumsiek11_defaults(tmp_path):
     assert all(back.obs.loc[cell, "cell_type"] == fate for fate, cell in last.items())
 
 
+def test_few_cells_record_the_batch_and_the_modules_used(tmp_path):
+    # 20 cells: the batch of 32 is cut to 20 and results.json says so; --num-modules is
+    # recorded with the spectral cut it sets
+    path = tmp_path / "few.h5ad"
+    _planted_adata(20).write_h5ad(path)
+    out = tmp_path / "out"
+    single_cell.main(["--data", str(path), "--out", str(out), "--module-method", "spectral",
+                      "--num-modules", "2", "--warmup-steps", "4", "--refresh-every", "2",
+                      "--learning-steps", "4", "--embedding", "pca", "--quiet"])
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["settings"]["training"]["batch_size"] == 20
+    assert results["training"]["steps"] == 8  # one batch of 20 cells per epoch, no remainder
+    assert json.loads((out / "run" / "config.json").read_text())["user.batch_size"] == 20
+    assert (results["settings"]["module_method"], results["settings"]["num_modules"]) == (
+        "spectral", 2)
+    assert results["graph"]["modules"] == 2
+
+
 # --------------------------------------------------------------------------- errors
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothere.h5ad"):
@@ -207,43 +220,3 @@ def test_command_line_prints_the_error(tmp_path, monkeypatch, capsys):
         run_cli(single_cell.main)
     assert exit_info.value.code == 2
     assert "single_cell: error: no such file" in capsys.readouterr().err
-
-
-# --------------------------------------------------------------------------- settings
-def test_no_script_imports_another():
-    # what both learned-graph scripts need lives in the library or in pipelines/_*.py
-    scripts = {"learned_graph", "single_cell", "mnist_grid", "reconstruction_cost"}
-    for name in ("single_cell", "learned_graph"):
-        tree = ast.parse((Path(__file__).parent.parent / "pipelines" / f"{name}.py").read_text())
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                imported.add((node.module or "").split(".")[-1])
-                imported.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.Import):
-                imported.update(alias.name.split(".")[-1] for alias in node.names)
-        assert not imported & scripts, (name, imported & scripts)
-
-
-def test_presets_and_quick_schedule_are_shared():
-    for settings_class in (LearnedGraphSettings, single_cell.SingleCellSettings):
-        quick = settings_class.quick()
-        reference = preset_settings("reference", quick)
-        assert reference == {"warmup_steps": 300, "refresh_every": 50,
-                             "max_learning_steps": 300, "after_stop_steps": 50,
-                             "stop": "disconnected", "learner": "reference", "batch_size": 32,
-                             "lr": 1e-3, "weight": 1e-3}
-        # a preset that never stops keeps no steps after a stop
-        assert preset_settings("recommended", quick)["after_stop_steps"] == 0
-        assert preset_settings("recommended", settings_class())["warmup_steps"] == 2000
-        # explicit options win over --quick
-        explicit = replace(quick, learning_steps=100, weight=0.01)
-        assert preset_settings("reference", explicit)["max_learning_steps"] == 100
-        assert preset_settings("recommended", explicit)["weight"] == 0.01
-
-
-def test_report_command_of_settings_from_python_gives_the_same_settings():
-    settings = single_cell.SingleCellSettings.quick()
-    command = settings_command(settings)
-    assert command.startswith("python -m pipelines.single_cell ") and "--quick" in command
-    assert parse_settings(single_cell.SingleCellSettings, command.split()[3:]) == settings

@@ -317,3 +317,48 @@ def test_the_planned_length_counts_after_stop_steps_only_when_a_stop_can_happen(
     assert never.max_total_steps == 80
     assert LearningSchedule(warmup_steps=30, refresh_every=10, max_learning_steps=50,
                             after_stop_steps=20).max_total_steps == 100
+
+
+def _fixed_graph_trainer(run_dir, steps, **reg_options):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 4))
+    reg = GraphSpectralRegularizer(model, {"1": graphs.ring(6)}, **reg_options)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    return GSRTrainer(model, reg, opt, nn.functional.mse_loss, max_steps=steps,
+                      run_dir=run_dir, verbose=False)
+
+
+def _ring_loader():
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    return DataLoader(TensorDataset(x, x), batch_size=8)
+
+
+def _weight_of_step(step):  # a module-level function: the same from one process to the next
+    return 1e-3 * (1 + step)
+
+
+def test_a_run_whose_weight_is_a_function_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    _fixed_graph_trainer(run_dir, 4, weight=_weight_of_step).fit(_ring_loader())
+    trainer = _fixed_graph_trainer(run_dir, 4, weight=_weight_of_step)
+    assert trainer.fit(_ring_loader()) is not None and trainer.step == 4
+    stored = json.loads((run_dir / "config.json").read_text())["regularizer"]
+    assert stored["layers"]["1"]["weight"] == "LambdaWeight(_weight_of_step)"
+
+
+@pytest.mark.parametrize("changed", [dict(rayleigh=True), dict(batch_mean_weight=0.5),
+                                     dict(normalization="sym"), dict(weight=0.2)])
+def test_resuming_with_another_penalty_is_refused(tmp_path, changed):
+    run_dir = tmp_path / "run"
+    _fixed_graph_trainer(run_dir, 4, weight=0.1).fit(_ring_loader())
+    options = {"weight": 0.1, **changed}
+    with pytest.raises(ValueError, match="different config"):
+        _fixed_graph_trainer(run_dir, 8, **options).fit(_ring_loader())
+
+
+def test_the_stop_rule_and_the_schedule_refuse_what_they_cannot_do():
+    from gsr_pyg.refresh import stop_rule_fires
+    with pytest.raises(ValueError, match="rule must be one of"):
+        stop_rule_fires("disconected", 2, torch.tensor([1]), None)
+    with pytest.raises(ValueError, match="random-walk Laplacian"):
+        LearningSchedule(normalization="rw")

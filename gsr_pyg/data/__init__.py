@@ -1,7 +1,17 @@
 """Data with known truth (synthetic), MNIST offline, and single-cell AnnData loading."""
 
 from .mnist import MNIST_ENV_VAR, load_digits_8x8, load_mnist
-from .single_cell import BUILTIN_DATASETS, load_anndata, obs_labels, obs_values, prepare_matrix
+from .single_cell import (
+    BUILTIN_DATASETS,
+    add_krumsiek11_columns,
+    annotate_anndata,
+    cell_embedding,
+    load_anndata,
+    obs_labels,
+    obs_values,
+    prepare_matrix,
+    write_h5ad,
+)
 from .synthetic import (
     TRAJECTORY_GROUPS,
     PlantedModules,
@@ -12,6 +22,7 @@ from .synthetic import (
 
 __all__ = [
     "MNIST_ENV_VAR", "load_digits_8x8", "load_mnist", "BUILTIN_DATASETS", "load_anndata",
-    "obs_labels", "obs_values", "prepare_matrix", "TRAJECTORY_GROUPS", "PlantedModules",
+    "obs_labels", "obs_values", "prepare_matrix", "add_krumsiek11_columns", "annotate_anndata",
+    "cell_embedding", "write_h5ad", "TRAJECTORY_GROUPS", "PlantedModules",
     "Trajectory", "branching_trajectory", "planted_modules",
 ]

@@ -1,4 +1,5 @@
-"""Single-cell data as AnnData: loading, a model-ready matrix, and cell labels.
+"""Single-cell data as AnnData: loading, a model-ready matrix, cell labels, and the results
+of a learned neuron graph written back (:func:`annotate_anndata`, :func:`write_h5ad`).
 
 ``anndata`` (and, for the bundled datasets and highly variable genes, ``scanpy``) are
 optional: install them with ``pip install gsr-pyg[sc]``. They are imported when a function
@@ -18,14 +19,16 @@ Bundled datasets (shipped inside scanpy, loaded offline):
   Pu.1, cJun, EgrNab, Gfi1), simulated myeloid differentiation from a known boolean
   regulatory network, expression in [0, 1]. ``obs`` column ``"cell_type"``: progenitor,
   Mo, Ery, Mk, Neu. The file repeats cell ids; they are made unique (``"0"``,
-  ``"0-1"``, ...).
+  ``"0-1"``, ...). :func:`add_krumsiek11_columns` reads the time step and the branch from
+  them.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,10 @@ __all__ = [
     "prepare_matrix",
     "obs_labels",
     "obs_values",
+    "add_krumsiek11_columns",
+    "cell_embedding",
+    "annotate_anndata",
+    "write_h5ad",
 ]
 
 #: Names :func:`load_anndata` accepts instead of a path.
@@ -472,3 +479,327 @@ def obs_values(adata, column: str, allow_missing: bool = False) -> torch.Tensor:
             "keep them as NaN"
         )
     return torch.from_numpy(array.astype(np.float32))
+
+
+# --------------------------------------------------------------------------- krumsiek11
+_KRUMSIEK11_CELL_ID = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+def add_krumsiek11_columns(adata) -> list[str]:
+    """Add ``time_step`` and ``fate`` to the ``obs`` of the bundled ``krumsiek11``.
+
+    The dataset holds four simulations of 160 time steps each, all starting in the same
+    progenitor state. After :func:`load_anndata` a cell id is ``"t"`` (step ``t`` of
+    simulation 0) or ``"t-r"`` (step ``t`` of simulation ``r``). The columns added:
+
+    * ``time_step``: the step ``t`` as float32, a pseudotime;
+    * ``fate``: categorical, the ``cell_type`` of the last step of the cell's simulation
+      (Mo, Ery, Mk or Neu), i.e. the branch a progenitor cell is on.
+
+    A column that already exists is left as it is.
+
+    Args:
+        adata: ``load_anndata("krumsiek11")``, or any AnnData with cell ids in this layout
+            and a ``cell_type`` column.
+
+    Returns:
+        The names of the columns added, in the order above.
+
+    Raises:
+        ValueError: a cell id that does not follow the layout (the first one is named), or
+            no ``cell_type`` column.
+
+    Example:
+        >>> adata = load_anndata("krumsiek11")
+        >>> add_krumsiek11_columns(adata)
+        ['time_step', 'fate']
+        >>> float(adata.obs["time_step"].max()), sorted(adata.obs["fate"].unique())
+        (159.0, ['Ery', 'Mk', 'Mo', 'Neu'])
+    """
+    import pandas as pd
+
+    adata = _check_adata(adata)
+    if "cell_type" not in adata.obs.columns:
+        raise ValueError(_missing_name_message("column", "cell_type", adata.obs.columns))
+    matches = [_KRUMSIEK11_CELL_ID.match(str(name)) for name in adata.obs_names]
+    bad = [str(name) for name, match in zip(adata.obs_names, matches, strict=True)
+           if match is None]
+    if bad:
+        raise ValueError(f"adata must have krumsiek11 cell ids 't' or 't-r' (step t of "
+                         f"simulation r), got {len(bad)} other ids, the first {bad[0]!r}")
+    step = np.array([int(m.group(1)) for m in matches])
+    simulation = np.array([int(m.group(2) or 0) for m in matches])
+    cell_type = adata.obs["cell_type"].astype(str).to_numpy()
+    fate = {}
+    for sim in np.unique(simulation):
+        cells = np.flatnonzero(simulation == sim)
+        fate[sim] = cell_type[cells[np.argmax(step[cells])]]
+    added = []
+    if "time_step" not in adata.obs.columns:
+        adata.obs["time_step"] = step.astype(np.float32)
+        added.append("time_step")
+    if "fate" not in adata.obs.columns:
+        adata.obs["fate"] = pd.Categorical([fate[s] for s in simulation])
+        added.append("fate")
+    return added
+
+
+# --------------------------------------------------------------------------- results back
+def _as_numpy(value, name: str, *, ndim: int, rows: int | None = None,
+              rows_of: str = "") -> np.ndarray:
+    """A tensor or array as numpy (on the CPU), with its rank and row count checked."""
+    if isinstance(value, torch.Tensor):
+        array = value.detach().cpu().numpy()
+    elif isinstance(value, np.ndarray):
+        array = value
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {describe(value)}")
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(array.shape)}")
+    if rows is not None and array.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} rows ({rows_of}), got shape "
+                         f"{tuple(array.shape)}")
+    return array
+
+
+def cell_embedding(latent, method: str = "umap", seed: int = 0) -> np.ndarray:
+    """2-D coordinates of the cells from their latent codes (or any representation).
+
+    * ``"umap"``: scanpy's ``pp.neighbors`` on the latent (default 15 neighbours, Euclidean)
+      and ``tl.umap``, both seeded with ``seed``; needs scanpy.
+    * ``"pca"``: the first two principal components of the centred latent (SVD in float64),
+      each axis signed so that its largest absolute coordinate is positive, so the picture
+      does not flip between runs; needs no extra package and ignores ``seed``.
+
+    Args:
+        latent: ``[cells, d]`` tensor or array (cast to float32); ``d >= 2`` for PCA.
+        method: ``"umap"`` (default) or ``"pca"``.
+        seed: random seed of UMAP (default 0).
+
+    Returns:
+        ``[cells, 2]`` float32 numpy array.
+
+    Example:
+        >>> coords = cell_embedding(torch.tensor([[0., 0., 1.], [2., 0., 1.], [4., 1., 1.]]),
+        ...                         method="pca")
+        >>> coords.shape, bool(coords[2, 0] > 0)
+        ((3, 2), True)
+    """
+    check_choice(method, "method", ("umap", "pca"))
+    check_int(seed, "seed")
+    array = _as_numpy(latent, "latent", ndim=2).astype(np.float32, copy=False)
+    if array.shape[0] < 2:
+        raise ValueError(f"latent must have at least 2 cells (rows), got {array.shape[0]}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"latent must be finite, got {int((~np.isfinite(array)).sum())} "
+                         "NaN or Inf values")
+    if method == "umap":
+        anndata = _import_anndata()
+        scanpy = _import_scanpy()
+        holder = anndata.AnnData(np.zeros((array.shape[0], 1), dtype=np.float32))
+        holder.obsm["X_gsr"] = array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scanpy.pp.neighbors(holder, use_rep="X_gsr", random_state=seed)
+            scanpy.tl.umap(holder, random_state=seed)
+        return holder.obsm["X_umap"].astype(np.float32)
+    if array.shape[1] < 2:
+        raise ValueError(f"latent must have at least 2 columns for method='pca', got "
+                         f"{array.shape[1]}")
+    centred = array - array.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    coords = centred @ vt[:2].T
+    coords *= np.sign(coords[np.abs(coords).argmax(axis=0), [0, 1]])
+    return coords.astype(np.float32)
+
+
+def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[str] | None = None,
+                     module_activity=None, loadings=None, correlations=None, embedding=None,
+                     embedding_name: str = "embedding", settings: Mapping | None = None) -> None:
+    """Write a learned neuron graph and what was read out of it into ``adata``, in place.
+
+    Fields written (``N`` latent neurons, ``M`` modules, ``G`` genes of the model's matrix;
+    ``docs/single_cell.md`` describes them):
+
+    * ``obsm["X_gsr"]``: the latent code, float32 ``[cells, N]``;
+    * ``obsm["X_gsr_modules"]``: ``module_activity``, float32 ``[cells, M]``;
+    * ``obsm["X_gsr_<embedding_name>"]``: ``embedding``, float32 ``[cells, k]``;
+    * ``varm["gsr_loadings"]`` (float32 ``[n_vars, M]``) and ``var["gsr_module"]`` (int64,
+      the gene module) from ``loadings``; ``varm["gsr_correlation"]`` (float32
+      ``[n_vars, N]``) from ``correlations``. Rows follow ``adata.var_names``: a gene of
+      ``adata`` not among ``genes`` gets NaN (module -1), a name of ``genes`` not in
+      ``adata`` is skipped;
+    * ``uns["gsr"]``: ``edge_index`` (int64 ``[2, E]``, both directions of every edge),
+      ``edge_weight`` (float32 ``[E]``, ones for an unweighted graph), ``num_neurons``,
+      ``neuron_modules`` (int64 ``[N]``), ``genes`` (str, the genes used, in column order),
+      ``gene_modules`` (module -> its genes by loading, for modules with genes) and
+      ``settings`` (JSON text).
+
+    Optional arguments left at ``None`` write nothing.
+
+    Args:
+        adata: the AnnData of the cells the latent codes belong to.
+        latent: ``[cells, N]`` latent codes (tensor or array).
+        graph: the learned graph over the ``N`` latent neurons (``Data``).
+        neuron_modules: ``[N]`` integer module of every neuron
+            (:func:`gsr_pyg.metrics.neuron_modules`).
+        genes: the gene of every column of the model's matrix (:func:`prepare_matrix`);
+            needed with ``loadings`` or ``correlations``.
+        module_activity: ``[cells, M]`` (:func:`gsr_pyg.readouts.module_activity`).
+        loadings: the :class:`~gsr_pyg.readouts.ModuleLoadings` of
+            :func:`gsr_pyg.readouts.module_loadings` over ``genes``.
+        correlations: ``[N, G]`` neuron x gene correlations
+            (:func:`gsr_pyg.metrics.feature_correlations`).
+        embedding: ``[cells, k]`` coordinates, e.g. :func:`cell_embedding`.
+        embedding_name: the key's suffix (default ``"embedding"``; e.g. ``"umap"``).
+        settings: a JSON-able mapping stored as text (values JSON cannot hold become str).
+
+    Example:
+        >>> import anndata
+        >>> from gsr_pyg.graphs import ring
+        >>> adata = anndata.AnnData(np.zeros((5, 2), dtype=np.float32))
+        >>> annotate_anndata(adata, torch.ones(5, 4), ring(4), torch.tensor([0, 0, 1, 1]))
+        >>> adata.obsm["X_gsr"].shape, adata.uns["gsr"]["edge_index"].shape
+        ((5, 4), (2, 8))
+    """
+    import json
+
+    from gsr_pyg.graphs import check_graph
+
+    adata = _check_adata(adata)
+    cells = f"one per cell of adata, {adata.n_obs}"
+    latent_array = _as_numpy(latent, "latent", ndim=2, rows=adata.n_obs, rows_of=cells)
+    neurons = latent_array.shape[1]
+    graph = check_graph(graph)
+    if graph.num_nodes != neurons:
+        raise ValueError(f"graph must have one node per latent neuron ({neurons}, the columns "
+                         f"of latent), got {graph.num_nodes} nodes")
+    module_array = _as_numpy(neuron_modules, "neuron_modules", ndim=1, rows=neurons,
+                             rows_of="one per latent neuron")
+    if module_array.dtype.kind not in "iu":
+        raise TypeError(f"neuron_modules must hold integers, got dtype {module_array.dtype}")
+    if genes is not None:
+        if isinstance(genes, str) or not isinstance(genes, Sequence):
+            raise TypeError(f"genes must be a sequence of gene names, got {describe(genes)}")
+    elif loadings is not None or correlations is not None:
+        raise ValueError("genes must be given with loadings or correlations: the gene of "
+                         "every column they describe")
+    if loadings is not None and not all(hasattr(loadings, a) for a in
+                                        ("loadings", "assignment", "modules")):
+        raise TypeError("loadings must be the ModuleLoadings of gsr_pyg.readouts."
+                        f"module_loadings, got {describe(loadings)}")
+    gene_count = None if genes is None else f"one per gene of genes, {len(genes)}"
+    if loadings is not None:
+        loading_array = _as_numpy(loadings.loadings, "loadings.loadings", ndim=2,
+                                  rows=len(genes), rows_of=gene_count)
+        assignment = _as_numpy(loadings.assignment, "loadings.assignment", ndim=1,
+                               rows=len(genes), rows_of=gene_count)
+    if correlations is not None:
+        correlation_array = _as_numpy(correlations, "correlations", ndim=2, rows=neurons,
+                                      rows_of="one per latent neuron")
+        if correlation_array.shape[1] != len(genes):
+            raise ValueError(f"correlations must have one column per gene of genes "
+                             f"({len(genes)}), got shape {tuple(correlation_array.shape)}")
+    if module_activity is not None:
+        activity = _as_numpy(module_activity, "module_activity", ndim=2, rows=adata.n_obs,
+                             rows_of=cells)
+    if embedding is not None:
+        if not isinstance(embedding_name, str) or not embedding_name:
+            raise TypeError(f"embedding_name must be a non-empty str, got "
+                            f"{describe(embedding_name)}")
+        coords = _as_numpy(embedding, "embedding", ndim=2, rows=adata.n_obs, rows_of=cells)
+    if settings is not None and not isinstance(settings, Mapping):
+        raise TypeError(f"settings must be a mapping, got {describe(settings)}")
+
+    adata.obsm["X_gsr"] = latent_array.astype(np.float32)
+    if module_activity is not None:
+        adata.obsm["X_gsr_modules"] = activity.astype(np.float32)
+    if embedding is not None:
+        adata.obsm[f"X_gsr_{embedding_name}"] = coords.astype(np.float32, copy=False)
+    if genes is not None:
+        var_index = {name: i for i, name in enumerate(adata.var_names.astype(str))}
+        rows = np.array([var_index.get(str(g), -1) for g in genes], dtype=np.int64)
+        used = rows >= 0
+    if loadings is not None:
+        full_loadings = np.full((adata.n_vars, loading_array.shape[1]), np.nan,
+                                dtype=np.float32)
+        full_loadings[rows[used]] = loading_array[used]
+        module_of = np.full(adata.n_vars, -1, dtype=np.int64)
+        module_of[rows[used]] = assignment[used]
+        adata.varm["gsr_loadings"] = full_loadings
+    if correlations is not None:
+        full_corr = np.full((adata.n_vars, neurons), np.nan, dtype=np.float32)
+        full_corr[rows[used]] = correlation_array.T[used]
+        adata.varm["gsr_correlation"] = full_corr
+    if loadings is not None:
+        adata.var["gsr_module"] = module_of
+    edge_weight = graph.edge_weight
+    if edge_weight is None:
+        edge_weight = torch.ones(graph.edge_index.size(1))
+    summary = {
+        "edge_index": graph.edge_index.cpu().numpy().astype(np.int64),
+        "edge_weight": edge_weight.detach().cpu().numpy().astype(np.float32),
+        "num_neurons": int(graph.num_nodes),
+        "neuron_modules": module_array.astype(np.int64),
+    }
+    if genes is not None:
+        summary["genes"] = np.array(genes, dtype=str)
+    if loadings is not None:
+        summary["gene_modules"] = {str(m["module"]): np.array(m["features"], dtype=str)
+                                   for m in loadings.modules if m["features"]}
+    if settings is not None:
+        summary["settings"] = json.dumps(settings, default=str)
+    adata.uns["gsr"] = summary
+
+
+def _string_keys(value):
+    """A copy of nested dicts with every key a str (h5ad cannot store other keys; scanpy's
+    krumsiek11 has ``uns["highlights"]`` keyed by cell index)."""
+    if isinstance(value, dict):
+        return {str(key): _string_keys(item) for key, item in value.items()}
+    return value
+
+
+def write_h5ad(adata, path: str | os.PathLike) -> Path:
+    """Write ``adata`` to ``path`` as ``.h5ad``, atomically (a reader never sees half a file).
+
+    Dictionary keys in ``adata.uns`` that are not strings (h5ad cannot store them, e.g. the
+    ``uns["highlights"]`` of scanpy's ``krumsiek11``, keyed by cell index) are written as
+    strings; ``adata`` itself is left unchanged. anndata's warnings while writing (e.g.
+    about converting string columns to categoricals) are silenced.
+
+    Args:
+        adata: the AnnData to write.
+        path: destination file; missing parent folders are created.
+
+    Returns:
+        The path written, as a :class:`pathlib.Path`.
+
+    Example:
+        >>> import anndata, tempfile
+        >>> adata = anndata.AnnData(np.ones((2, 3), dtype=np.float32), uns={"k": {1: "a"}})
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     dict(anndata.read_h5ad(write_h5ad(adata, f"{folder}/a.h5ad")).uns["k"])
+        {'1': 'a'}
+    """
+    from gsr_pyg.files import atomic_write
+
+    adata = _check_adata(adata)
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or path, got {describe(path)}")
+    path = Path(path)
+    if adata.is_view:
+        adata = adata.copy()
+    original = adata.uns
+
+    def write(tmp: str) -> None:
+        adata.uns = _string_keys(dict(original))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                adata.write_h5ad(tmp)
+        finally:
+            adata.uns = original
+
+    atomic_write(path, write)
+    return path

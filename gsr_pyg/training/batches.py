@@ -109,13 +109,11 @@ class BatchStream:
                 set_rng_state(current)
             count = resume_skip
             resume_skip = 0
-            got_any = False
             for batch in iterator:
-                got_any = True
                 count += 1
                 self.batch_in_epoch = count
                 yield batch
-            if not got_any and count == 0:
+            if count == 0:
                 raise ValueError("the training loader yielded no batch")
             self.epoch += 1
             self.batch_in_epoch = 0

@@ -26,32 +26,15 @@ import torch
 from torch_geometric.data import Data
 
 from .. import graphs as graphs_mod
-from ..files import atomic_write
+from ..files import atomic_write, json_default, write_json, write_text
 
-__all__ = ["RunDirectory", "History", "load_snapshot", "CHECKPOINT"]
+__all__ = ["RunDirectory", "History", "load_snapshot"]
 
 CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the regularizer's settings as data, progress keys renamed
 _CHECKPOINT_KEYS = ("model", "optimizer", "regularizer", "learning", "loop", "world_size",
                     "per_rank")
 _SNAPSHOT_KEYS = ("edge_index", "edge_weight", "num_nodes", "step", "layer")
-
-
-def json_default(value):
-    """JSON for the values a config or a metrics row may hold (tensors, numpy numbers)."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return repr(value)
-
-
-def _write_text(path, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-
-    atomic_write(path, write)
 
 
 def _safe_load(path, what: str) -> dict:
@@ -225,8 +208,7 @@ class RunDirectory:
             self._check_writable()
         if not path.exists():
             if self.is_main:
-                _write_text(path, json.dumps(config, indent=2, sort_keys=True,
-                                             default=json_default))
+                write_json(path, config, sort_keys=True)
             return False
         with open(path, encoding="utf-8") as fh:
             try:
@@ -315,7 +297,7 @@ class RunDirectory:
             return
         with open(path, encoding="utf-8") as fh:
             rows = [line for line in fh if line.strip() and json.loads(line)["step"] <= step]
-        _write_text(path, "".join(rows))
+        write_text(path, "".join(rows))
 
     # ------------------------------------------------------------------ snapshots
     def write_snapshot(self, index: int, step: int, layer: str, graph: Data) -> Path:
@@ -358,5 +340,4 @@ class RunDirectory:
 
     def write_summary(self, summary: dict) -> None:
         if self.is_main:
-            _write_text(self.path / "summary.json",
-                        json.dumps(summary, indent=2, default=json_default))
+            write_json(self.path / "summary.json", summary)

@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from .._validation import check_choice, check_int, check_positive
-from ..refresh import STOP_RULES
+from .._validation import check_choice, check_int
+from ..refresh import STOP_RULES, check_converged_jaccard
+from ..spectral import check_normalization
 
 __all__ = ["Phase", "Progress", "LearningSchedule", "FixedSteps"]
 
@@ -60,13 +61,13 @@ class Progress:
     def state_dict(self) -> dict:
         """Plain numbers and strings (readable with ``weights_only=True``)."""
         return {"step": self.step, "phase": self.phase.value,
-                "learning_steps": self.learning_steps, "after_stop_done": self.after_stop_steps}
+                "learning_steps": self.learning_steps, "after_stop_steps": self.after_stop_steps}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> Progress:
         return cls(phase=Phase(state["phase"]), step=state["step"],
                    learning_steps=state["learning_steps"],
-                   after_stop_steps=state["after_stop_done"])
+                   after_stop_steps=state["after_stop_steps"])
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,8 @@ class LearningSchedule:
         check_int(self.max_learning_steps, "max_learning_steps", minimum=1)
         check_int(self.after_stop_steps, "after_stop_steps", minimum=0)
         check_choice(self.stop, "stop", STOP_RULES)
-        check_choice(self.normalization, "normalization", (None, "sym"))
-        check_positive(self.converged_jaccard, "converged_jaccard")
-        if self.converged_jaccard > 1:  # a Jaccard index is at most 1: the rule could not fire
-            raise ValueError(f"converged_jaccard must be in (0, 1], got {self.converged_jaccard}")
+        check_normalization(self.normalization, "normalization")
+        check_converged_jaccard(self.converged_jaccard)
 
     @classmethod
     def reference(cls) -> LearningSchedule:
@@ -142,10 +141,11 @@ class LearningSchedule:
         return (progress.phase is Phase.LEARNING
                 and progress.learning_steps % self.refresh_every == 0)
 
-    def ends_at_stop(self, progress: Progress) -> bool:
-        """Every learned layer stopped at the refresh of the step about to be trained: True,
-        and the run is ``DONE`` without training that step, when nothing is trained after a
-        stop (``after_stop_steps == 0``)."""
+    def end_at_stop(self, progress: Progress) -> bool:
+        """Every learned layer stopped at the refresh of the step about to be trained: when
+        nothing is trained after a stop (``after_stop_steps == 0``), set the run ``DONE``
+        without training that step and return True; otherwise False (the step is the first
+        after-stop step)."""
         if self.after_stop_steps:
             return False
         progress.phase = Phase.DONE

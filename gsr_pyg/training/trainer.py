@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .._validation import check_int, describe
-from ..capture import samples_by_neurons
+from ..graphs import num_undirected_edges
 from ..learn import CoactivationGraph
 from ..metrics import smoothness_ratio
 from ..refresh import GraphRefresh, RefreshEvent
@@ -44,7 +44,7 @@ from .distributed import (
     mean_over_processes,
     reduce_stats,
 )
-from .rundir import CHECKPOINT_FORMAT, History, RunDirectory
+from .rundir import CHECKPOINT, CHECKPOINT_FORMAT, History, RunDirectory
 from .schedule import FixedSteps, LearningSchedule, Phase, Progress
 
 __all__ = ["GSRTrainer"]
@@ -62,7 +62,8 @@ def _as_device(device) -> torch.device:
 
 
 def _check_parts(model, reg, optimizer, loss_fn, learn) -> dict:
-    """The trainer's collaborators, checked; returns ``learn`` as a dict."""
+    """The trainer's collaborators, checked; returns ``learn`` as a dict (its learners are
+    checked by :class:`~gsr_pyg.refresh.GraphRefresh`)."""
     if not isinstance(reg, GraphSpectralRegularizer):
         raise TypeError(f"reg must be a GraphSpectralRegularizer, got {describe(reg)}")
     if reg.model is not model:
@@ -71,12 +72,10 @@ def _check_parts(model, reg, optimizer, loss_fn, learn) -> dict:
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {describe(optimizer)}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {describe(loss_fn)}")
-    learn = dict(learn or {})
-    for name, learner in learn.items():
-        if not isinstance(learner, CoactivationGraph):
-            raise TypeError(f"learn[{name!r}] must be a gsr_pyg.learn.CoactivationGraph, "
-                            f"got {describe(learner)}")
-    return learn
+    if learn is not None and not isinstance(learn, Mapping):
+        raise TypeError(f"learn must be a mapping layer -> CoactivationGraph, got "
+                        f"{describe(learn)}")
+    return dict(learn or {})
 
 
 def _to_cpu(value):
@@ -100,13 +99,12 @@ def _metrics_row(reg: GraphSpectralRegularizer, progress: Progress, task_loss: t
     for name in reg.layers:
         graph = reg.graph(name)
         entry = {"weight": weights[name], "penalty": float(penalties[name].detach()),
-                 "edges": int(graph.edge_index.shape[1] // 2)}
-        acts = reg.activations(name)
+                 "edges": num_undirected_edges(graph)}
         if graph.edge_index.shape[1]:
             entry["components"] = connected_components(graph)[0]
-            if smoothness_permutations and acts is not None:
+            if smoothness_permutations:
                 entry["smoothness_ratio"] = smoothness_ratio(
-                    samples_by_neurons(acts.detach()), graph,
+                    reg.samples(name).detach(), graph,
                     num_permutations=smoothness_permutations, seed=progress.step)
         else:
             entry["components"] = graph.num_nodes
@@ -185,6 +183,11 @@ class GSRTrainer:
             schedule = schedule if schedule is not None else LearningSchedule.reference()
             if not isinstance(schedule, LearningSchedule):
                 raise TypeError(f"schedule must be a LearningSchedule, got {describe(schedule)}")
+            if max_steps is not None:  # it would be ignored: the schedule sets the length
+                raise ValueError(
+                    f"max_steps={max_steps!r} is given but layers learn their graphs (learn is "
+                    "not empty): the schedule sets the run's length (warmup_steps, "
+                    "max_learning_steps, after_stop_steps); leave max_steps out")
         elif schedule is not None:  # it would be ignored: nothing is learned
             raise ValueError("schedule is given but no layer learns its graph (learn is "
                              "empty): give learn={layer: CoactivationGraph(...)}, or max_steps "
@@ -219,10 +222,11 @@ class GSRTrainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run = RunDirectory(self.run_dir, self.is_main) if run_dir is not None else None
         self._plan = self.schedule if learn else FixedSteps(max_steps)
-        rule = self.schedule or LearningSchedule()  # unused when nothing is learned
+        rules = ({} if self.schedule is None else  # nothing is learned: the defaults go unused
+                 {"stop": self.schedule.stop, "converged_jaccard": self.schedule.converged_jaccard,
+                  "normalization": self.schedule.normalization})
         self.refresh = GraphRefresh(
-            reg, learn, stop=rule.stop, converged_jaccard=rule.converged_jaccard,
-            normalization=rule.normalization, device=self.device, gather=gather_rows,
+            reg, learn, **rules, device=self.device, gather=gather_rows,
             agree=functools.partial(agree, device=self.device), reduce_stats=reduce_stats)
         self.refresh.reset()  # learned layers: no edges, the schedule's Laplacian
         self.history = History(self.run_dir)
@@ -257,7 +261,7 @@ class GSRTrainer:
             events = self.refresh.refresh() if self._plan.refresh_due(self.progress) else {}
             self._record_snapshots(events)
             stopped = bool(events) and self.refresh.all_stopped
-            if stopped and self._plan.ends_at_stop(self.progress):
+            if stopped and self._plan.end_at_stop(self.progress):
                 self.reg.step()  # nothing is trained after the stop
                 self._save_checkpoint()
                 break
@@ -369,7 +373,7 @@ class GSRTrainer:
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:  # another architecture or width
-            raise ValueError(f"checkpoint file {str(self.run.path / 'checkpoint.pt')!r} holds "
+            raise ValueError(f"checkpoint file {str(self.run.path / CHECKPOINT)!r} holds "
                              f"another model than the one given to the trainer: "
                              f"{' '.join(str(err).split())[:300]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
@@ -398,7 +402,7 @@ class GSRTrainer:
             "optimizer": type(opt).__name__,
             "optimizer_defaults": {k: v for k, v in opt.defaults.items()
                                    if isinstance(v, (int, float, str, bool, tuple, list))},
-            "regularizer": repr(self.reg).rsplit(", step=", 1)[0],
+            "regularizer": self.reg.config(),
             "normalization": self.normalizations(),
             "schedule": asdict(self.schedule) if self.schedule is not None else None,
             "learn": {name: repr(self.refresh.learner(name)) for name in self.refresh.layers},
@@ -418,7 +422,7 @@ class GSRTrainer:
             graph = self.reg.graph(name)
             out[name] = {"graphs_learned": self.refresh.num_graphs(name),
                          "stopped": self.refresh.stopped(name),
-                         "edges": int(graph.edge_index.shape[1] // 2),
+                         "edges": num_undirected_edges(graph),
                          "components": connected_components(graph)[0]}
         return out
 
@@ -439,7 +443,7 @@ class GSRTrainer:
                 how = (f"graph learned by {self.refresh.learner(name)!r}, Laplacian "
                        f"normalization={norm!r} (from the schedule)")
             else:
-                edges = int(self.reg.graph(name).edge_index.shape[1] // 2)
+                edges = num_undirected_edges(self.reg.graph(name))
                 how = f"fixed graph with {edges} edges, Laplacian normalization={norm!r}"
             lines.append(f"  {name}: {how},")
         return "\n".join(lines) + "\n)"

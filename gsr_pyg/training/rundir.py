@@ -153,11 +153,11 @@ class History:
     def to_networkx(self, index: int = -1, layer: str | None = None):
         """The ``index``-th snapshot (of ``layer``) as a networkx graph
         (:func:`gsr_pyg.graphs.to_networkx`), with its ``step`` as a graph attribute."""
-        snaps = self.layer_snapshots(layer)
-        if not snaps:
+        records = [(s, item) for s, name, item in self._records if layer is None or name == layer]
+        if not records:
             raise ValueError("the run has no learned-graph snapshots")
-        step, data = snaps[index]
-        graph = graphs_mod.to_networkx(data)
+        step, item = records[index]  # only this snapshot is read from disk
+        graph = graphs_mod.to_networkx(self._load(item))
         graph.graph["step"] = step
         return graph
 

@@ -15,9 +15,11 @@ from . import (
     data,
     files,
     graphs,
+    hookable,
     learn,
     metrics,
     models,
+    objectives,
     readouts,
     refresh,
     regularizer,
@@ -30,9 +32,9 @@ from .regularizer import GraphSpectralRegularizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "GraphSpectralRegularizer", "capture", "data", "files", "graphs", "learn", "metrics",
-    "models", "plotting", "readouts", "refresh", "regularizer", "report", "schedules",
-    "spectral", "training", "__version__",
+    "GraphSpectralRegularizer", "capture", "data", "files", "graphs", "hookable", "learn",
+    "metrics", "models", "objectives", "plotting", "readouts", "refresh", "regularizer",
+    "report", "schedules", "spectral", "training", "__version__",
 ]
 
 

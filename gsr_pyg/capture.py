@@ -1,9 +1,13 @@
 """Activation capture: forward hooks on named layers, and the one rule for which axis of a
 layer's output holds the neurons.
 
-A layer's output ``[B, N]`` has its ``N`` neurons on axis 1; a conv map ``[B, C, H, W]`` has
-its ``C`` channels on axis 1 and every spatial position is one more sample. Every consumer
-(the penalty, graph learning, metrics) sees the same ``[samples, neurons]`` matrix.
+The neurons are on one axis of a layer's output, ``node_dim``; every other axis is a sample
+axis. By default (``node_dim=1``) a layer's output ``[B, N]`` has its ``N`` neurons on axis 1
+and a conv map ``[B, C, H, W]`` its ``C`` channels, every spatial position being one more
+sample; a transformer layer ``[B, T, D]`` has its ``D`` neurons on the last axis
+(``node_dim=-1``) and every token is a sample. A boolean ``mask`` over the sample axes (a
+padding mask such as an ``attention_mask`` ``[B, T]``) keeps the real positions only. Every
+consumer (the penalty, graph learning, metrics) sees the same ``[samples, neurons]`` matrix.
 
 :class:`ActivationCapture` is the one place that holds captured activations: the
 regularizer computes its penalty from one, and scripts read activations with one::
@@ -21,14 +25,15 @@ picklable while a capture is attached. To read a copy's activations, build a cap
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
-from ._validation import closest_names, describe
+from ._validation import check_int, closest_names, describe
 
-__all__ = ["ActivationCapture", "samples_by_neurons"]
+__all__ = ["ActivationCapture", "check_node_dim", "check_sample_mask", "masked_samples",
+           "sample_shape", "samples_by_neurons"]
 
 
 def samples_by_neurons(activations: torch.Tensor, node_dim: int = 1) -> torch.Tensor:
@@ -45,6 +50,85 @@ def samples_by_neurons(activations: torch.Tensor, node_dim: int = 1) -> torch.Te
         return activations
     width = activations.shape[node_dim]
     return activations.movedim(node_dim, -1).reshape(-1, width)
+
+
+def check_node_dim(node_dim, name: str = "node_dim") -> int:
+    """A neuron axis, checked: an int other than 0 (axis 0 is the batch); negative values
+    count from the end (``-1``: the last axis). Returns it.
+
+    Example:
+        >>> check_node_dim(-1)
+        -1
+    """
+    check_int(node_dim, name)
+    if node_dim == 0:
+        raise ValueError(f"{name} must not be 0 (axis 0 is the batch axis): give the axis "
+                         "that holds the neurons, e.g. 1 for [B, N] or [B, C, H, W], -1 for "
+                         "[B, T, D]")
+    return node_dim
+
+
+def sample_shape(activations: torch.Tensor, node_dim: int = 1) -> torch.Size:
+    """The sample axes of a layer's output: its shape without ``node_dim`` (the shape of a
+    mask over its samples, and of a per-sample result).
+
+    Example:
+        >>> sample_shape(torch.zeros(2, 5, 8), node_dim=-1)
+        torch.Size([2, 5])
+    """
+    shape = list(activations.shape)
+    del shape[node_dim]
+    return torch.Size(shape)
+
+
+def check_sample_mask(mask, activations: torch.Tensor, node_dim: int = 1,
+                      name: str = "mask") -> torch.Tensor:
+    """A mask over the sample axes of ``activations``, checked: a boolean (or integer,
+    nonzero meaning a real position, as a Hugging Face ``attention_mask``) tensor whose
+    shape is :func:`sample_shape` of ``activations``, keeping at least one position.
+    Returns it as a boolean tensor on the activations' device.
+
+    Example:
+        >>> check_sample_mask(torch.tensor([[1, 1, 0]]), torch.zeros(1, 3, 4), node_dim=-1)
+        tensor([[ True,  True, False]])
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a boolean torch.Tensor over the sample axes, "
+                        f"got {describe(mask)}")
+    if mask.is_floating_point() or mask.is_complex():
+        raise ValueError(f"{name} must be a boolean (or integer 0/1) tensor, got "
+                         f"{describe(mask)}")
+    expected = sample_shape(activations, node_dim)
+    if mask.shape != expected:
+        raise ValueError(
+            f"{name} must have the shape of the sample axes {tuple(expected)} (the output "
+            f"shape {tuple(activations.shape)} without node_dim={node_dim}), got shape "
+            f"{tuple(mask.shape)}"
+        )
+    mask = mask.to(device=activations.device, dtype=torch.bool)
+    if not bool(mask.any()):  # a mean over no position would be NaN
+        raise ValueError(f"{name} keeps no position: at least one sample must be real")
+    return mask
+
+
+def masked_samples(activations: torch.Tensor, node_dim: int = 1,
+                   mask: torch.Tensor | None = None, name: str = "mask") -> torch.Tensor:
+    r"""The ``[samples, neurons]`` rows of :func:`samples_by_neurons` whose ``mask`` entry
+    is true (all rows without a mask), in row-major order of the sample axes.
+
+    ``mask`` is checked by :func:`check_sample_mask` (``name`` names it in errors).
+
+    Example (two sequences of 3 tokens, the last token of the second one padding):
+        >>> x = torch.arange(24.0).reshape(2, 3, 4)           # [B, T, D]
+        >>> keep = torch.tensor([[1, 1, 1], [1, 1, 0]])        # attention_mask [B, T]
+        >>> masked_samples(x, node_dim=-1, mask=keep).shape
+        torch.Size([5, 4])
+    """
+    rows = samples_by_neurons(activations, node_dim)
+    if mask is None:
+        return rows
+    keep = check_sample_mask(mask, activations, node_dim, name)
+    return rows[keep.reshape(-1)]
 
 
 class _CaptureHook:
@@ -74,12 +158,15 @@ class ActivationCapture:
         model: any ``torch.nn.Module`` (a ``DistributedDataParallel`` wrapper too).
         layers: the layers to capture: names in ``model.named_modules()`` (the ``"module."``
             prefix of a DDP/DataParallel wrapper may be left out) or the modules themselves.
+        node_dim: the axis of each layer's output that holds the neurons (every other axis
+            is a sample axis): an int for every layer, or a mapping layer -> int (layers left
+            out get 1). Default 1: ``[B, N]`` and ``[B, C, ...]``; ``-1`` for ``[B, T, D]``.
 
-    Each layer must output a tensor ``[B, N]`` or ``[B, C, ...]`` (neurons on axis 1); the
-    check runs at every forward pass. The stored output keeps its autograd graph (so a
-    penalty computed from it trains the model) until the next forward pass of the layer,
-    :meth:`clear` or :meth:`detach`. The hooks are registered by the constructor and stay
-    until :meth:`detach` (or the end of a ``with`` block).
+    Each layer must output a tensor of at least 2 dimensions with ``node_dim`` among its
+    axes (not axis 0); the check runs at every forward pass. The stored output keeps its
+    autograd graph (so a penalty computed from it trains the model) until the next forward
+    pass of the layer, :meth:`clear` or :meth:`detach`. The hooks are registered by the
+    constructor and stay until :meth:`detach` (or the end of a ``with`` block).
 
     Example:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
@@ -87,9 +174,14 @@ class ActivationCapture:
         ...     _ = model(torch.ones(2, 3))
         ...     cap.samples("0").shape
         torch.Size([2, 4])
+        >>> with ActivationCapture(model, ["0"], node_dim=-1) as cap:   # [B, T, D]
+        ...     _ = model(torch.ones(2, 5, 3))
+        ...     cap.samples("0", mask=torch.tensor([[1, 1, 1, 0, 0], [1] * 5])).shape
+        torch.Size([8, 4])
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[str | nn.Module]):
+    def __init__(self, model: nn.Module, layers: Iterable[str | nn.Module],
+                 node_dim: int | Mapping[str | nn.Module, int] = 1):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
         if isinstance(layers, (str, nn.Module)) or not isinstance(layers, Iterable):
@@ -105,6 +197,14 @@ class ActivationCapture:
             self._modules[name] = module
         if not self._modules:
             raise ValueError("layers must name at least one layer, got none")
+        self._node_dims: dict[str, int] = dict.fromkeys(self._modules, 1)
+        if isinstance(node_dim, Mapping):
+            for key, value in node_dim.items():
+                name = self.layer_name(key)
+                self._node_dims[name] = check_node_dim(value, f"node_dim for layer {name!r}")
+        else:
+            check_node_dim(node_dim)
+            self._node_dims = dict.fromkeys(self._modules, node_dim)
         self._outputs: dict[str, torch.Tensor | None] = dict.fromkeys(self._modules)
         self._handles: dict[str, torch.utils.hooks.RemovableHandle] = {}
         self.attach()
@@ -147,6 +247,13 @@ class ActivationCapture:
         if output.dim() < 2:
             raise ValueError(
                 f"layer {name!r} must output [B, N] or [B, C, ...], got {describe(output)}"
+            )
+        node_dim = self._node_dims[name]
+        if not -output.dim() <= node_dim < output.dim() or node_dim % output.dim() == 0:
+            raise ValueError(
+                f"node_dim={node_dim} of layer {name!r} is not a neuron axis of its output "
+                f"{describe(output)}: it must be one of the axes 1..{output.dim() - 1} "
+                f"(or -1..-{output.dim() - 1})"
             )
         self._outputs[name] = output
 
@@ -197,13 +304,24 @@ class ActivationCapture:
         shown = f"module {type(key).__name__}" if isinstance(key, nn.Module) else repr(key)
         raise ValueError(f"layer {shown} is not captured; captured layers: {self.layers}")
 
+    def node_dim(self, layer: str | nn.Module) -> int:
+        """The axis of ``layer``'s output that holds its neurons."""
+        return self._node_dims[self.layer_name(layer)]
+
+    def set_node_dim(self, layer: str | nn.Module, node_dim: int) -> None:
+        """Read ``layer``'s neurons from axis ``node_dim`` from now on."""
+        name = self.layer_name(layer)
+        self._node_dims[name] = check_node_dim(node_dim, f"node_dim for layer {name!r}")
+
     def output(self, layer: str | nn.Module) -> torch.Tensor | None:
         """The latest output of ``layer`` (with its autograd graph), or None."""
         return self._outputs[self.layer_name(layer)]
 
-    def samples(self, layer: str | nn.Module) -> torch.Tensor:
-        """The latest output of ``layer`` as ``[samples, neurons]``
-        (:func:`samples_by_neurons`), with its autograd graph."""
+    def samples(self, layer: str | nn.Module,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The latest output of ``layer`` as ``[samples, neurons]`` (:func:`masked_samples`
+        with the layer's ``node_dim``), with its autograd graph; with ``mask`` (over the
+        sample axes, see :func:`check_sample_mask`) only the real positions' rows."""
         name = self.layer_name(layer)
         output = self._outputs[name]
         if output is None:
@@ -211,7 +329,8 @@ class ActivationCapture:
                 f"no activations captured for layer {name!r}: run a forward pass of the model "
                 "first" + ("" if self.attached else " (the capture is detached: call attach())")
             )
-        return samples_by_neurons(output)
+        return masked_samples(output, self._node_dims[name], mask,
+                              name=f"mask for layer {name!r}")
 
     def clear(self) -> None:
         """Drop every captured output (and with it the autograd graph it holds)."""

@@ -16,6 +16,9 @@ builders turn the pairwise distances :math:`d_{ij}` into a graph:
   distance from :math:`i` to its :math:`k`-th neighbour (reference: :math:`k = 2`), symmetrised
   :math:`(K + K^\top)/2`.
 
+:func:`from_positions` applies the same builders (and a radius rule) to node coordinates
+instead of activations: the graph of a "cortical sheet" of any shape.
+
 Distances (``metric``), for neuron features :math:`x_i, x_j`:
 
 * ``"euclidean"``: :math:`d_{ij} = \lVert x_i - x_j \rVert`;
@@ -70,6 +73,7 @@ __all__ = [
     "CoactivationGraph",
     "CoactivationStats",
     "adaptive_graph",
+    "from_positions",
     "gaussian_graph",
     "knn_graph",
 ]
@@ -1154,3 +1158,165 @@ class CoactivationGraph(BaseTransform):
         if self.standardize:
             parts.append("standardize=True")
         return f"{self.__class__.__name__}({', '.join(parts)})"
+
+
+# --------------------------------------------------------------------------------------------
+# graphs from positions
+# --------------------------------------------------------------------------------------------
+
+POSITION_METHODS = ("knn", "radius", "gaussian")
+_DEFAULT_POSITION_K = 8
+
+
+def _positions_arg(pos) -> Tensor:
+    """Validate ``[N, D]`` coordinates; return them centred, in a precise dtype, ``D >= 2``."""
+    check_tensor(pos, "pos", ndim=2)
+    if pos.dtype == torch.bool or pos.is_complex():
+        raise ValueError(f"pos must hold real coordinates, got {describe(pos)}")
+    if pos.shape[0] < 1 or pos.shape[1] < 1:
+        raise ValueError(f"pos must be [num_points, dims] with at least 1 point and 1 "
+                         f"dimension, got {describe(pos)}")
+    check_finite(pos, "pos")
+    # float64: positions sit far from the origin (d^2 = |x|^2 + |y|^2 - 2 x.y cancels badly);
+    # centring removes the offset. MPS has no float64.
+    dtype = torch.float32 if pos.device.type == "mps" else torch.float64
+    points = pos.detach().to(dtype)
+    points = points - points.mean(dim=0, keepdim=True)
+    if points.shape[1] == 1:
+        # the builders read each point as a column of >= 2 samples; a zero column keeps d
+        points = torch.cat([points, torch.zeros_like(points)], dim=1)
+    return points
+
+
+def _unused(method: str, **given) -> None:
+    for name, value in given.items():
+        if value is not None:
+            raise ValueError(f"{name} is not used by method={method!r}, got {name}={value!r}")
+
+
+def _radius_graph(points: Tensor, radius: float, sigma: float | None,
+                  chunk_size: int | None) -> Data:
+    """Pairs with d <= radius; weight 1, or exp(-d^2/sigma^2) with ``sigma``."""
+    n = points.shape[0]
+    row, col, d2 = _upper_pairs(_FeatureDistances(points, "euclidean"), chunk_size,
+                                radius * radius)
+    if sigma is None:
+        weight = torch.ones_like(d2)
+    else:
+        weight = torch.exp(-(d2 / max(sigma * sigma, torch.finfo(d2.dtype).tiny)))
+    data = _to_data(row, col, weight, n, None)
+    if sigma is not None:
+        data.sigma = sigma
+    if n >= 2 and data.edge_index.size(1) == 0:
+        warnings.warn(f"no two of the {n} points are within radius={radius:g} (or every "
+                      "weight underflowed to 0): the graph has no edges", UserWarning,
+                      stacklevel=3)
+    return data
+
+
+@torch.no_grad()
+def from_positions(
+    pos: Tensor,
+    method: str = "knn",
+    *,
+    k: int | None = None,
+    radius: float | None = None,
+    sigma: float | None = None,
+    threshold: float | None = None,
+    symmetrize: str = "mean",
+    chunk_size: int | None = None,
+) -> Data:
+    r"""A graph over points in space: a "cortical sheet" of any shape in one call.
+
+    Node :math:`i` sits at ``pos[i]`` (:math:`D` coordinates) and
+    :math:`d_{ij} = \lVert p_i - p_j \rVert` (euclidean). Three rules make the edges:
+
+    * ``"knn"``: every point keeps its ``k`` nearest points (default 8; ties at the ``k``-th
+      distance go to the lower index), weight 1, or :math:`\exp(-d_{ij}^2/\sigma^2)` when
+      ``sigma`` is given; then symmetrised exactly as :func:`knn_graph` (``"mean"``:
+      :math:`(A + A^\top)/2`, ``"max"``, ``"mutual"``), which this calls;
+    * ``"radius"``: every pair with :math:`d_{ij} \le` ``radius``, weight 1, or
+      :math:`\exp(-d_{ij}^2/\sigma^2)` when ``sigma`` is given (networkx's
+      ``random_geometric_graph`` on the same points, with weights);
+    * ``"gaussian"``: :math:`w_{ij} = \exp(-d_{ij}^2/\sigma^2)` for every pair with
+      :math:`w_{ij} \ge` ``threshold`` (default 0.1), i.e. :math:`d_{ij} \le
+      \sigma\sqrt{-\ln t}`; ``sigma=None`` takes the median distance to the 5 nearest
+      points (see :func:`gaussian_graph`, which this calls).
+
+    A weight that underflows to 0 is no edge. Arguments that the method does not use
+    (``k`` outside ``"knn"``, ``radius`` outside ``"radius"``, ``threshold`` outside
+    ``"gaussian"``) are refused rather than ignored; ``symmetrize`` is read by ``"knn"``
+    only. Distances are computed in float64 on centred coordinates, so coordinates far from
+    the origin rank as exactly as near ones.
+
+    The result follows the package's data model (:func:`gsr_pyg.graphs.check_graph`) and
+    keeps the coordinates: ``pos`` holds them for :math:`D = 2` (the plotting layout), and
+    ``(x, 0)`` for :math:`D = 1`; for :math:`D \ne 2` ``coords`` holds the ``[N, D]`` input
+    (the data model's ``pos`` is a 2-D layout). Everything stays on the device of ``pos``.
+
+    Args:
+        pos: ``[N, D]`` real coordinates, finite.
+        method: ``"knn"``, ``"radius"`` or ``"gaussian"``.
+        k: neighbours per point for ``"knn"``, ``1 <= k <= N - 1`` (default 8).
+        radius: the reach of ``"radius"`` (> 0; required there).
+        sigma: kernel width (> 0): Gaussian weights for ``"knn"``/``"radius"`` (default:
+            weight 1), the width for ``"gaussian"`` (default: from the data).
+        threshold: smallest weight kept by ``"gaussian"``, in ``[0, 1)`` (default 0.1).
+        symmetrize: ``"mean"``, ``"max"`` or ``"mutual"`` for ``"knn"``.
+        chunk_size: rows of the distance matrix held at once; the result does not depend on
+            it.
+
+    Example::
+
+        >>> xy = torch.tensor([[0., 0.], [1., 0.], [0., 1.], [5., 5.]])
+        >>> from_positions(xy, "radius", radius=1.0).edge_index
+        tensor([[0, 0, 1, 2],
+                [1, 2, 0, 0]])
+        >>> g = from_positions(torch.rand(100, 3), k=4)          # a 3-D "sheet"
+        >>> g.num_nodes, g.coords.shape, "pos" in g
+        (100, torch.Size([100, 3]), False)
+    """
+    method = _choice_arg(method, "method", POSITION_METHODS)
+    points = _positions_arg(pos)
+    n = points.shape[0]
+    if sigma is not None:
+        sigma = check_positive(sigma, "sigma")
+    chunk_size = _chunk_arg(chunk_size)
+    if method == "knn":
+        _unused(method, radius=radius, threshold=threshold)
+        k = _DEFAULT_POSITION_K if k is None else k
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise TypeError(f"k must be an int, got {describe(k)}")
+        if not 1 <= k <= n - 1:
+            raise ValueError(f"k must be between 1 and num_points - 1 = {n - 1} (a point is "
+                             f"not its own neighbour), got k={k} for {n} points")
+        data = knn_graph(points.t(), k=k, weights="connectivity" if sigma is None else
+                         "gaussian", symmetrize=symmetrize, sigma=sigma, chunk_size=chunk_size)
+    elif method == "radius":
+        _unused(method, k=k, threshold=threshold)
+        if radius is None:
+            raise ValueError("method='radius' needs radius (> 0), got radius=None")
+        data = _radius_graph(points, check_positive(radius, "radius"), sigma, chunk_size)
+    else:
+        _unused(method, k=k, radius=radius)
+        threshold = 0.1 if threshold is None else threshold
+        if sigma is None and n < 2:
+            raise ValueError(f"method='gaussian' with sigma=None takes sigma from the distances "
+                             f"between points, which needs at least 2 points, got {n}; pass "
+                             "sigma")
+        data = gaussian_graph(points.t(), sigma=sigma, threshold=threshold,
+                              chunk_size=chunk_size)
+    return _keep_positions(data, pos)
+
+
+def _keep_positions(data: Data, pos: Tensor) -> Data:
+    if "x" in data:
+        del data["x"]  # the builders' neuron features: here, the centred coordinates
+    coords = pos.detach() if pos.is_floating_point() else pos.detach().to(torch.float32)
+    if coords.shape[1] == 2:
+        data.pos = coords
+    else:
+        data.coords = coords
+        if coords.shape[1] == 1:
+            data.pos = torch.cat([coords, torch.zeros_like(coords)], dim=1)
+    return data

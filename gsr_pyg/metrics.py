@@ -12,6 +12,11 @@ tensor comes back), ``[B, N]`` (``[B]`` comes back) or ``[B, N, *]``, e.g. a con
 ``[B, C, H, W]`` whose ``C`` channels are the nodes and whose every position is one more
 sample (``[B, *]`` comes back), all on the device of ``x``
 (:func:`gsr_pyg.capture.samples_by_neurons`); graph metrics return Python numbers.
+
+They also take ``node_dim``, the axis that holds the neurons (default 1; ``-1`` for a
+transformer layer ``[B, T, D]``), and a boolean ``mask`` over the sample axes (``x.shape``
+without ``node_dim``, e.g. an ``attention_mask`` ``[B, T]``): padded positions are left out,
+and a per-sample result then holds the real positions only, ``[S_real]`` in row-major order.
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ import torch
 from torch import Tensor
 
 from gsr_pyg._validation import check_bool, check_choice, check_int, check_tensor, describe
-from gsr_pyg.capture import samples_by_neurons
+from gsr_pyg.capture import (
+    check_node_dim,
+    check_sample_mask,
+    masked_samples,
+    sample_shape,
+    samples_by_neurons,
+)
 from gsr_pyg.graphs import to_networkx
 from gsr_pyg.spectral import (
     check_normalization,
@@ -56,11 +67,23 @@ NEURON_MODULE_METHODS = ("components", "spectral", "louvain")
 # helpers
 # --------------------------------------------------------------------------------------
 
-def _signal(x, num_nodes: int, name: str = "x") -> tuple[Tensor, tuple[int, ...]]:
-    """Validate ``x`` [N], [B, N] or [B, N, *] (the nodes on axis 1, every other axis a
-    sample); return it as [samples, N] and the shape of a per-sample result."""
+def _signal(x, num_nodes: int, name: str = "x", node_dim: int = 1,
+            mask: Tensor | None = None) -> tuple[Tensor, tuple[int, ...]]:
+    """Validate ``x`` [N], [B, N] or [B, N, *] (the nodes on axis ``node_dim``, every other
+    axis a sample) and ``mask``; return it as [samples, N] (the real ones) and the shape of a
+    per-sample result."""
     check_tensor(x, name, min_ndim=1, floating=True)
-    dim = 0 if x.dim() == 1 else 1
+    check_node_dim(node_dim)
+    if x.dim() == 1:
+        if mask is not None:
+            raise ValueError(f"mask needs {name} with sample axes, got one sample "
+                             f"{describe(x)}")
+        dim = 0
+    elif not -x.dim() <= node_dim < x.dim() or node_dim % x.dim() == 0:
+        raise ValueError(f"node_dim={node_dim} is not a neuron axis of {name} {describe(x)}: "
+                         f"it must be one of the axes 1..{x.dim() - 1}")
+    else:
+        dim = node_dim % x.dim()
     if x.size(dim) != num_nodes:
         raise ValueError(
             f"{name} has {x.size(dim)} features in dimension {dim} but the graph has "
@@ -68,18 +91,22 @@ def _signal(x, num_nodes: int, name: str = "x") -> tuple[Tensor, tuple[int, ...]
         )
     if x.dim() == 1:
         return x.unsqueeze(0), ()
-    return samples_by_neurons(x), (x.size(0), *x.shape[2:])
+    if mask is None:
+        return samples_by_neurons(x, node_dim), tuple(sample_shape(x, node_dim))
+    rows = masked_samples(x, node_dim, mask)
+    return rows, (rows.size(0),)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _centred_on_graph(x, data) -> tuple[Tensor, Tensor, Tensor, tuple[int, ...]]:
+def _centred_on_graph(x, data, node_dim: int = 1, mask: Tensor | None = None
+                      ) -> tuple[Tensor, Tensor, Tensor, tuple[int, ...]]:
     """``x`` as [samples, N] with every sample centred over the nodes, the edges and weights
     on its device and in its compute dtype, and the shape of a per-sample result."""
     num_nodes, edge_index, edge_weight = graph_tensors(data)
-    x, out_shape = _signal(x, num_nodes)
+    x, out_shape = _signal(x, num_nodes, node_dim=node_dim, mask=mask)
     dtype = _compute_dtype(x)
     values = x.to(dtype)
     weight = edge_weight.to(device=x.device, dtype=dtype)
@@ -122,7 +149,8 @@ def _first_appearance(labels: Tensor) -> Tensor:
 # smoothness of activations on the graph
 # --------------------------------------------------------------------------------------
 
-def dirichlet_energy(x: Tensor, data, normalization: str | None = None) -> Tensor:
+def dirichlet_energy(x: Tensor, data, normalization: str | None = None, node_dim: int = 1,
+                     mask: Tensor | None = None) -> Tensor:
     r"""Dirichlet energy :math:`E(\mathbf{a}) = \mathbf{a}^\top\mathbf{L}\mathbf{a}
     = \tfrac12 \sum_{ij} W_{ij}(a_i - a_j)^2` (GSR's own penalty; scale-dependent).
 
@@ -134,9 +162,13 @@ def dirichlet_energy(x: Tensor, data, normalization: str | None = None) -> Tenso
         x (Tensor): ``[N]``, ``[B, N]`` or ``[B, N, *]`` activations.
         data (Data): the neuron graph.
         normalization (str, optional): ``None`` or ``"sym"``. (default: ``None``)
+        node_dim (int): the axis of ``x`` that holds the nodes. (default: ``1``)
+        mask (Tensor, optional): boolean mask over the sample axes; only its true
+            positions are returned. (default: ``None``)
 
     Returns:
-        0-dim tensor for ``[N]``, else ``x.shape`` without dimension 1.
+        0-dim tensor for ``[N]``, ``[S_real]`` with a mask, else ``x.shape`` without
+        ``node_dim``.
 
     Example:
         >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
@@ -145,13 +177,17 @@ def dirichlet_energy(x: Tensor, data, normalization: str | None = None) -> Tenso
     """
     check_tensor(x, "x", min_ndim=1, floating=True)
     if x.dim() == 1:
-        _signal(x, graph_tensors(data)[0])
+        _signal(x, graph_tensors(data)[0], mask=mask)
         return quadratic_form(x.unsqueeze(0), data, normalization)[0]
-    return quadratic_form(x, data, normalization)
+    if node_dim == 1 and mask is None:
+        return quadratic_form(x, data, normalization)  # [B, N, *]: read on axis 1 as is
+    rows, out_shape = _signal(x, graph_tensors(data)[0], node_dim=node_dim, mask=mask)
+    return quadratic_form(rows, data, normalization).reshape(out_shape)
 
 
 def smoothness_ratio(x: Tensor, data, num_permutations: int = 100, seed: int = 0,
-                     normalization: str | None = None) -> float:
+                     normalization: str | None = None, node_dim: int = 1,
+                     mask: Tensor | None = None) -> float:
     r"""Dirichlet energy relative to the same activations on shuffled neurons.
 
     .. math::
@@ -175,6 +211,9 @@ def smoothness_ratio(x: Tensor, data, num_permutations: int = 100, seed: int = 0
         num_permutations (int): number of random permutations. (default: ``100``)
         seed (int): seed of the permutations. (default: ``0``)
         normalization (str, optional): ``None`` or ``"sym"``. (default: ``None``)
+        node_dim (int): the axis of ``x`` that holds the nodes. (default: ``1``)
+        mask (Tensor, optional): boolean mask over the sample axes; padded positions are
+            left out of both energies. (default: ``None``)
 
     Returns:
         ``float``; ``nan`` if every row of ``x`` is constant.
@@ -190,7 +229,7 @@ def smoothness_ratio(x: Tensor, data, num_permutations: int = 100, seed: int = 0
     num_nodes, edge_index, edge_weight = graph_tensors(data)
     check_int(num_permutations, "num_permutations", minimum=1)
     check_int(seed, "seed")
-    x, _ = _signal(x, num_nodes)
+    x, _ = _signal(x, num_nodes, node_dim=node_dim, mask=mask)
     device = x.device
     work = work_dtype(device)
     upper = edge_index[0] < edge_index[1]
@@ -235,7 +274,7 @@ def smoothness_ratio(x: Tensor, data, num_permutations: int = 100, seed: int = 0
     return float(observed / baseline)
 
 
-def morans_i(x: Tensor, data) -> Tensor:
+def morans_i(x: Tensor, data, node_dim: int = 1, mask: Tensor | None = None) -> Tensor:
     r"""Moran's I, the spatial autocorrelation of activations on the graph.
 
     .. math::
@@ -250,24 +289,27 @@ def morans_i(x: Tensor, data) -> Tensor:
         x (Tensor): ``[N]``, ``[B, N]`` or ``[B, N, *]`` (a conv map: one value per
             position).
         data (Data): the neuron graph.
+        node_dim (int): the axis of ``x`` that holds the nodes. (default: ``1``)
+        mask (Tensor, optional): boolean mask over the sample axes; only its true
+            positions are returned. (default: ``None``)
 
     Returns:
-        0-dim tensor for ``[N]``, else ``x.shape`` without dimension 1, on the device of
-        ``x``.
+        0-dim tensor for ``[N]``, ``[S_real]`` with a mask, else ``x.shape`` without
+        ``node_dim``, on the device of ``x``.
 
     Example:
         >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
         >>> morans_i(torch.tensor([0., 1., 2.]), data)
         tensor(0.)
     """
-    centred, edge_index, weight, out_shape = _centred_on_graph(x, data)
+    centred, edge_index, weight, out_shape = _centred_on_graph(x, data, node_dim, mask)
     cross = (centred[:, edge_index[0]] * centred[:, edge_index[1]]) @ weight
     total_weight = weight.sum()
     value = centred.size(1) / total_weight * cross / centred.square().sum(dim=1)
     return value.reshape(out_shape)
 
 
-def gearys_c(x: Tensor, data) -> Tensor:
+def gearys_c(x: Tensor, data, node_dim: int = 1, mask: Tensor | None = None) -> Tensor:
     r"""Geary's C, a variance-normalised Dirichlet energy.
 
     .. math::
@@ -277,15 +319,16 @@ def gearys_c(x: Tensor, data) -> Tensor:
             {\sum_i (a_i - \bar a)^2}
 
     :math:`C < 1`: positive autocorrelation (smooth), :math:`\approx 1`: none. ``nan`` for
-    a constant row or a graph without edges. Arguments and result as :func:`morans_i`: one
-    value per sample of ``x`` (``[N]``, ``[B, N]`` or ``[B, N, *]``).
+    a constant row or a graph without edges. Arguments (``node_dim``, ``mask`` too) and
+    result as :func:`morans_i`: one value per sample of ``x`` (``[N]``, ``[B, N]`` or
+    ``[B, N, *]``).
 
     Example:
         >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
         >>> gearys_c(torch.tensor([0., 1., 2.]), data)
         tensor(0.5000)
     """
-    centred, edge_index, weight, out_shape = _centred_on_graph(x, data)
+    centred, edge_index, weight, out_shape = _centred_on_graph(x, data, node_dim, mask)
     # Both directions of every edge: the sum over ordered pairs ij.
     squared = (centred[:, edge_index[0]] - centred[:, edge_index[1]]).square() @ weight
     value = (centred.size(1) - 1) / (2 * weight.sum()) * squared / centred.square().sum(dim=1)
@@ -524,7 +567,8 @@ def normalized_mutual_info(a, b) -> float:
 # neurons <-> input features
 # --------------------------------------------------------------------------------------
 
-def feature_correlations(inputs: Tensor, activations: Tensor) -> Tensor:
+def feature_correlations(inputs: Tensor, activations: Tensor, node_dim: int = 1,
+                         mask: Tensor | None = None) -> Tensor:
     r"""Pearson correlation of every neuron with every input feature over the samples.
 
     .. math::
@@ -538,6 +582,11 @@ def feature_correlations(inputs: Tensor, activations: Tensor) -> Tensor:
         activations (Tensor): ``[S, N]`` neuron activations for the same samples, or
             ``[B, N, *]`` (a conv map: the ``S = B * ...`` positions are the samples, in the
             order of :func:`gsr_pyg.capture.samples_by_neurons`).
+        node_dim (int): the axis of ``activations`` that holds the neurons; ``-1`` for
+            ``[B, T, D]``, whose every token is a sample. (default: ``1``)
+        mask (Tensor, optional): boolean mask over the sample axes of ``activations``; it
+            drops the padded samples from ``activations`` and the same rows from ``inputs``
+            (which then has one row per position, padded ones included). (default: ``None``)
 
     Returns:
         ``[N, F]`` tensor on the device of ``activations``.
@@ -549,12 +598,18 @@ def feature_correlations(inputs: Tensor, activations: Tensor) -> Tensor:
     """
     check_tensor(inputs, "inputs", ndim=2, floating=True)
     check_tensor(activations, "activations", min_ndim=2, floating=True)
-    activations = samples_by_neurons(activations)
+    check_node_dim(node_dim)
+    keep = None
+    if mask is not None:
+        keep = check_sample_mask(mask, activations, node_dim).reshape(-1)
+    activations = samples_by_neurons(activations, node_dim)
     if inputs.size(0) != activations.size(0):
         raise ValueError(
             f"inputs and activations must have the same samples in dimension 0, got "
             f"{inputs.size(0)} and {activations.size(0)}"
         )
+    if keep is not None:
+        inputs, activations = inputs[keep.to(inputs.device)], activations[keep]
     if inputs.size(0) < 2:
         raise ValueError(f"correlations need at least 2 samples, got {inputs.size(0)}")
     dtype = torch.promote_types(_compute_dtype(inputs), _compute_dtype(activations))

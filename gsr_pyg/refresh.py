@@ -15,6 +15,10 @@ At each refresh, for every learned layer that has not stopped, :class:`GraphRefr
 
 A layer whose rule fired is not refreshed again. Under several processes every process
 builds the same graph and all agree on each stop.
+
+:meth:`GraphRefresh.observe` and :meth:`GraphRefresh.refresh` take the batch's padding
+``mask`` (over the sample axes, as :meth:`GraphSpectralRegularizer.penalty` does): padded
+positions are in neither the batch features nor the statistics.
 """
 
 from __future__ import annotations
@@ -220,32 +224,44 @@ class GraphRefresh:
             self.reg.set_graph(name, self.reg.graph(name).num_nodes,
                                normalization=self.normalization)
 
-    def observe(self) -> None:
-        """Add the current batch to the statistics of the layers that learn from statistics
-        (after the training step: the graph of a refresh never sees its own batch twice)."""
+    def observe(self, mask: Tensor | None = None) -> None:
+        """Add the current batch (its real positions under ``mask``) to the statistics of the
+        layers that learn from statistics (after the training step: the graph of a refresh
+        never sees its own batch twice)."""
         for name, state in self._layers.items():
             if state.stats is not None and not state.stopped:
-                state.stats.update(self.reg.samples(name).detach())
+                state.stats.update(self.reg.samples(name, mask=mask).detach())
 
-    def refresh(self) -> dict[str, RefreshEvent]:
-        """Build, check and install a new graph for every learned layer that has not stopped;
-        returns what happened to each of them."""
+    def refresh(self, mask: Tensor | None = None) -> dict[str, RefreshEvent]:
+        """Build, check and install a new graph for every learned layer that has not stopped
+        (from the real positions of the batch under ``mask``); returns what happened to each
+        of them."""
         events = {}
         for name, state in self._layers.items():
             if not state.stopped:
-                events[name] = self._refresh_layer(name, state)
+                events[name] = self._refresh_layer(name, state, mask)
         return events
 
-    def _features_graph(self, name: str, state: _LayerState) -> Data:
+    def _batch_features(self, name: str, mask: Tensor | None) -> Tensor:
+        rows = self._gather(self.reg.samples(name).detach())
+        if mask is None:
+            return rows
+        # Processes may have different numbers of real positions, and gathering needs equal
+        # shapes: gather every row and every process's mask, then keep the real rows.
+        keep = self.reg.sample_mask(name, mask).reshape(-1).to(torch.uint8)
+        return rows[self._gather(keep).bool()]
+
+    def _features_graph(self, name: str, state: _LayerState, mask: Tensor | None) -> Data:
         if state.stats is None:
-            return state.learner.from_activations(self._gather(self.reg.samples(name).detach()))
+            return state.learner.from_activations(self._batch_features(name, mask))
         graph = state.learner.from_stats(self._reduce_stats(state.stats))
         if state.stats.mode == "exact":
             state.stats.reset()  # the next graph sees the samples since this refresh
         return graph
 
-    def _refresh_layer(self, name: str, state: _LayerState) -> RefreshEvent:
-        graph = self._features_graph(name, state)
+    def _refresh_layer(self, name: str, state: _LayerState,
+                       mask: Tensor | None) -> RefreshEvent:
+        graph = self._features_graph(name, state, mask)
         num_components, _ = connected_components(graph)
         keys = undirected_edge_keys(graph).cpu()
         stop = self._agree(stop_rule_fires(self.stop, num_components, keys, state.last_edges,

@@ -14,6 +14,16 @@ its own weight :math:`\beta` (``batch_mean_weight``), so it acts even while
 every spatial position is a sample. With ``rayleigh=True`` each sample's term is divided by
 :math:`a_b^\top a_b`.
 
+The neurons are on axis ``node_dim`` of the layer's output (default 1; ``-1`` for a
+transformer layer ``[B, T, D]``, whose every token is then a sample). A padding ``mask``
+over the sample axes (``penalty(mask=...)``) restricts both means to the real positions
+:math:`b \in \mathcal{M}`: :math:`\frac{1}{|\mathcal{M}|}\sum_{b \in \mathcal{M}}`.
+
+That is the default ``objective="laplacian"``. Per layer, ``objective="spatial_correlation"``
+or ``"weight_smoothness"`` replaces the penalty by the objective of
+:mod:`gsr_pyg.objectives` (times the same :math:`\lambda_t`), on the same graphs, masks,
+schedules and state.
+
 The activations come from an :class:`~gsr_pyg.capture.ActivationCapture` (``reg.capture``)
 that the regularizer builds on ``model``; the weight schedules are in
 :mod:`gsr_pyg.schedules`.
@@ -35,9 +45,28 @@ import torch
 from torch import nn
 from torch_geometric.data import Data
 
-from ._validation import check_bool, check_int, check_positive, closest_names, describe
-from .capture import ActivationCapture, samples_by_neurons
+from ._validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_positive,
+    closest_names,
+    describe,
+)
+from .capture import (
+    ActivationCapture,
+    check_node_dim,
+    check_sample_mask,
+    sample_shape,
+    samples_by_neurons,
+)
 from .graphs import check_graph, from_edge_index
+from .objectives import (
+    OBJECTIVES,
+    SpatialCorrelationTerm,
+    check_unit_weights,
+    laplacian_weight_energy,
+)
 from .schedules import WeightSchedule, as_schedule
 from .spectral import LaplacianOperator, check_normalization
 
@@ -59,10 +88,48 @@ class _Layer:
     normalization: str | None
     rayleigh: bool
     batch_mean_weight: float
+    node_dim: int
+    node_dim_given: bool  # when not, an output that is ambiguous about its neurons is refused
+    objective: str = "laplacian"
+    spatial: SpatialCorrelationTerm | None = None  # objective "spatial_correlation"
+    module: nn.Module | None = None  # objective "weight_smoothness": reads module.weight
 
 
 def _check_beta(value, name: str) -> float:
     return check_positive(value, name, allow_zero=True)
+
+
+def _check_node_dim_option(value, name: str) -> int | None:
+    return None if value is None else check_node_dim(value, name)
+
+
+def _check_objective(value, name: str) -> str:
+    check_choice(value, name, OBJECTIVES)
+    return value
+
+
+def _check_num_pairs(value, name: str) -> int | None:
+    return None if value is None else check_int(value, name, minimum=1)
+
+
+def _check_objective_options(name: str, objective: str, rayleigh: bool, beta: float,
+                             normalization: str | None, num_pairs: int | None) -> None:
+    """Refuse the options that the layer's objective does not use."""
+    unused = []
+    if objective != "laplacian":
+        unused += [f"rayleigh={rayleigh}"] if rayleigh else []
+        unused += [f"batch_mean_weight={beta}"] if beta else []
+    if objective == "spatial_correlation" and normalization is not None:
+        unused.append(f"normalization={normalization!r}")
+    if objective != "spatial_correlation" and num_pairs is not None:
+        unused.append(f"num_pairs={num_pairs}")
+    if unused:
+        raise ValueError(
+            f"layer {name!r} has objective={objective!r}, which does not use "
+            f"{', '.join(unused)}: rayleigh and batch_mean_weight apply to objective "
+            f"'laplacian' only, normalization to 'laplacian' and 'weight_smoothness', "
+            f"num_pairs to 'spatial_correlation'"
+        )
 
 
 def _check_layer_graph(name: str, graph) -> Data:
@@ -115,6 +182,145 @@ def _option_layer(capture: ActivationCapture, key, option: str) -> str:
                      f"layer; {hint}")
 
 
+def _build_layers(capture: ActivationCapture, model: nn.Module, graphs: list, method: str,
+                  weight, normalization, rayleigh, beta, node_dim, objective,
+                  num_pairs) -> dict[str, _Layer]:
+    """Every layer's settings, checked, with its graph, Laplacian and objective state."""
+    names = capture.layers
+    installed = {name: _check_layer_graph(name, g) for name, g in zip(names, graphs)}
+    cap = capture
+    norms = _per_layer(cap, normalization, "normalization", check_normalization, None)
+    betas = _per_layer(cap, beta, "batch_mean_weight", _check_beta, 0.0)
+    schedules = _per_layer(cap, weight, "weight", as_schedule, _REQUIRED)
+    rayleighs = _per_layer(cap, rayleigh, "rayleigh", check_bool, False)
+    node_dims = _per_layer(cap, node_dim, "node_dim", _check_node_dim_option, None)
+    objectives = _per_layer(cap, objective, "objective", _check_objective, "laplacian")
+    pairs = _per_layer(cap, num_pairs, "num_pairs", _check_num_pairs, None)
+    modules = dict(model.named_modules())
+    layers = {}
+    for index, name in enumerate(names):
+        graph, kind = installed[name], objectives[name]
+        _check_objective_options(name, kind, rayleighs[name], float(betas[name]),
+                                 norms[name], pairs[name])
+        if kind == "weight_smoothness":
+            check_unit_weights(modules[name], graph.num_nodes, name)
+        layers[name] = _Layer(
+            graph=graph,
+            operator=LaplacianOperator(graph, normalization=norms[name], method=method),
+            schedule=schedules[name],
+            normalization=norms[name],
+            rayleigh=rayleighs[name],
+            batch_mean_weight=float(betas[name]),
+            node_dim=1 if node_dims[name] is None else node_dims[name],
+            node_dim_given=node_dims[name] is not None,
+            objective=kind,
+            # the pair generator of a layer is seeded with the layer's position
+            spatial=(SpatialCorrelationTerm(graph, pairs[name], seed=index, name=name)
+                     if kind == "spatial_correlation" else None),
+            module=modules[name] if kind == "weight_smoothness" else None,
+        )
+    return layers
+
+
+def _check_neuron_axis(name: str, layer: _Layer, output: torch.Tensor) -> None:
+    """Refuse an output whose neuron axis does not hold the graph's nodes, and, when
+    ``node_dim`` was not given, one that holds them on more than one axis: reading the
+    wrong axis would regularize samples (tokens) instead of neurons without an error."""
+    width = layer.graph.num_nodes
+    shape = tuple(output.shape)
+    axis = layer.node_dim % output.dim()
+    matches = [d for d in range(1, output.dim()) if shape[d] == width]
+    if not layer.node_dim_given and len(matches) > 1:
+        raise ValueError(
+            f"layer {name!r} outputs shape {shape}, which has the graph's {width} nodes "
+            f"on axes {matches}: pass node_dim to say which axis holds the neurons "
+            f"(node_dim=-1 for [B, T, D], node_dim=1 for [B, N, ...])"
+        )
+    if shape[axis] == width:
+        return
+    where = "" if axis == 1 else f" on axis {layer.node_dim}"
+    hint = ""
+    if not layer.node_dim_given and matches:
+        suggestion = -1 if matches[0] == output.dim() - 1 else matches[0]
+        hint = (f"; its axis {matches[0]} has {width} entries: if the neurons are "
+                f"there, pass node_dim={suggestion}")
+    raise ValueError(
+        f"graph for layer {name!r} has {width} nodes but the layer outputs "
+        f"{shape[axis]} features{where} (shape {shape}){hint}"
+    )
+
+
+def _energy(layer: _Layer, a: torch.Tensor) -> torch.Tensor:
+    """Per-sample :math:`a^\top L a` of an output, in the shape of its sample axes."""
+    if layer.operator.device != a.device:
+        layer.operator = layer.operator.to(a.device)
+    if layer.node_dim % a.dim() == 1:
+        return layer.operator(a)  # [B] or [B, *]: the operator reads axis 1 itself
+    rows = samples_by_neurons(a, layer.node_dim)
+    return layer.operator(rows).reshape(sample_shape(a, layer.node_dim))
+
+
+def _real_rows(layer: _Layer, a: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """The ``[samples, neurons]`` rows of an output, the masked-out positions left out."""
+    rows = samples_by_neurons(a, layer.node_dim)
+    return rows if keep is None else rows[keep.reshape(-1)]
+
+
+def _laplacian_term(layer: _Layer, a: torch.Tensor, keep: torch.Tensor | None,
+                    weight: float) -> torch.Tensor | None:
+    """``weight * mean a^T L a (/ a^T a with rayleigh) + beta * sum_j mean_b(a_bj)^2`` over
+    the real positions; None when both weights are 0 (nothing to compute)."""
+    beta = layer.batch_mean_weight
+    if weight == 0.0 and not beta:
+        return None
+    value = a.new_zeros(())
+    if weight != 0.0:
+        energy = _energy(layer, a)
+        if layer.rayleigh:
+            energy = energy / (a.pow(2).sum(dim=layer.node_dim) + 1e-12)
+        value = weight * (energy.mean() if keep is None else energy[keep].mean())
+    if beta:
+        value = value + beta * _real_rows(layer, a, keep).mean(dim=0).pow(2).sum()
+    return value
+
+
+def _spatial_term(layer: _Layer, a: torch.Tensor, keep: torch.Tensor | None,
+                  weight: float) -> torch.Tensor | None:
+    """``weight *`` the spatial correlation loss of the real positions."""
+    if weight == 0.0:
+        return None
+    return weight * layer.spatial(_real_rows(layer, a, keep))
+
+
+def _weight_term(layer: _Layer, weight: float) -> torch.Tensor | None:
+    """``weight * tr(W^T L W)`` of the hooked module's current ``.weight``."""
+    if weight == 0.0:
+        return None
+    w = layer.module.weight
+    if layer.operator.device != w.device:
+        layer.operator = layer.operator.to(w.device)
+    return weight * laplacian_weight_energy(layer.operator, w)
+
+
+def _check_finite(name: str, layer: _Layer, value: torch.Tensor, source: torch.Tensor,
+                  what: str) -> None:
+    """Refuse a NaN/Inf penalty, naming the layer and whether its ``what``
+    (``"activations"`` or ``"weight"``) or the computation is at fault."""
+    if bool(torch.isfinite(value)):
+        return
+    bad = int((~torch.isfinite(source)).sum())
+    shown = float(value.detach())
+    holds, are = ("hold", "are") if what == "activations" else ("holds", "is")
+    form = "correlation" if layer.spatial is not None else "quadratic form"
+    raise ValueError(
+        f"penalty of layer {name!r} is {shown}: the layer's {what} {holds} "
+        f"{bad} NaN/Inf values out of {source.numel()}"
+        if bad else
+        f"penalty of layer {name!r} is {shown} ({what} {are} finite but too "
+        f"large: the {form} overflowed)"
+    )
+
+
 class GraphSpectralRegularizer:
     """Graph spectral regularization of named layers of ``model``.
 
@@ -124,7 +330,7 @@ class GraphSpectralRegularizer:
             itself) to the ``Data`` graph over that layer's output features, or to the
             layer's width alone (an edgeless graph: no penalty until one is installed with
             :meth:`set_graph`, as for layers whose graph is learned).
-        weight: weight :math:`\\lambda_t` of the Laplacian term: a number, a
+        weight: weight :math:`\\lambda_t` of the layer's objective term: a number, a
             :class:`~gsr_pyg.schedules.WeightSchedule`, a callable of the step, or a mapping
             layer -> one of these. A number or schedule applies to every layer (default 1.0);
             a mapping must name every layer (a forgotten or misspelt layer is an error, not
@@ -140,6 +346,34 @@ class GraphSpectralRegularizer:
             ``"sparse"``): see :class:`gsr_pyg.spectral.LaplacianOperator`.
         check_finite: raise when a penalty comes out NaN or Inf, naming the layer (costs one
             device sync per layer and step on CUDA).
+        node_dim: the axis of the layer's output that holds the neurons (the graph's nodes);
+            every other axis is a sample axis. An int for every layer or a mapping layer ->
+            int (layers left out are not given one). Not given (``None``, the default): axis
+            1, as for ``[B, N]`` and ``[B, C, H, W]``, and an output whose shape is
+            ambiguous, with the graph's size on axis 1 and on another axis (``[B, T, D]``
+            with ``T == D``), is refused. ``-1`` for a transformer layer ``[B, T, D]``.
+        objective: what the layer's term measures, once for all layers or per layer
+            (layers left out of a mapping get ``"laplacian"``), each times ``weight``:
+
+            * ``"laplacian"`` (default): the penalty above;
+            * ``"spatial_correlation"``: :func:`gsr_pyg.objectives.spatial_correlation_loss`
+              of the layer's ``[samples, neurons]`` matrix (the real positions of a
+              ``mask``), with the distances between the units computed once per installed
+              graph (:func:`~gsr_pyg.objectives.unit_distances`, ``"auto"``: Euclidean
+              from ``pos`` when the graph was given with positions, hop counts otherwise;
+              again by :meth:`set_graph`);
+            * ``"weight_smoothness"``: :func:`gsr_pyg.objectives.weight_smoothness` of the
+              hooked module's ``.weight`` (one row per node: an ``nn.Linear`` or a conv,
+              checked here), read at each :meth:`penalty`; it needs no forward pass.
+
+            ``rayleigh`` and ``batch_mean_weight`` apply to ``"laplacian"`` only,
+            ``normalization`` not to ``"spatial_correlation"``: a layer that sets an option
+            its objective does not use is refused.
+        num_pairs: for ``"spatial_correlation"`` layers, the pairs of units drawn per
+            penalty (``None``, the default: all pairs), once or per layer. The draws come
+            from a generator per layer, seeded with the layer's position in ``graphs``
+            (0, 1, ...), whose state :meth:`state_dict` saves, so a resumed run draws the
+            pairs it would have drawn.
 
     Per-layer mappings may be keyed by names or modules, like ``graphs``; a key that is not
     a regularized layer is refused. ``normalization``, ``rayleigh`` and
@@ -150,6 +384,12 @@ class GraphSpectralRegularizer:
     autograd graph survives a training step, and :meth:`penalty` without a fresh forward
     pass raises. Copies of the model (an EMA copy, a pickled model) do not feed the penalty:
     see :mod:`gsr_pyg.capture`.
+
+    A ``mask`` given to :meth:`penalty`, :meth:`penalties` or :meth:`samples` is a boolean
+    (or 0/1 integer) tensor over the sample axes of every regularized layer's output (the
+    output's shape without ``node_dim``: ``[B]`` for ``[B, N]``, ``[B, T]`` for
+    ``[B, T, D]``, such as a Hugging Face ``attention_mask``); padded positions count in no
+    mean. A mask whose shape is not a layer's sample shape is refused, naming the layer.
 
     Example (a layer that outputs ``a = (1, 2, 3, 4)`` on the ring of 4:
     :math:`a^\\top L a = 1 + 1 + 1 + 9`):
@@ -173,6 +413,9 @@ class GraphSpectralRegularizer:
         batch_mean_weight: float | Mapping[LayerKey, float] = 0.0,
         method: str = "auto",
         check_finite: bool = True,
+        node_dim: int | None | Mapping[LayerKey, int | None] = None,
+        objective: str | Mapping[LayerKey, str] = "laplacian",
+        num_pairs: int | None | Mapping[LayerKey, int | None] = None,
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
@@ -187,35 +430,16 @@ class GraphSpectralRegularizer:
         self._step = 0
         self.capture = ActivationCapture(model, list(graphs))
         try:  # a refused setting must not leave hooks on the model
-            self._layers = self._build_layers(
-                list(graphs.values()), weight, normalization, rayleigh, batch_mean_weight)
+            self._layers = _build_layers(
+                self.capture, model, list(graphs.values()), method, weight, normalization,
+                rayleigh, batch_mean_weight, node_dim, objective, num_pairs)
+            for name, layer in self._layers.items():
+                self.capture.set_node_dim(name, layer.node_dim)
         except BaseException:
             self.capture.detach()
             raise
 
     # ------------------------------------------------------------------ set-up
-    def _build_layers(self, graphs: list, weight, normalization, rayleigh,
-                      beta) -> dict[str, _Layer]:
-        names = self.capture.layers
-        installed = {name: _check_layer_graph(name, g) for name, g in zip(names, graphs)}
-        cap = self.capture
-        norms = _per_layer(cap, normalization, "normalization", check_normalization, None)
-        betas = _per_layer(cap, beta, "batch_mean_weight", _check_beta, 0.0)
-        schedules = _per_layer(cap, weight, "weight", as_schedule, _REQUIRED)
-        rayleighs = _per_layer(cap, rayleigh, "rayleigh", check_bool, False)
-        return {
-            name: _Layer(
-                graph=installed[name],
-                operator=LaplacianOperator(installed[name], normalization=norms[name],
-                                           method=self.method),
-                schedule=schedules[name],
-                normalization=norms[name],
-                rayleigh=rayleighs[name],
-                batch_mean_weight=float(betas[name]),
-            )
-            for name in names
-        }
-
     # ------------------------------------------------------------------ hooks
     def attach(self) -> GraphSpectralRegularizer:
         """Register the capture's forward hooks (done by the constructor)."""
@@ -270,14 +494,32 @@ class GraphSpectralRegularizer:
     def weights(self) -> dict[str, float]:
         return {name: layer.schedule(self._step) for name, layer in self._layers.items()}
 
+    def node_dim(self, layer: LayerKey) -> int:
+        """The axis of ``layer``'s output that holds its neurons."""
+        return self._layers[self.layer_name(layer)].node_dim
+
     def activations(self, layer: LayerKey) -> torch.Tensor | None:
         """The latest captured output of ``layer`` (with its autograd graph), or None."""
         return self.capture.output(self.layer_name(layer))
 
-    def samples(self, layer: LayerKey) -> torch.Tensor:
+    def samples(self, layer: LayerKey, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The latest output of ``layer`` as ``[samples, neurons]`` (autograd kept), checked
-        against the layer's graph."""
-        return samples_by_neurons(self._captured(self.layer_name(layer), "samples()"))
+        against the layer's graph; with ``mask``, the rows of the real positions only."""
+        name = self.layer_name(layer)
+        a = self._captured(name, "samples()")
+        rows = samples_by_neurons(a, self._layers[name].node_dim)
+        keep = self.sample_mask(name, mask)
+        return rows if keep is None else rows[keep.reshape(-1)]
+
+    def sample_mask(self, layer: LayerKey, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """``mask`` checked against ``layer``'s latest output: a boolean tensor of the
+        layer's sample shape on its device (None for None)."""
+        if mask is None:
+            return None
+        name = self.layer_name(layer)
+        a = self._captured(name, "sample_mask()")
+        return check_sample_mask(mask, a, self._layers[name].node_dim,
+                                 name=f"mask for layer {name!r}")
 
     def _captured(self, name: str, caller: str) -> torch.Tensor:
         output = self.capture.output(name)
@@ -286,12 +528,7 @@ class GraphSpectralRegularizer:
                 f"no activations captured for layer {name!r} since the last step(): run a "
                 f"forward pass of the model before calling {caller}"
             )
-        width = self._layers[name].graph.num_nodes
-        if output.shape[1] != width:
-            raise ValueError(
-                f"graph for layer {name!r} has {width} nodes but the layer outputs "
-                f"{output.shape[1]} features (shape {tuple(output.shape)})"
-            )
+        _check_neuron_axis(name, self._layers[name], output)
         return output
 
     def set_graph(self, layer: LayerKey, graph: Data | int,
@@ -318,45 +555,40 @@ class GraphSpectralRegularizer:
         current.operator = LaplacianOperator(
             graph.to(device), normalization=current.normalization, method=self.method
         )
+        if current.spatial is not None:
+            current.spatial.set_graph(graph)
 
     # ------------------------------------------------------------------ penalty
-    def _layer_penalty(self, name: str, weighted: bool) -> torch.Tensor:
+    def _layer_penalty(self, name: str, weighted: bool,
+                       mask: torch.Tensor | None) -> torch.Tensor:
         layer = self._layers[name]
-        a = self._captured(name, "penalty()")
         weight = layer.schedule(self._step) if weighted else 1.0
-        beta = layer.batch_mean_weight
-        value = a.new_zeros(())
-        if weight == 0.0 and not beta:
-            return value  # nothing to compute, nothing to check
-        if weight != 0.0:
-            if layer.operator.device != a.device:
-                layer.operator = layer.operator.to(a.device)
-            energy = layer.operator(a)  # [B] or [B, *]
-            if layer.rayleigh:
-                energy = energy / (a.pow(2).sum(dim=1) + 1e-12)
-            value = weight * energy.mean()
-        if beta:
-            value = value + beta * samples_by_neurons(a).mean(dim=0).pow(2).sum()
-        if self.check_finite and not bool(torch.isfinite(value)):
-            bad = int((~torch.isfinite(a)).sum())
-            shown = float(value.detach())
-            raise ValueError(
-                f"penalty of layer {name!r} is {shown}: the layer's activations hold "
-                f"{bad} NaN/Inf values out of {a.numel()}"
-                if bad else
-                f"penalty of layer {name!r} is {shown} (activations are finite but too "
-                "large: the quadratic form overflowed)"
-            )
+        if layer.objective == "weight_smoothness":  # no activations needed
+            source, what = layer.module.weight, "weight"
+            value = _weight_term(layer, weight)
+        else:
+            source, what = self._captured(name, "penalty()"), "activations"
+            keep = self.sample_mask(name, mask)
+            term = _spatial_term if layer.objective == "spatial_correlation" else _laplacian_term
+            value = term(layer, source, keep, weight)
+        if value is None:
+            return source.new_zeros(())  # nothing to compute, nothing to check
+        if self.check_finite:
+            _check_finite(name, layer, value, source, what)
         return value
 
-    def penalties(self, weighted: bool = True) -> dict[str, torch.Tensor]:
+    def penalties(self, weighted: bool = True,
+                  mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Per-layer penalty ``weight * E + beta * M``; ``weighted=False`` evaluates it at
-        weight 1 (``E + beta * M``, for logging)."""
-        return {name: self._layer_penalty(name, weighted) for name in self._layers}
+        weight 1 (``E + beta * M``, for logging). ``mask``: a padding mask over the sample
+        axes of every layer (see the class docstring); the means run over its true
+        positions."""
+        return {name: self._layer_penalty(name, weighted, mask) for name in self._layers}
 
-    def penalty(self) -> torch.Tensor:
-        """The sum of the per-layer penalties (a scalar to add to the loss)."""
-        terms = list(self.penalties().values())
+    def penalty(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The sum of the per-layer penalties (a scalar to add to the loss); ``mask`` as in
+        :meth:`penalties`."""
+        terms = list(self.penalties(mask=mask).values())
         total = terms[0]
         for term in terms[1:]:
             total = total + term
@@ -385,6 +617,8 @@ class GraphSpectralRegularizer:
                 value = getattr(g, key, None)
                 if value is not None:
                     entry[key] = value.detach().cpu()
+            if layer.spatial is not None:
+                entry.update(layer.spatial.state_dict())  # the pair generator
             layers[name] = entry
         return {"step": self._step, "layers": layers}
 
@@ -405,6 +639,8 @@ class GraphSpectralRegularizer:
                 if key in layer_state:
                     graph[key] = layer_state[key]
             self.set_graph(name, graph, normalization=layer_state.get("normalization"))
+            if self._layers[name].spatial is not None:
+                self._layers[name].spatial.load_state_dict(layer_state)
 
     def config(self) -> dict:
         """The settings that define the penalty, as plain data (what a run directory records
@@ -415,8 +651,10 @@ class GraphSpectralRegularizer:
             >>> reg = GraphSpectralRegularizer(nn.Sequential(nn.Linear(3, 4)), {"0": ring(4)},
             ...                                weight=0.5)
             >>> layer = reg.config()["layers"]["0"]
-            >>> layer["nodes"], layer["weight"], layer["normalization"], layer["rayleigh"]
-            (4, 'ConstantWeight(0.5)', None, False)
+            >>> layer["nodes"], layer["weight"], layer["normalization"], layer["node_dim"]
+            (4, 'ConstantWeight(0.5)', None, 1)
+            >>> layer["objective"], layer["num_pairs"]
+            ('laplacian', None)
         """
         return {
             "method": self.method,
@@ -424,7 +662,11 @@ class GraphSpectralRegularizer:
                               "weight": repr(layer.schedule),
                               "normalization": layer.normalization,
                               "rayleigh": layer.rayleigh,
-                              "batch_mean_weight": layer.batch_mean_weight}
+                              "batch_mean_weight": layer.batch_mean_weight,
+                              "node_dim": layer.node_dim,
+                              "objective": layer.objective,
+                              "num_pairs": (None if layer.spatial is None
+                                            else layer.spatial.num_pairs)}
                        for name, layer in self._layers.items()},
         }
 

@@ -242,6 +242,19 @@ def _forward_through(model: nn.Module, key: str, graph, x: torch.Tensor):
     return reg.penalty()
 
 
+def _forward_and_penalty_of(graph, x: torch.Tensor, **options) -> torch.Tensor:
+    model, reg = _regularize(graph, **options)
+    model(x)
+    return reg.penalty()
+
+
+def _tokens_penalty(x: torch.Tensor, mask=None, **options) -> torch.Tensor:
+    """Penalty of fc1 (ring of 4) for inputs ``x`` [B, T, 3] (fc1 outputs [B, T, 4])."""
+    model, reg = _regularize(graphs.ring(4), **options)
+    model(x)
+    return reg.penalty(mask=mask)
+
+
 def _activations(samples: int = 10, neurons: int = 6, seed: int = 0) -> torch.Tensor:
     return torch.randn(samples, neurons, generator=torch.Generator().manual_seed(seed),
                        dtype=torch.float64)
@@ -883,6 +896,45 @@ _add(S, "GraphSpectralRegularizer(model, graphs, batch_mean_weight)", "batch_mea
 _add(S, "GraphSpectralRegularizer(model, graphs, method)", "method = 'fastest'",
      lambda tmp: _regularize(graphs.ring(4), method="fastest"),
      ValueError, r"method must be one of \('auto', 'dense', 'edge', 'sparse'\), got 'fastest'")
+_add(S, "reg = GraphSpectralRegularizer(model, graphs); model(x); reg.penalty()",
+     "an output [2, 4, 4] with the graph's 4 nodes on axes 1 and 2, node_dim not given",
+     lambda tmp: _tokens_penalty(torch.randn(2, 4, 3)),
+     ValueError, r"layer 'fc1' outputs shape \(2, 4, 4\), which has the graph's 4 nodes on "
+                 r"axes \[1, 2\]: pass node_dim")
+_add(S, "reg = GraphSpectralRegularizer(model, graphs); model(x); reg.penalty()",
+     "a [B, T, D] output [2, 5, 4] with node_dim not given",
+     lambda tmp: _tokens_penalty(torch.randn(2, 5, 3)),
+     ValueError, r"graph for layer 'fc1' has 4 nodes but the layer outputs 5 features \(shape "
+                 r"\(2, 5, 4\)\); its axis 2 has 4 entries: if the neurons are there, pass "
+                 r"node_dim=-1")
+_add(S, "GraphSpectralRegularizer(model, graphs, node_dim)", "node_dim = 0 (the batch axis)",
+     lambda tmp: _regularize(graphs.ring(4), node_dim=0),
+     ValueError, r"node_dim for layer 'fc1' must not be 0 \(axis 0 is the batch axis\)")
+_add(S, "GraphSpectralRegularizer(model, graphs, node_dim)", "node_dim = 'last' (a string)",
+     lambda tmp: _regularize(graphs.ring(4), node_dim="last"),
+     TypeError, r"node_dim for layer 'fc1' must be an int, got 'last'")
+_add(S, "GraphSpectralRegularizer(model, graphs, node_dim); model(x)",
+     "node_dim = 3 for a 3-D output [2, 5, 4]",
+     lambda tmp: _tokens_penalty(torch.randn(2, 5, 3), node_dim=3),
+     ValueError, r"node_dim=3 of layer 'fc1' is not a neuron axis of its output tensor of "
+                 r"shape \(2, 5, 4\)")
+_add(S, "reg.penalty(mask)", "a [2, 4] mask for an output [2, 5, 4] with node_dim=-1",
+     lambda tmp: _tokens_penalty(torch.randn(2, 5, 3), torch.ones(2, 4, dtype=torch.bool),
+                                 node_dim=-1),
+     ValueError, r"mask for layer 'fc1' must have the shape of the sample axes \(2, 5\) \(the "
+                 r"output shape \(2, 5, 4\) without node_dim=-1\), got shape \(2, 4\)")
+_add(S, "reg.penalty(mask)", "a float mask",
+     lambda tmp: _tokens_penalty(torch.randn(2, 5, 3), torch.ones(2, 5), node_dim=-1),
+     ValueError, r"mask for layer 'fc1' must be a boolean \(or integer 0/1\) tensor, got "
+                 r"tensor of shape \(2, 5\) and dtype torch\.float32")
+_add(S, "reg.penalty(mask)", "a mask that keeps no position",
+     lambda tmp: _tokens_penalty(torch.randn(2, 5, 3), torch.zeros(2, 5, dtype=torch.bool),
+                                 node_dim=-1),
+     ValueError, r"mask for layer 'fc1' keeps no position")
+_add(S, "reg.penalty(mask)", "a mask given as a list",
+     lambda tmp: _tokens_penalty(torch.randn(2, 5, 3), [[1] * 5] * 2, node_dim=-1),
+     TypeError, r"mask for layer 'fc1' must be a boolean torch\.Tensor over the sample axes, "
+                r"got \[\[1")
 _add(S, "reg.set_graph(layer, graph)", "a 5-node graph for a 4-node layer",
      lambda tmp: _regularize(graphs.ring(4))[1].set_graph("fc1", graphs.ring(5)),
      ValueError, r"new graph for layer 'fc1' has 5 nodes but the layer has 4")
@@ -893,6 +945,55 @@ _add(S, "reg.load_state_dict(state)", "the state of a regularizer of other layer
      lambda tmp: _regularize(4)[1].load_state_dict({"step": 0, "layers": {"fc2": {}}}),
      ValueError, r"regularizer state does not match: missing layers \['fc1'\], unexpected "
                  r"layers \['fc2'\]")
+_add(S, "GraphSpectralRegularizer(model, graphs, objective)", "objective = 'topoloss'",
+     lambda tmp: _regularize(graphs.ring(4), objective="topoloss"),
+     ValueError, r"objective for layer 'fc1' must be one of \('laplacian', "
+                 r"'spatial_correlation', 'weight_smoothness'\), got 'topoloss'")
+_add(S, "GraphSpectralRegularizer(model, graphs, objective)",
+     "objective = {'fc_1': 'weight_smoothness'} (a misspelt layer)",
+     lambda tmp: _regularize(graphs.ring(4), objective={"fc_1": "weight_smoothness"}),
+     ValueError, r"objective has an entry for 'fc_1', which is not a regularized layer; "
+                 r"closest: 'fc1'")
+_add(S, "GraphSpectralRegularizer(model, graphs, objective, rayleigh)",
+     "rayleigh=True with objective='spatial_correlation'",
+     lambda tmp: _regularize(graphs.ring(4), objective="spatial_correlation", rayleigh=True),
+     ValueError, r"layer 'fc1' has objective='spatial_correlation', which does not use "
+                 r"rayleigh=True: rayleigh and batch_mean_weight apply to objective "
+                 r"'laplacian' only")
+_add(S, "GraphSpectralRegularizer(model, graphs, objective, batch_mean_weight)",
+     "batch_mean_weight=0.1 with objective='weight_smoothness'",
+     lambda tmp: _regularize(graphs.ring(4), objective="weight_smoothness",
+                             batch_mean_weight=0.1),
+     ValueError, r"layer 'fc1' has objective='weight_smoothness', which does not use "
+                 r"batch_mean_weight=0\.1")
+_add(S, "GraphSpectralRegularizer(model, graphs, num_pairs)",
+     "num_pairs=10 with the default objective 'laplacian'",
+     lambda tmp: _regularize(graphs.ring(4), num_pairs=10),
+     ValueError, r"layer 'fc1' has objective='laplacian', which does not use num_pairs=10")
+_add(S, "GraphSpectralRegularizer(model, graphs, objective, num_pairs)", "num_pairs = 0",
+     lambda tmp: _regularize(graphs.ring(4), objective="spatial_correlation", num_pairs=0),
+     ValueError, r"num_pairs for layer 'fc1' must be >= 1, got 0")
+_add(S, "GraphSpectralRegularizer(model, {'act': g}, objective='weight_smoothness')",
+     "a layer without weights (a ReLU)",
+     lambda tmp: GraphSpectralRegularizer(_mlp(), {"act": graphs.ring(4)},
+                                          objective="weight_smoothness"),
+     ValueError, r"objective 'weight_smoothness' for layer 'act' reads the layer's incoming "
+                 r"weights, a \.weight of at least 2 dimensions with one row per unit, but "
+                 r"the module \(ReLU\) has no weight")
+_add(S, "GraphSpectralRegularizer(model, graphs, objective='spatial_correlation')",
+     "a graph of 2 units",
+     lambda tmp: GraphSpectralRegularizer(
+         nn.Sequential(OrderedDict(fc1=nn.Linear(3, 2))), {"fc1": graphs.line(2)},
+         objective="spatial_correlation"),
+     ValueError, r"objective 'spatial_correlation' for layer 'fc1' needs a graph of at least "
+                 r"3 units \(2 pairs to correlate\), got 2")
+_add(S, "reg = GraphSpectralRegularizer(model, graphs, objective='spatial_correlation'); "
+        "model(x); reg.penalty()",
+     "a batch of 1 sample",
+     lambda tmp: _forward_and_penalty_of(graphs.ring(4), torch.randn(1, 3),
+                                         objective="spatial_correlation"),
+     ValueError, r"objective 'spatial_correlation' for layer 'fc1' correlates responses over "
+                 r"samples and needs at least 2, got 1 \(after the mask\)")
 _accepted(S, "reg.penalty()", "the empty graph (zero edges) on a 4-feature layer",
           lambda tmp: _forward_and_penalty(_empty_graph(4)),
           lambda p: _expect(float(p.detach()) == 0.0 and p.requires_grad),
@@ -1103,6 +1204,9 @@ _add(S, "GSRTrainer(..., learn)", "learn = {'fc1': 'knn'}",
 _add(S, "GSRTrainer(..., learn)", "learning a layer the regularizer does not hold",
      lambda tmp: _trainer(learn={"out": learn.CoactivationGraph()}),
      ValueError, r"layer 'out' is not regularized; regularized layers: \['fc1'\]")
+_add(S, "GSRTrainer(..., mask_fn)", "mask_fn = 'attention_mask' (a string)",
+     lambda tmp: _trainer(max_steps=2, mask_fn="attention_mask"),
+     TypeError, r"mask_fn must be a callable batch -> mask or None, got 'attention_mask'")
 _add(S, "GSRTrainer(..., schedule)", "schedule given as a dict",
      lambda tmp: _trainer(learn={"fc1": learn.CoactivationGraph()},
                           schedule={"warmup_steps": 1}),

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import doctest
+import math
 import re
 
 import networkx as nx
@@ -27,6 +28,7 @@ from gsr_pyg.graphs import (
     to_networkx,
     torus,
 )
+from gsr_pyg.learn import from_positions
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -748,3 +750,135 @@ def test_docstring_examples_hold():
     result = doctest.testmod(graphs, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10
     assert result.failed == 0
+
+
+# --------------------------------------------------------------------------- from positions
+
+
+def _brute_knn_adjacency(points: np.ndarray, k: int) -> np.ndarray:
+    """Directed kNN adjacency by full sorting (stable: ties go to the lower index)."""
+    d = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    a = np.zeros_like(d)
+    for i, order in enumerate(np.argsort(d, axis=1, kind="stable")):
+        a[i, order[:k]] = 1.0
+    return a
+
+
+def _dense(g: Data) -> np.ndarray:
+    a = np.zeros((g.num_nodes, g.num_nodes))
+    a[g.edge_index[0].numpy(), g.edge_index[1].numpy()] = g.edge_weight.numpy()
+    return a
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize("symmetrize", ["mean", "max", "mutual"])
+def test_from_positions_knn_equals_brute_force(dims, symmetrize):
+    points = np.random.default_rng(dims).uniform(-3, 3, size=(60, dims)) + 1000.0
+    g = from_positions(torch.tensor(points), k=6, symmetrize=symmetrize)
+    assert check_graph(g) is g
+    a = _brute_knn_adjacency(points, 6)
+    expected = {"mean": (a + a.T) / 2, "max": np.maximum(a, a.T), "mutual": a * a.T}
+    np.testing.assert_array_equal(_dense(g), expected[symmetrize])
+
+
+def test_from_positions_knn_gaussian_weights_and_default_k():
+    points = torch.rand(40, 2, generator=torch.Generator().manual_seed(0))
+    g = from_positions(points, sigma=0.3, symmetrize="max")
+    a = _brute_knn_adjacency(points.double().numpy(), 8)
+    d2 = ((points[:, None] - points[None]) ** 2).sum(-1).double().numpy()
+    expected = np.maximum(a, a.T) * np.exp(-d2 / 0.09)
+    np.testing.assert_allclose(_dense(g), expected, rtol=1e-6, atol=1e-7)
+    assert g.sigma == 0.3
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_from_positions_radius_equals_networkx_random_geometric_graph(dims):
+    points = np.random.default_rng(7).uniform(size=(150, dims))
+    reference = nx.random_geometric_graph(150, 0.2, dim=dims,
+                                          pos={i: p for i, p in enumerate(points)})
+    g = from_positions(torch.tensor(points), "radius", radius=0.2)
+    assert check_graph(g) is g
+    ours = {tuple(e) for e in g.edge_index.t().tolist() if e[0] < e[1]}
+    assert ours == {tuple(sorted(e)) for e in reference.edges()}
+    assert len(ours) > 100
+    assert bool((g.edge_weight == 1).all())
+
+
+def test_from_positions_radius_on_a_lattice_is_the_4_and_8_neighbour_grid():
+    lattice = grid(6, 5).pos
+    for radius, neighbours in [(1.0, 4), (1.5, 8)]:
+        g = from_positions(lattice, "radius", radius=radius)
+        ref = grid(6, 5, neighbours=neighbours)
+        assert torch.equal(g.edge_index, ref.edge_index)
+        assert torch.equal(g.pos, lattice)
+
+
+def test_from_positions_radius_with_gaussian_weights():
+    points = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 2.0]])
+    g = from_positions(points, "radius", radius=1.0, sigma=1.0)
+    assert g.edge_index.tolist() == [[0, 1], [1, 0]]
+    assert torch.allclose(g.edge_weight, torch.full((2,), math.exp(-0.25)))
+
+
+def test_from_positions_gaussian_keeps_pairs_above_the_threshold():
+    points = np.random.default_rng(3).normal(size=(50, 2))
+    g = from_positions(torch.tensor(points), "gaussian", sigma=0.5, threshold=0.2)
+    assert check_graph(g) is g
+    w = np.exp(-((points[:, None] - points[None]) ** 2).sum(-1) / 0.25)
+    np.fill_diagonal(w, 0.0)
+    expected = np.where(w >= 0.2, w, 0.0)
+    np.testing.assert_allclose(_dense(g), expected, rtol=1e-6)
+    assert 0 < g.edge_index.size(1) < 50 * 49
+
+
+def test_from_positions_drops_underflowed_weights_and_keeps_coordinates():
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [100.0, 0.0, 0.0]])
+    g = from_positions(points, "radius", radius=1000.0, sigma=0.1)  # exp(-1e6) == 0
+    assert g.edge_index.tolist() == [[0, 1], [1, 0]]
+    assert torch.equal(g.coords, points) and "pos" not in g and "x" not in g
+    line_points = torch.tensor([[0.0], [1.0], [3.0]])
+    h = from_positions(line_points, k=1)
+    assert h.pos.tolist() == [[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]
+    assert check_graph(h) is h
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: from_positions(torch.rand(5)), ValueError, r"pos must be 2-D"),
+    (lambda: from_positions([[0.0, 1.0]]), TypeError, "pos must be a torch.Tensor"),
+    (lambda: from_positions(torch.rand(0, 2)), ValueError, "at least 1 point"),
+    (lambda: from_positions(torch.tensor([[0.0, float("nan")], [1.0, 1.0]])), ValueError,
+     "pos must be finite, got 1 NaN"),
+    (lambda: from_positions(torch.rand(5, 2), k=5), ValueError,
+     r"k must be between 1 and num_points - 1 = 4 .* got k=5 for 5 points"),
+    (lambda: from_positions(torch.rand(5, 2), k=0), ValueError, "got k=0"),
+    (lambda: from_positions(torch.rand(5, 2), k=2.0), TypeError, "k must be an int"),
+    (lambda: from_positions(torch.rand(5, 2), "radius"), ValueError, "needs radius"),
+    (lambda: from_positions(torch.rand(5, 2), "radius", radius=0.0), ValueError,
+     "radius must be finite and > 0, got 0.0"),
+    (lambda: from_positions(torch.rand(5, 2), "radius", radius=-1.0), ValueError,
+     "radius must be finite and > 0"),
+    (lambda: from_positions(torch.rand(5, 2), "radius", radius=1.0, k=3), ValueError,
+     "k is not used by method='radius'"),
+    (lambda: from_positions(torch.rand(5, 2), radius=1.0), ValueError,
+     "radius is not used by method='knn'"),
+    (lambda: from_positions(torch.rand(5, 2), "gaussian", threshold=1.0), ValueError,
+     r"threshold must be in \[0, 1\)"),
+    (lambda: from_positions(torch.rand(5, 2), "gaussian", sigma=-1.0), ValueError,
+     "sigma must be finite and > 0"),
+    (lambda: from_positions(torch.rand(5, 2), "grid"), ValueError,
+     r"method must be one of \('knn', 'radius', 'gaussian'\)"),
+    (lambda: from_positions(torch.ones(5, 2, dtype=torch.bool)), ValueError,
+     "real coordinates"),
+])
+def test_from_positions_refuses_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_from_positions_integer_coordinates_and_chunking_agree():
+    points = torch.randint(0, 20, (80, 2))
+    g = from_positions(points, k=5)
+    h = from_positions(points.float(), k=5, chunk_size=7)
+    assert torch.equal(g.edge_index, h.edge_index) and torch.equal(g.edge_weight, h.edge_weight)
+    assert g.pos.dtype == torch.float32 and check_graph(g) is g

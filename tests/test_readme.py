@@ -24,7 +24,7 @@ def run_block(index: int, tmp_path, monkeypatch) -> dict:
 
 
 def test_every_readme_example_has_its_test():
-    assert len(BLOCKS) == 2  # a new example gets a test below that checks what it states
+    assert len(BLOCKS) == 3  # a new example gets a test below that checks what it states
 
 
 def test_quick_start_gives_what_it_states(tmp_path, monkeypatch):
@@ -52,3 +52,23 @@ def test_learned_graph_example_gives_what_it_states(tmp_path, monkeypatch):
     assert names["G"].number_of_nodes() == 20
     assert names["G"].number_of_edges() == graph.num_edges // 2
 
+
+
+def test_transformer_example_gives_what_it_states(tmp_path, monkeypatch):
+    block = BLOCKS[2]
+    names = run_block(2, tmp_path, monkeypatch)
+    mask, hidden, tokens = names["mask"], names["hidden"], names["tokens"]
+    # the sheet has 64 units; the rows are the real tokens of the mask, padding left out
+    assert names["sheet"].num_nodes == stated(r"the (\d+) MLP units", block) == 64
+    assert tuple(tokens.shape[:2]) == tuple(mask.shape)
+    assert not bool(mask.all()) and bool(mask[:, 0].all())  # some padding, no empty sequence
+    assert tuple(hidden.shape) == (int(mask.sum()), 64)
+    assert names["reg"].node_dim("activation") == -1
+    assert float(names["ratio"]) < stated(r"ratio below ([\d.]+)", block)
+
+    # "about 1.0 at weight 0": the same example without the penalty
+    weight = re.search(r"weight=([\d.]+)", block).group(0)
+    unregularized = block.replace(weight, "weight=0.0")
+    (tmp_path / "weight0.py").write_text(unregularized)
+    ratio0 = runpy.run_path(str(tmp_path / "weight0.py"), run_name="__readme__")["ratio"]
+    assert abs(float(ratio0) - stated(r"about ([\d.]+) at weight 0", block)) < 0.15

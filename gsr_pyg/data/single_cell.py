@@ -613,6 +613,57 @@ def cell_embedding(latent, method: str = "umap", seed: int = 0) -> np.ndarray:
     return coords.astype(np.float32)
 
 
+def _gene_arrays(genes, loadings, correlations, neurons: int):
+    """The per-gene inputs of :func:`annotate_anndata`, checked: ``(loadings [G, C],
+    assignment [G], correlations [neurons, G])``, each None when not given."""
+    if genes is not None:
+        if isinstance(genes, str) or not isinstance(genes, Sequence):
+            raise TypeError(f"genes must be a sequence of gene names, got {describe(genes)}")
+    elif loadings is not None or correlations is not None:
+        raise ValueError("genes must be given with loadings or correlations: the gene of "
+                         "every column they describe")
+    if loadings is not None and not all(hasattr(loadings, a) for a in
+                                        ("loadings", "assignment", "modules")):
+        raise TypeError("loadings must be the ModuleLoadings of gsr_pyg.readouts."
+                        f"module_loadings, got {describe(loadings)}")
+    gene_count = None if genes is None else f"one per gene of genes, {len(genes)}"
+    loading_array = assignment = correlation_array = None
+    if loadings is not None:
+        loading_array = _as_numpy(loadings.loadings, "loadings.loadings", ndim=2,
+                                  rows=len(genes), rows_of=gene_count)
+        assignment = _as_numpy(loadings.assignment, "loadings.assignment", ndim=1,
+                               rows=len(genes), rows_of=gene_count)
+    if correlations is not None:
+        correlation_array = _as_numpy(correlations, "correlations", ndim=2, rows=neurons,
+                                      rows_of="one per latent neuron")
+        if correlation_array.shape[1] != len(genes):
+            raise ValueError(f"correlations must have one column per gene of genes "
+                             f"({len(genes)}), got shape {tuple(correlation_array.shape)}")
+    return loading_array, assignment, correlation_array
+
+
+def _annotate_genes(adata, genes, loading_array, assignment, correlation_array) -> None:
+    """Per-gene results into ``adata.varm``/``adata.var``, matched by gene name (genes of
+    ``adata`` not in ``genes`` get NaN and module -1)."""
+    var_index = {name: i for i, name in enumerate(adata.var_names.astype(str))}
+    rows = np.array([var_index.get(str(g), -1) for g in genes], dtype=np.int64)
+    used = rows >= 0
+    if loading_array is not None:
+        full_loadings = np.full((adata.n_vars, loading_array.shape[1]), np.nan,
+                                dtype=np.float32)
+        full_loadings[rows[used]] = loading_array[used]
+        adata.varm["gsr_loadings"] = full_loadings
+    if correlation_array is not None:
+        full_corr = np.full((adata.n_vars, correlation_array.shape[0]), np.nan,
+                            dtype=np.float32)
+        full_corr[rows[used]] = correlation_array.T[used]
+        adata.varm["gsr_correlation"] = full_corr
+    if assignment is not None:
+        module_of = np.full(adata.n_vars, -1, dtype=np.int64)
+        module_of[rows[used]] = assignment[used]
+        adata.var["gsr_module"] = module_of
+
+
 def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[str] | None = None,
                      module_activity=None, loadings=None, correlations=None, embedding=None,
                      embedding_name: str = "embedding", settings: Mapping | None = None) -> None:
@@ -678,28 +729,8 @@ def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[st
                              rows_of="one per latent neuron")
     if module_array.dtype.kind not in "iu":
         raise TypeError(f"neuron_modules must hold integers, got dtype {module_array.dtype}")
-    if genes is not None:
-        if isinstance(genes, str) or not isinstance(genes, Sequence):
-            raise TypeError(f"genes must be a sequence of gene names, got {describe(genes)}")
-    elif loadings is not None or correlations is not None:
-        raise ValueError("genes must be given with loadings or correlations: the gene of "
-                         "every column they describe")
-    if loadings is not None and not all(hasattr(loadings, a) for a in
-                                        ("loadings", "assignment", "modules")):
-        raise TypeError("loadings must be the ModuleLoadings of gsr_pyg.readouts."
-                        f"module_loadings, got {describe(loadings)}")
-    gene_count = None if genes is None else f"one per gene of genes, {len(genes)}"
-    if loadings is not None:
-        loading_array = _as_numpy(loadings.loadings, "loadings.loadings", ndim=2,
-                                  rows=len(genes), rows_of=gene_count)
-        assignment = _as_numpy(loadings.assignment, "loadings.assignment", ndim=1,
-                               rows=len(genes), rows_of=gene_count)
-    if correlations is not None:
-        correlation_array = _as_numpy(correlations, "correlations", ndim=2, rows=neurons,
-                                      rows_of="one per latent neuron")
-        if correlation_array.shape[1] != len(genes):
-            raise ValueError(f"correlations must have one column per gene of genes "
-                             f"({len(genes)}), got shape {tuple(correlation_array.shape)}")
+    loading_array, assignment, correlation_array = _gene_arrays(genes, loadings,
+                                                               correlations, neurons)
     if module_activity is not None:
         activity = _as_numpy(module_activity, "module_activity", ndim=2, rows=adata.n_obs,
                              rows_of=cells)
@@ -717,22 +748,7 @@ def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[st
     if embedding is not None:
         adata.obsm[f"X_gsr_{embedding_name}"] = coords.astype(np.float32, copy=False)
     if genes is not None:
-        var_index = {name: i for i, name in enumerate(adata.var_names.astype(str))}
-        rows = np.array([var_index.get(str(g), -1) for g in genes], dtype=np.int64)
-        used = rows >= 0
-    if loadings is not None:
-        full_loadings = np.full((adata.n_vars, loading_array.shape[1]), np.nan,
-                                dtype=np.float32)
-        full_loadings[rows[used]] = loading_array[used]
-        module_of = np.full(adata.n_vars, -1, dtype=np.int64)
-        module_of[rows[used]] = assignment[used]
-        adata.varm["gsr_loadings"] = full_loadings
-    if correlations is not None:
-        full_corr = np.full((adata.n_vars, neurons), np.nan, dtype=np.float32)
-        full_corr[rows[used]] = correlation_array.T[used]
-        adata.varm["gsr_correlation"] = full_corr
-    if loadings is not None:
-        adata.var["gsr_module"] = module_of
+        _annotate_genes(adata, genes, loading_array, assignment, correlation_array)
     edge_weight = graph.edge_weight
     if edge_weight is None:
         edge_weight = torch.ones(graph.edge_index.size(1))

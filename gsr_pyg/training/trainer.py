@@ -90,7 +90,7 @@ def _to_cpu(value):
 
 def _metrics_row(reg: GraphSpectralRegularizer, progress: Progress, task_loss: torch.Tensor,
                  penalties: dict, events: dict[str, RefreshEvent],
-                 smoothness_permutations: int) -> dict:
+                 smoothness_permutations: int, mask: torch.Tensor | None) -> dict:
     """One row of metrics.jsonl: the step, its phase, the task loss of the global batch and,
     per regularized layer, its weight, penalty, graph and smoothness."""
     row = {"step": progress.step, "phase": progress.phase.value,
@@ -104,7 +104,7 @@ def _metrics_row(reg: GraphSpectralRegularizer, progress: Progress, task_loss: t
             entry["components"] = connected_components(graph)[0]
             if smoothness_permutations:
                 entry["smoothness_ratio"] = smoothness_ratio(
-                    reg.samples(name).detach(), graph,
+                    reg.samples(name, mask=mask).detach(), graph,
                     num_permutations=smoothness_permutations, seed=progress.step)
         else:
             entry["components"] = graph.num_nodes
@@ -152,6 +152,12 @@ class GSRTrainer:
         verbose: show a progress bar and print a one-line summary.
         config: extra JSON-serialisable settings stored in ``config.json`` and compared on
             resume (data, model sizes...).
+        mask_fn: ``mask_fn(batch)`` -> the batch's padding mask over the sample axes of the
+            regularized layers (e.g. ``lambda batch: batch[2]`` for a Hugging Face
+            ``attention_mask`` ``[B, T]`` carried as the third item), or None for a batch
+            without padding. Padded positions count neither in the penalty, nor in the
+            features and statistics of learned graphs, nor in the logged smoothness.
+            Default None: every position is real.
 
     Attributes: ``progress`` (a :class:`~gsr_pyg.training.schedule.Progress`: step, phase,
     learning and after-stop steps), ``history`` (a :class:`History`), ``refresh`` (the
@@ -177,6 +183,7 @@ class GSRTrainer:
         device: torch.device | str | None = None,
         verbose: bool = True,
         config: Mapping | None = None,
+        mask_fn: Callable | None = None,
     ):
         learn = _check_parts(model, reg, optimizer, loss_fn, learn)
         if learn:
@@ -210,6 +217,10 @@ class GSRTrainer:
             raise TypeError(f"config must be a mapping of JSON-serialisable settings, got "
                             f"{describe(config)}")
         self.extra_config = dict(config or {})
+        if mask_fn is not None and not callable(mask_fn):
+            raise TypeError(f"mask_fn must be a callable batch -> mask or None, got "
+                            f"{describe(mask_fn)}")
+        self.mask_fn = mask_fn
         if device is None:
             param = next(model.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
@@ -258,21 +269,22 @@ class GSRTrainer:
             loss = self._task_loss(model, batch)  # the regularizer captures its layers here
             # learning phase: new graphs every refresh_every steps (none during the warm-up,
             # when the learned layers have no edges and so no penalty)
-            events = self.refresh.refresh() if self._plan.refresh_due(self.progress) else {}
+            mask = self._mask(batch)  # padding: real positions only, everywhere below
+            events = self._refresh(mask) if self._plan.refresh_due(self.progress) else {}
             self._record_snapshots(events)
             stopped = bool(events) and self.refresh.all_stopped
             if stopped and self._plan.end_at_stop(self.progress):
                 self.reg.step()  # nothing is trained after the stop
                 self._save_checkpoint()
                 break
-            penalties = self.reg.penalties()  # per layer, weighted by its schedule
+            penalties = self.reg.penalties(mask=mask)  # per layer, weighted by its schedule
             (loss + sum(penalties.values())).backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.refresh.observe()  # statistics for the next graph
+            self._observe(mask)  # statistics for the next graph
             if events or self.progress.step % self.log_every == 0:
                 self._log(_metrics_row(self.reg, self.progress, loss.detach(), penalties, events,
-                                       self.smoothness_permutations), bar)
+                                       self.smoothness_permutations, mask), bar)
             self.reg.step()
             self._plan.advance(self.progress, stopped)
             if bar is not None:
@@ -308,6 +320,27 @@ class GSRTrainer:
         model = DistributedDataParallel(
             self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
         return model, distributed_loader(loader, self.seed)
+
+    def _mask(self, batch) -> torch.Tensor | None:
+        """The batch's padding mask from ``mask_fn`` (None without one)."""
+        if self.mask_fn is None:
+            return None
+        mask = self.mask_fn(batch)
+        if mask is not None and not isinstance(mask, torch.Tensor):
+            raise TypeError(f"mask_fn must return a boolean tensor over the sample axes or "
+                            f"None, got {describe(mask)}")
+        return mask
+
+    # Without a mask the refresh is called as before, so a replacement object with the
+    # original methods (no mask argument) keeps working.
+    def _refresh(self, mask: torch.Tensor | None) -> dict[str, RefreshEvent]:
+        return self.refresh.refresh() if mask is None else self.refresh.refresh(mask=mask)
+
+    def _observe(self, mask: torch.Tensor | None) -> None:
+        if mask is None:
+            self.refresh.observe()
+        else:
+            self.refresh.observe(mask=mask)
 
     def _task_loss(self, model: nn.Module, batch) -> torch.Tensor:
         if isinstance(batch, (list, tuple)):

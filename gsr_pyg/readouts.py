@@ -1,7 +1,13 @@
 r"""Read-outs of a structured hidden layer: what its neurons do, per class, group or module.
 
 Activations are ``[S, N]`` (``S`` samples, ``N`` neurons; node ``i`` of the layer's graph is
-column ``i``); results are tensors on the device of the input.
+column ``i``); results are tensors on the device of the input. The read-outs of a layer's
+activations (:func:`class_mean_maps`, :func:`subtract_global_mean`, :func:`module_activity`,
+:func:`neuron_planted_modules`) also take any layout the penalty and the metrics take:
+``node_dim`` is the axis of the neurons (default 1; ``-1`` for a transformer layer
+``[B, T, D]``, whose every token is a sample) and ``mask`` a boolean mask over the sample
+axes (e.g. an ``attention_mask`` ``[B, T]``) whose false positions are left out. Per-sample
+labels then have the shape of the sample axes (``[B, T]``; ``[S]`` for ``[S, N]``).
 
 * :func:`group_means`: the mean of rows (or columns) per group; the class and module
   read-outs below are this one function (the loadings of features on modules are
@@ -49,6 +55,7 @@ from ._validation import (
     check_tensor,
     describe,
 )
+from .capture import check_node_dim, check_sample_mask, sample_shape, samples_by_neurons
 
 __all__ = [
     "group_means",
@@ -66,6 +73,46 @@ __all__ = [
 
 def _as_float(values: torch.Tensor) -> torch.Tensor:
     return values if values.is_floating_point() else values.to(torch.get_default_dtype())
+
+
+def _default_layout(activations, node_dim: int, mask) -> bool:
+    """Whether ``activations`` are read as before ``node_dim``/``mask`` existed: ``[S, N]``
+    (or not a tensor of more than 2 axes, refused by the checks of that path)."""
+    return mask is None and node_dim == 1 and not (
+        isinstance(activations, torch.Tensor) and activations.dim() > 2)
+
+
+def _sample_rows(activations, node_dim: int, mask, labels=None, labels_name: str = "labels"
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Size]:
+    """Validate a layer's ``activations`` (neurons on ``node_dim``), ``mask`` and per-sample
+    ``labels`` (the shape of the sample axes); return the ``[samples, N]`` rows of the real
+    positions, their labels flattened alike (or None), and the sample shape."""
+    check_tensor(activations, "activations", min_ndim=2)
+    check_node_dim(node_dim)
+    if not -activations.dim() <= node_dim < activations.dim() or \
+            node_dim % activations.dim() == 0:
+        raise ValueError(
+            f"node_dim={node_dim} is not a neuron axis of activations {describe(activations)}: "
+            f"it must be one of the axes 1..{activations.dim() - 1} "
+            f"(or -1..-{activations.dim() - 1})"
+        )
+    expected = sample_shape(activations, node_dim)
+    if labels is not None:
+        check_tensor(labels, labels_name)
+        if labels.shape != expected:
+            raise ValueError(
+                f"{labels_name} must have the shape of the sample axes {tuple(expected)} (the "
+                f"activations shape {tuple(activations.shape)} without node_dim={node_dim}), "
+                f"got shape {tuple(labels.shape)}"
+            )
+        labels = labels.reshape(-1)
+    rows = samples_by_neurons(activations, node_dim)
+    if mask is not None:
+        keep = check_sample_mask(mask, activations, node_dim).reshape(-1)
+        rows = rows[keep]
+        if labels is not None:
+            labels = labels[keep.to(labels.device)]
+    return rows, labels, expected
 
 
 def _check_index(index, name: str, length: int, length_name: str,
@@ -157,7 +204,8 @@ def group_means(values: torch.Tensor, groups: torch.Tensor, num_groups: int | No
 
 
 def class_mean_maps(activations: torch.Tensor, labels: torch.Tensor,
-                    num_classes: int | None = None) -> torch.Tensor:
+                    num_classes: int | None = None, node_dim: int = 1,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""Mean activation of every neuron over the samples of each class (the paper's maps).
 
     :func:`group_means` of the samples by class:
@@ -166,9 +214,16 @@ def class_mean_maps(activations: torch.Tensor, labels: torch.Tensor,
         M_{cn} = \frac{1}{|\{s : y_s = c\}|} \sum_{s : y_s = c} a_{sn}
 
     Args:
-        activations: ``[S, N]`` layer activations (integer input is cast to float).
-        labels: ``[S]`` integer class of each sample, in ``[0, num_classes)``.
-        num_classes: number of rows of the result (default ``labels.max() + 1``).
+        activations: ``[S, N]`` layer activations (integer input is cast to float), or any
+            layout with the neurons on ``node_dim`` (``[B, C, H, W]``, ``[B, T, D]``).
+        labels: integer class of each sample, in ``[0, num_classes)``, with the shape of the
+            sample axes (``activations.shape`` without ``node_dim``: ``[S]`` for ``[S, N]``,
+            ``[B, T]`` for ``[B, T, D]`` with ``node_dim=-1``).
+        num_classes: number of rows of the result (default ``labels.max() + 1``, over the
+            real samples).
+        node_dim: the axis of ``activations`` that holds the neurons (default 1).
+        mask: optional boolean mask over the sample axes (e.g. an ``attention_mask``
+            ``[B, T]``); only the true positions count (default None: all).
 
     Returns:
         ``[C, N]`` floating tensor on the device of ``activations``. A class without any
@@ -179,13 +234,21 @@ def class_mean_maps(activations: torch.Tensor, labels: torch.Tensor,
         >>> class_mean_maps(a, torch.tensor([0, 0, 1]))
         tensor([[2., 1.],
                 [5., 5.]])
+        >>> tokens = torch.tensor([[[1., 0.], [3., 2.]], [[5., 5.], [9., 9.]]])  # [B, T, D]
+        >>> class_mean_maps(tokens, torch.tensor([[0, 0], [1, 1]]), node_dim=-1,
+        ...                 mask=torch.tensor([[1, 1], [1, 0]]))  # the last token is padding
+        tensor([[2., 1.],
+                [5., 5.]])
     """
-    return _checked_group_means(activations, labels, num_classes,
-                                names=("activations", "labels", "num_classes", "sample"))
+    names = ("activations", "labels", "num_classes", "sample")
+    if _default_layout(activations, node_dim, mask):
+        return _checked_group_means(activations, labels, num_classes, names=names)
+    rows, labels, _ = _sample_rows(activations, node_dim, mask, labels)
+    return _checked_group_means(rows, labels, num_classes, names=names)
 
 
-def subtract_global_mean(maps: torch.Tensor,
-                         activations: torch.Tensor | None = None) -> torch.Tensor:
+def subtract_global_mean(maps: torch.Tensor, activations: torch.Tensor | None = None,
+                         node_dim: int = 1, mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""Class maps minus the global mean map: what is special about each class.
 
     .. math::
@@ -198,7 +261,11 @@ def subtract_global_mean(maps: torch.Tensor,
 
     Args:
         maps: ``[C, N]`` class maps, e.g. from :func:`class_mean_maps`.
-        activations: optional ``[S, N]`` activations the maps were computed from.
+        activations: optional ``[S, N]`` activations the maps were computed from (or any
+            layout with the neurons on ``node_dim``, as in :func:`class_mean_maps`).
+        node_dim: the axis of ``activations`` that holds the neurons (default 1).
+        mask: optional boolean mask over the sample axes of ``activations``; the mean is
+            over the true positions only (default None: all). Needs ``activations``.
 
     Returns:
         ``[C, N]`` tensor; NaN rows stay NaN.
@@ -209,12 +276,21 @@ def subtract_global_mean(maps: torch.Tensor,
         >>> subtract_global_mean(maps)
         tensor([[-1., -1.],
                 [ 1.,  1.]])
+        >>> tokens = torch.tensor([[[0., 2.], [4., 6.]], [[2., 4.], [8., 8.]]])  # [B, T, D]
+        >>> subtract_global_mean(maps, tokens, node_dim=-1,
+        ...                      mask=torch.tensor([[1, 1], [1, 0]]))  # mean [2., 4.]
+        tensor([[-1., -1.],
+                [ 1.,  1.]])
     """
     check_tensor(maps, "maps", ndim=2)
     maps = _as_float(maps)
     if activations is None:
+        if mask is not None:
+            raise ValueError("mask needs activations: it selects the samples of their mean")
         global_map = torch.nanmean(maps, dim=0)
     else:
+        if not _default_layout(activations, node_dim, mask):
+            activations, _, _ = _sample_rows(activations, node_dim, mask)
         check_tensor(activations, "activations", ndim=2)
         if activations.size(1) != maps.size(1):
             raise ValueError(
@@ -300,19 +376,26 @@ def pseudotime_bins(pseudotime: torch.Tensor, num_bins: int = 5) -> torch.Tensor
 
 
 def module_activity(activations: torch.Tensor, neuron_labels: torch.Tensor,
-                    num_modules: int | None = None) -> torch.Tensor:
+                    num_modules: int | None = None, node_dim: int = 1,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""Mean activation of each neuron module, per sample.
 
     .. math::
         m_{sk} = \frac{1}{|\{n : \ell_n = k\}|} \sum_{n : \ell_n = k} a_{sn}
 
     Args:
-        activations: ``[S, N]`` layer activations.
+        activations: ``[S, N]`` layer activations, or any layout with the neurons on
+            ``node_dim`` (``[B, T, D]`` with ``node_dim=-1``).
         neuron_labels: ``[N]`` integer module of each neuron (e.g. graph communities).
         num_modules: number of columns of the result (default ``neuron_labels.max() + 1``).
+        node_dim: the axis of ``activations`` that holds the neurons (default 1).
+        mask: optional boolean mask over the sample axes; only the true positions get a
+            row (default None: all).
 
     Returns:
-        ``[S, M]``; a module without neurons gets a column of NaN.
+        ``[S, M]``; a module without neurons gets a column of NaN. For other layouts, as the
+        metrics: the sample shape plus ``M`` (``[B, T, M]``), or ``[S_real, M]`` (the real
+        positions in row-major order) with a mask.
 
     Example::
 
@@ -320,9 +403,17 @@ def module_activity(activations: torch.Tensor, neuron_labels: torch.Tensor,
         >>> module_activity(a, torch.tensor([0, 0, 1]))
         tensor([[ 2., 10.],
                 [ 1.,  4.]])
+        >>> module_activity(a.view(1, 2, 3), torch.tensor([0, 0, 1]), node_dim=-1,
+        ...                 mask=torch.tensor([[1, 0]]))  # [B, T, D], the 2nd token padding
+        tensor([[ 2., 10.]])
     """
-    return _checked_group_means(activations, neuron_labels, num_modules, dim=1,
-                                names=("activations", "neuron_labels", "num_modules", "neuron"))
+    names = ("activations", "neuron_labels", "num_modules", "neuron")
+    if _default_layout(activations, node_dim, mask):
+        return _checked_group_means(activations, neuron_labels, num_modules, dim=1,
+                                    names=names)
+    rows, _, shape = _sample_rows(activations, node_dim, mask)
+    activity = _checked_group_means(rows, neuron_labels, num_modules, dim=1, names=names)
+    return activity if mask is not None else activity.reshape(*shape, activity.size(1))
 
 
 # --------------------------------------------------------------------------- graph modules
@@ -374,7 +465,8 @@ def extract_modules(graph: Data, inputs: torch.Tensor, activations: torch.Tensor
 
 
 def neuron_planted_modules(inputs: torch.Tensor, activations: torch.Tensor,
-                           feature_module: torch.Tensor) -> torch.Tensor:
+                           feature_module: torch.Tensor, node_dim: int = 1,
+                           mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""The planted module each neuron carries: the module whose features it correlates with
     most.
 
@@ -389,8 +481,13 @@ def neuron_planted_modules(inputs: torch.Tensor, activations: torch.Tensor,
 
     Args:
         inputs: ``[S, F]`` input features.
-        activations: ``[S, N]`` neuron activations on the same samples.
+        activations: ``[S, N]`` neuron activations on the same samples (or any layout with
+            the neurons on ``node_dim``, its ``S`` positions in row-major order).
         feature_module: ``[F]`` integer planted module of every feature.
+        node_dim: the axis of ``activations`` that holds the neurons (default 1).
+        mask: optional boolean mask over the sample axes of ``activations``; the padded
+            positions and their rows of ``inputs`` are left out (default None), as in
+            :func:`gsr_pyg.metrics.feature_correlations`.
 
     Returns:
         ``[N]`` long tensor of module labels (values taken from ``feature_module``).
@@ -400,7 +497,8 @@ def neuron_planted_modules(inputs: torch.Tensor, activations: torch.Tensor,
         >>> neuron_planted_modules(x, x[:, [1, 0]], torch.tensor([0, 0, 1]))
         tensor([0, 0])
     """
-    correlations = metrics.feature_correlations(inputs, activations)  # [N, F]
+    correlations = metrics.feature_correlations(inputs, activations, node_dim=node_dim,
+                                                mask=mask)  # [N, F]
     num_features = correlations.size(1)
     check_tensor(feature_module, "feature_module", ndim=1)
     if feature_module.is_floating_point() or feature_module.is_complex() or \

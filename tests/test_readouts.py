@@ -457,3 +457,124 @@ def test_feature_graph_validates():
         feature_graph(torch.rand(3, 2), min_loading=-0.1)
     with pytest.raises(ValueError, match="loadings must be finite"):
         feature_graph(torch.tensor([[float("nan"), 0.1]]))
+
+
+# ----------------------------------------------------------------------------- layouts and masks
+def _tokens(seed: int = 0):
+    """Activations [B, T, D], per-token labels [B, T] and an attention mask [B, T]."""
+    generator = torch.Generator().manual_seed(seed)
+    activations = torch.randn(3, 5, 4, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (3, 5), generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    return activations, labels, mask
+
+
+def test_class_mean_maps_of_tokens_equal_the_maps_of_the_real_tokens():
+    activations, labels, mask = _tokens()
+    keep = mask.bool()
+    got = class_mean_maps(activations, labels, num_classes=4, node_dim=-1, mask=mask)
+    expected = _numpy_class_means(activations[keep].numpy(), labels[keep].numpy(), 4)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    assert torch.isnan(got[3]).all()
+    # Without a mask every token is a sample.
+    unmasked = class_mean_maps(activations, labels, node_dim=-1)
+    assert torch.equal(unmasked, class_mean_maps(activations.reshape(15, 4), labels.reshape(15)))
+
+
+def test_class_mean_maps_of_a_conv_map_read_every_position_as_a_sample():
+    generator = torch.Generator().manual_seed(1)
+    activations = torch.randn(2, 3, 4, 4, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 2, (2, 4, 4), generator=generator)
+    rows = activations.movedim(1, -1).reshape(-1, 3)
+    np.testing.assert_allclose(class_mean_maps(activations, labels).numpy(),
+                               _numpy_class_means(rows.numpy(), labels.reshape(-1).numpy(), 2),
+                               rtol=1e-12)
+
+
+def test_subtract_global_mean_of_tokens_uses_the_real_tokens():
+    activations, labels, mask = _tokens(2)
+    maps = class_mean_maps(activations, labels, node_dim=-1, mask=mask)
+    got = subtract_global_mean(maps, activations, node_dim=-1, mask=mask)
+    real = activations[mask.bool()]
+    assert torch.allclose(got, maps - real.mean(dim=0), rtol=0, atol=1e-12, equal_nan=True)
+    with pytest.raises(ValueError, match="mask needs activations"):
+        subtract_global_mean(maps, mask=mask)
+
+
+def test_module_activity_of_tokens():
+    activations, _, mask = _tokens(3)
+    neuron_labels = torch.tensor([0, 1, 1, 0])
+    expected = torch.stack([activations[..., [0, 3]].mean(-1),
+                            activations[..., [1, 2]].mean(-1)], dim=-1)  # [B, T, 2]
+    unmasked = module_activity(activations, neuron_labels, node_dim=-1)
+    assert unmasked.shape == (3, 5, 2)
+    assert torch.allclose(unmasked, expected, rtol=0, atol=1e-12)
+    masked = module_activity(activations, neuron_labels, node_dim=-1, mask=mask)
+    assert masked.shape == (int(mask.sum()), 2)  # the real tokens, in row-major order
+    assert torch.allclose(masked, expected[mask.bool()], rtol=0, atol=1e-12)
+
+
+def test_neuron_planted_modules_of_tokens_equal_the_real_tokens():
+    generator = torch.Generator().manual_seed(5)
+    inputs = torch.randn(15, 3, generator=generator, dtype=torch.float64)
+    activations = inputs[:, [0, 0, 2, 1]] + 0.1 * torch.randn(15, 4, generator=generator,
+                                                              dtype=torch.float64)
+    feature_module = torch.tensor([0, 1, 2])
+    _, _, mask = _tokens()
+    keep = mask.bool().reshape(-1)
+    got = neuron_planted_modules(inputs, activations.reshape(3, 5, 4), feature_module,
+                                 node_dim=-1, mask=mask)
+    assert torch.equal(got, neuron_planted_modules(inputs[keep], activations[keep],
+                                                   feature_module))
+    assert got.tolist() == [0, 0, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda a, y, m: class_mean_maps(a, y.reshape(-1), node_dim=-1),
+         r"labels must have the shape of the sample axes \(3, 5\) \(the activations shape "
+         r"\(3, 5, 4\) without node_dim=-1\), got shape \(15,\)"),
+        (lambda a, y, m: class_mean_maps(a, y[:, :4], node_dim=-1, mask=m),
+         r"labels must have the shape of the sample axes \(3, 5\).*got shape \(3, 4\)"),
+        (lambda a, y, m: class_mean_maps(a, y, node_dim=-1, mask=m[:, :4]),
+         r"mask must have the shape of the sample axes \(3, 5\).*got shape \(3, 4\)"),
+        (lambda a, y, m: class_mean_maps(a, y, node_dim=-1, mask=torch.zeros_like(m)),
+         "mask keeps no position"),
+        (lambda a, y, m: class_mean_maps(a, y, node_dim=3),
+         r"node_dim=3 is not a neuron axis of activations"),
+        (lambda a, y, m: module_activity(a, torch.tensor([0, 1, 1, 0]), node_dim=-1,
+                                         mask=m.T),
+         r"mask must have the shape of the sample axes \(3, 5\).*got shape \(5, 3\)"),
+        (lambda a, y, m: module_activity(a, torch.tensor([0, 1, 1]), node_dim=-1, mask=m),
+         r"neuron_labels must have one entry per neuron \(4\)"),
+        (lambda a, y, m: subtract_global_mean(torch.zeros(2, 4), a, node_dim=-1,
+                                              mask=m.float()),
+         "mask must be a boolean"),
+    ],
+)
+def test_layouts_and_masks_are_validated(call, match):
+    activations, labels, mask = _tokens()
+    with pytest.raises(ValueError, match=match):
+        call(activations, labels, mask)
+
+
+def test_default_layout_is_unchanged():
+    generator = torch.Generator().manual_seed(7)
+    for dtype in (torch.float32, torch.float64):
+        activations = torch.randn(40, 9, generator=generator).to(dtype)
+        labels = torch.randint(0, 5, (40,), generator=generator)
+        neuron_labels = torch.randint(0, 3, (9,), generator=generator)
+        maps = class_mean_maps(activations, labels)
+        # the same index_add_ / bincount computation as group_means, bit for bit
+        assert torch.equal(maps, group_means(activations, labels))
+        assert torch.equal(class_mean_maps(activations, labels, node_dim=-1), maps)
+        assert torch.equal(subtract_global_mean(maps, activations),
+                           maps - activations.mean(dim=0).unsqueeze(0))
+        assert torch.equal(module_activity(activations, neuron_labels),
+                           group_means(activations, neuron_labels, dim=1))
+        # an all-true mask keeps every sample
+        everything = torch.ones(40, dtype=torch.bool)
+        assert torch.equal(class_mean_maps(activations, labels, mask=everything), maps)
+        assert torch.equal(module_activity(activations, neuron_labels, mask=everything),
+                           module_activity(activations, neuron_labels))

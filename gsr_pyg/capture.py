@@ -33,7 +33,7 @@ from torch import nn
 from ._validation import check_int, closest_names, describe
 
 __all__ = ["ActivationCapture", "check_node_dim", "check_sample_mask", "masked_samples",
-           "sample_shape", "samples_by_neurons"]
+           "neuron_axis", "sample_shape", "samples_by_neurons"]
 
 
 def samples_by_neurons(activations: torch.Tensor, node_dim: int = 1) -> torch.Tensor:
@@ -66,6 +66,23 @@ def check_node_dim(node_dim, name: str = "node_dim") -> int:
                          "that holds the neurons, e.g. 1 for [B, N] or [B, C, H, W], -1 for "
                          "[B, T, D]")
     return node_dim
+
+
+def neuron_axis(x: torch.Tensor, node_dim: int, name: str = "x") -> int:
+    """The axis of ``x`` that ``node_dim`` names, checked: one of its axes ``1..x.dim()-1``
+    (or ``-1..-(x.dim()-1)``); returns it counted from 0.
+
+    Example:
+        >>> neuron_axis(torch.zeros(2, 5, 8), -1)
+        2
+    """
+    check_node_dim(node_dim)
+    if not -x.dim() <= node_dim < x.dim() or node_dim % x.dim() == 0:
+        raise ValueError(
+            f"node_dim={node_dim} is not a neuron axis of {name} ({describe(x)}): it must be "
+            f"one of the axes 1..{x.dim() - 1} (or -1..-{x.dim() - 1})"
+        )
+    return node_dim % x.dim()
 
 
 def sample_shape(activations: torch.Tensor, node_dim: int = 1) -> torch.Size:
@@ -248,13 +265,7 @@ class ActivationCapture:
             raise ValueError(
                 f"layer {name!r} must output [B, N] or [B, C, ...], got {describe(output)}"
             )
-        node_dim = self._node_dims[name]
-        if not -output.dim() <= node_dim < output.dim() or node_dim % output.dim() == 0:
-            raise ValueError(
-                f"node_dim={node_dim} of layer {name!r} is not a neuron axis of its output "
-                f"{describe(output)}: it must be one of the axes 1..{output.dim() - 1} "
-                f"(or -1..-{output.dim() - 1})"
-            )
+        neuron_axis(output, self._node_dims[name], f"the output of layer {name!r}")
         self._outputs[name] = output
 
     # ------------------------------------------------------------------ hooks

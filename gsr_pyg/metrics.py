@@ -32,6 +32,7 @@ from gsr_pyg.capture import (
     check_node_dim,
     check_sample_mask,
     masked_samples,
+    neuron_axis,
     sample_shape,
     samples_by_neurons,
 )
@@ -73,17 +74,14 @@ def _signal(x, num_nodes: int, name: str = "x", node_dim: int = 1,
     axis a sample) and ``mask``; return it as [samples, N] (the real ones) and the shape of a
     per-sample result."""
     check_tensor(x, name, min_ndim=1, floating=True)
-    check_node_dim(node_dim)
     if x.dim() == 1:
+        check_node_dim(node_dim)
         if mask is not None:
             raise ValueError(f"mask needs {name} with sample axes, got one sample "
                              f"{describe(x)}")
         dim = 0
-    elif not -x.dim() <= node_dim < x.dim() or node_dim % x.dim() == 0:
-        raise ValueError(f"node_dim={node_dim} is not a neuron axis of {name} {describe(x)}: "
-                         f"it must be one of the axes 1..{x.dim() - 1}")
     else:
-        dim = node_dim % x.dim()
+        dim = neuron_axis(x, node_dim, name)
     if x.size(dim) != num_nodes:
         raise ValueError(
             f"{name} has {x.size(dim)} features in dimension {dim} but the graph has "
@@ -598,7 +596,7 @@ def feature_correlations(inputs: Tensor, activations: Tensor, node_dim: int = 1,
     """
     check_tensor(inputs, "inputs", ndim=2, floating=True)
     check_tensor(activations, "activations", min_ndim=2, floating=True)
-    check_node_dim(node_dim)
+    neuron_axis(activations, node_dim, "activations")
     keep = None
     if mask is not None:
         keep = check_sample_mask(mask, activations, node_dim).reshape(-1)

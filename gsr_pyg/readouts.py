@@ -55,7 +55,7 @@ from ._validation import (
     check_tensor,
     describe,
 )
-from .capture import check_node_dim, check_sample_mask, sample_shape, samples_by_neurons
+from .capture import check_sample_mask, neuron_axis, sample_shape, samples_by_neurons
 
 __all__ = [
     "group_means",
@@ -88,14 +88,7 @@ def _sample_rows(activations, node_dim: int, mask, labels=None, labels_name: str
     ``labels`` (the shape of the sample axes); return the ``[samples, N]`` rows of the real
     positions, their labels flattened alike (or None), and the sample shape."""
     check_tensor(activations, "activations", min_ndim=2)
-    check_node_dim(node_dim)
-    if not -activations.dim() <= node_dim < activations.dim() or \
-            node_dim % activations.dim() == 0:
-        raise ValueError(
-            f"node_dim={node_dim} is not a neuron axis of activations {describe(activations)}: "
-            f"it must be one of the axes 1..{activations.dim() - 1} "
-            f"(or -1..-{activations.dim() - 1})"
-        )
+    neuron_axis(activations, node_dim, "activations")
     expected = sample_shape(activations, node_dim)
     if labels is not None:
         check_tensor(labels, labels_name)

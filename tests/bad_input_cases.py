@@ -916,7 +916,7 @@ _add(S, "GraphSpectralRegularizer(model, graphs, node_dim)", "node_dim = 'last' 
 _add(S, "GraphSpectralRegularizer(model, graphs, node_dim); model(x)",
      "node_dim = 3 for a 3-D output [2, 5, 4]",
      lambda tmp: _tokens_penalty(torch.randn(2, 5, 3), node_dim=3),
-     ValueError, r"node_dim=3 of layer 'fc1' is not a neuron axis of its output tensor of "
+     ValueError, r"node_dim=3 is not a neuron axis of the output of layer 'fc1' \(tensor of "
                  r"shape \(2, 5, 4\)")
 _add(S, "reg.penalty(mask)", "a [2, 4] mask for an output [2, 5, 4] with node_dim=-1",
      lambda tmp: _tokens_penalty(torch.randn(2, 5, 3), torch.ones(2, 4, dtype=torch.bool),

@@ -118,10 +118,10 @@ class _TimedRefresh:
         self.steps = steps
         self.spent = 0.0
 
-    def refresh(self):
+    def refresh(self, mask=None):
         synchronize(self.steps.device)
         start = self.steps.now()
-        events = self.inner.refresh()
+        events = self.inner.refresh(mask=mask)
         synchronize(self.steps.device)
         self.spent += self.steps.now() - start
         return events

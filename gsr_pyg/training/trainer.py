@@ -270,7 +270,8 @@ class GSRTrainer:
             # learning phase: new graphs every refresh_every steps (none during the warm-up,
             # when the learned layers have no edges and so no penalty)
             mask = self._mask(batch)  # padding: real positions only, everywhere below
-            events = self._refresh(mask) if self._plan.refresh_due(self.progress) else {}
+            due = self._plan.refresh_due(self.progress)
+            events = self.refresh.refresh(mask=mask) if due else {}
             self._record_snapshots(events)
             stopped = bool(events) and self.refresh.all_stopped
             if stopped and self._plan.end_at_stop(self.progress):
@@ -281,7 +282,7 @@ class GSRTrainer:
             (loss + sum(penalties.values())).backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self._observe(mask)  # statistics for the next graph
+            self.refresh.observe(mask=mask)  # statistics for the next graph
             if events or self.progress.step % self.log_every == 0:
                 self._log(_metrics_row(self.reg, self.progress, loss.detach(), penalties, events,
                                        self.smoothness_permutations, mask), bar)
@@ -330,17 +331,6 @@ class GSRTrainer:
             raise TypeError(f"mask_fn must return a boolean tensor over the sample axes or "
                             f"None, got {describe(mask)}")
         return mask
-
-    # Without a mask the refresh is called as before, so a replacement object with the
-    # original methods (no mask argument) keeps working.
-    def _refresh(self, mask: torch.Tensor | None) -> dict[str, RefreshEvent]:
-        return self.refresh.refresh() if mask is None else self.refresh.refresh(mask=mask)
-
-    def _observe(self, mask: torch.Tensor | None) -> None:
-        if mask is None:
-            self.refresh.observe()
-        else:
-            self.refresh.observe(mask=mask)
 
     def _task_loss(self, model: nn.Module, batch) -> torch.Tensor:
         if isinstance(batch, (list, tuple)):

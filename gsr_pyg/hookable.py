@@ -188,6 +188,8 @@ def expose_activations(model: nn.Module,
     found = []
     # a list first: wrapping adds modules, which must not join the walk
     for path, module in list(model.named_modules()):
+        if any(path == outer or path.startswith(f"{outer}.") for outer in found):
+            continue  # inside an activation already found (e.g. GELUActivation.act)
         for name in names:
             if _holds(module, name):
                 where = f"{path}.{name}" if path else name

@@ -8,10 +8,13 @@ them:
 * :class:`MNISTClassifier`: ``"grid"``, the 64 leaky-ReLU units of the dense layer, taken
   before dropout, numbered row-major on an 8x8 grid;
 * :class:`DenseAutoencoder`: ``"latent"``, the linear latent code, taken before the
-  training-time Gaussian noise.
+  training-time Gaussian noise;
+* :class:`CharTransformer`: ``"blocks.<last>.activation"``, the hidden units of the last
+  block's MLP, ``[B, T, d_ff]`` with the units on the last axis (``node_dim=-1``).
 
-Weights are He-normal (fan-in, gain for the leaky ReLU that follows, gain 1 for layers
-without an activation) and biases zero, so ``torch.manual_seed(s)`` before construction
+Weights of the MNIST models are He-normal (fan-in, gain for the leaky ReLU that follows, gain 1
+for layers without an activation) and biases zero (the transformer keeps PyTorch's
+initialisation), so ``torch.manual_seed(s)`` before construction
 gives the same weights every time.
 """
 
@@ -24,7 +27,7 @@ from torch import nn
 
 from ._validation import check_positive, describe
 
-__all__ = ["DenseAutoencoder", "GaussianNoise", "MLP", "MNISTClassifier"]
+__all__ = ["CharTransformer", "DenseAutoencoder", "GaussianNoise", "MLP", "MNISTClassifier"]
 
 
 def _he_normal_(layer: nn.Linear | nn.Conv2d, negative_slope: float | None) -> None:
@@ -344,3 +347,93 @@ class DenseAutoencoder(nn.Module):
         return (f"input_dim={self.input_dim}, hidden={self.hidden}, "
                 f"latent_dim={self.latent_dim}, noise_std={self.noise.std}")
 
+
+
+class CharTransformer(nn.Module):
+    r"""A small causal (next-token) transformer language model over token ids.
+
+    ``token + position embedding (d_model) -> num_layers x TransformerEncoderLayer
+    (pre-norm, GELU MLP of d_ff hidden units, causal attention) -> LayerNorm -> Linear to
+    the vocabulary``.
+
+    The blocks are PyTorch's :class:`~torch.nn.TransformerEncoderLayer`, whose MLP
+    activation is a function; it is turned into an :class:`~torch.nn.GELU` module
+    (:func:`gsr_pyg.hookable.expose_activations`) so that ``gsr_layer``,
+    ``"blocks.<last>.activation"``, is hookable: the ``d_ff`` hidden units of the last
+    block's MLP, ``[B, T, d_ff]``, units on the last axis (``node_dim=-1``). Their incoming
+    weights are ``blocks.<last>.linear1`` (``weight_layer``).
+
+    Input: token ids ``[B, T]`` (``T <= context``), ``pad_id`` on padded positions (right
+    padding). Position ``t`` attends to positions ``<= t`` that are not padding. Output:
+    logits ``[B, T, vocab_size]``; padded positions get logits too (leave them out of the
+    loss, e.g. with targets ``-100``).
+
+    Args:
+        vocab_size: number of token ids (at least 2).
+        context: longest sequence (default 128).
+        d_model: width of the residual stream (default 64).
+        num_heads: attention heads; must divide ``d_model`` (default 4).
+        d_ff: hidden units of each MLP (default 256).
+        num_layers: blocks (default 2).
+        dropout: dropout in the blocks (default 0).
+        pad_id: the padding token id (default 0).
+
+    Example:
+        >>> model = CharTransformer(vocab_size=10, context=8, d_model=16, num_heads=2, d_ff=32)
+        >>> model(torch.tensor([[3, 4, 5, 0]])).shape, model.gsr_layer
+        (torch.Size([1, 4, 10]), 'blocks.1.activation')
+    """
+
+    def __init__(self, vocab_size: int, context: int = 128, d_model: int = 64,
+                 num_heads: int = 4, d_ff: int = 256, num_layers: int = 2,
+                 dropout: float = 0.0, pad_id: int = 0) -> None:
+        super().__init__()
+        from .hookable import expose_activations  # models <- hookable: both low rooms
+
+        vocab_size = _check_dim(vocab_size, "vocab_size")
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
+        self.context = _check_dim(context, "context")
+        d_model = _check_dim(d_model, "d_model")
+        num_heads = _check_dim(num_heads, "num_heads")
+        if d_model % num_heads:
+            raise ValueError(f"num_heads must divide d_model, got d_model={d_model}, "
+                             f"num_heads={num_heads}")
+        d_ff, num_layers = _check_dim(d_ff, "d_ff"), _check_dim(num_layers, "num_layers")
+        dropout = check_positive(dropout, "dropout", allow_zero=True)
+        if dropout >= 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if isinstance(pad_id, bool) or not isinstance(pad_id, int) or not 0 <= pad_id < vocab_size:
+            raise ValueError(f"pad_id must be a token id in [0, {vocab_size}), got "
+                             f"{describe(pad_id)}")
+        self.pad_id = pad_id
+        self.token_embedding = nn.Embedding(vocab_size, d_model)
+        self.position_embedding = nn.Embedding(self.context, d_model)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(d_model, num_heads, d_ff, dropout=dropout,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(num_layers))
+        for block in self.blocks:
+            expose_activations(block)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+        self.gsr_layer = f"blocks.{num_layers - 1}.activation"
+        self.weight_layer = f"blocks.{num_layers - 1}.linear1"
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if (not isinstance(tokens, torch.Tensor) or tokens.dim() != 2
+                or tokens.dtype != torch.long):
+            raise ValueError(f"tokens must be token ids [B, T] (int64), got {describe(tokens)}")
+        length = tokens.size(1)
+        if not 1 <= length <= self.context:
+            raise ValueError(f"tokens has {length} positions; this model takes 1 to "
+                             f"context={self.context}")
+        positions = torch.arange(length, device=tokens.device)
+        h = self.token_embedding(tokens) + self.position_embedding(positions)
+        causal = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device,
+                                                                dtype=h.dtype)
+        padding = torch.zeros(tokens.shape, dtype=h.dtype, device=tokens.device)
+        padding = padding.masked_fill(tokens == self.pad_id, float("-inf"))
+        for block in self.blocks:
+            h = block(h, src_mask=causal, src_key_padding_mask=padding, is_causal=True)
+        return self.head(self.norm(h))

@@ -400,6 +400,13 @@ def check_unit_weights(module: torch.nn.Module, num_nodes: int, name: str) -> No
     layer in the message."""
     weight = getattr(module, "weight", None)
     kind = type(module).__name__
+    if kind == "Conv1D":  # Hugging Face's GPT-2 layer keeps its weight as [in, out]
+        raise ValueError(
+            f"objective 'weight_smoothness' for layer {name!r}: the module is a Hugging Face "
+            f"Conv1D, whose weight is [in_features, out_features] (one column per unit, the "
+            f"transpose of nn.Linear's), so its rows are not the units; put an activation "
+            f"objective on the layer's output instead"
+        )
     if not isinstance(weight, Tensor) or weight.dim() < 2:
         shown = "no weight" if weight is None else f"weight {describe(weight)}"
         raise ValueError(

@@ -45,12 +45,14 @@ __all__ = [
     "plot_graph_evolution",
     "plot_heatmap",
     "plot_curves",
+    "plot_tradeoff",
     "plot_embedding",
     "plot_group_activity_on_graph",
     "plot_feature_correlations",
     "plot_embedding_panels",
     "module_colormap",
     "label_module_colorbar",
+    "plot_graph_spectrum",
 ]
 
 PathLike = str | os.PathLike
@@ -517,6 +519,62 @@ def plot_curves(x, ys: Mapping[str, Sequence[float]], xlabel: str = "penalty wei
 
 
 # --------------------------------------------------------------------------- graphs
+def plot_tradeoff(panels: Sequence[Mapping], *, ncols: int = 2, suptitle: str | None = None,
+                  path: PathLike | None = None, dpi: int = 150) -> Figure:
+    """Task cost against structure, one line per method, each point labelled (e.g. by its
+    strength), on one or more panels.
+
+    Args:
+        panels: one mapping per panel with ``"series"``: ``{method: [(x, y, label), ...]}``
+            (points joined in the given order; NaN coordinates are left out), and optionally
+            ``"baseline"``: ``(x, y, label)`` drawn as a black star, ``"title"``,
+            ``"xlabel"``, ``"ylabel"``.
+        ncols: panels per row.
+        suptitle: title over all panels.
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example::
+
+        >>> fig = plot_tradeoff([{"series": {"GSR": [(0.3, 1.2, "0.01"), (0.7, 1.4, "0.1")]},
+        ...                       "baseline": (0.0, 1.1, "none")}])
+    """
+    if isinstance(panels, Mapping) or not isinstance(panels, Sequence) or not panels:
+        raise TypeError(f"panels must be a non-empty list of panel mappings, got "
+                        f"{describe(panels)}")
+    ncols = min(check_int(ncols, "ncols", minimum=1), len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _new_figure(5.0 * ncols, 3.8 * nrows)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    markers = "osD^v<>ph"
+    for index, panel in enumerate(panels):
+        if not isinstance(panel, Mapping) or not isinstance(panel.get("series"), Mapping):
+            raise TypeError(f"panels[{index}] must be a mapping with a 'series' mapping, got "
+                            f"{describe(panel)}")
+        ax = axes[index]
+        for number, (method, points) in enumerate(panel["series"].items()):
+            xy = _to_numpy([p[:2] for p in points], f"panels[{index}]['series'][{method!r}]",
+                           ndim=2) if points else np.zeros((0, 2))
+            keep = np.isfinite(xy).all(axis=1)
+            line = ax.plot(xy[keep, 0], xy[keep, 1], marker=markers[number % len(markers)],
+                           label=str(method))[0]
+            for (x, y), point in zip(xy[keep], [p for p, k in zip(points, keep) if k]):
+                if len(point) > 2:
+                    ax.annotate(str(point[2]), (x, y), textcoords="offset points",
+                                xytext=(4, 4), fontsize=7, color=line.get_color())
+        baseline = panel.get("baseline")
+        if baseline is not None:
+            ax.plot([baseline[0]], [baseline[1]], "k*", markersize=11,
+                    label=str(baseline[2]) if len(baseline) > 2 else "baseline")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", frameon=False, fontsize=8)
+        _set_texts(ax, panel.get("title"), panel.get("xlabel"), panel.get("ylabel"))
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return _finish(fig, path, dpi)
+
+
 def _as_graph(graph, edge_weight, num_nodes: int | None) -> Data:
     """The graph to draw, checked as every graph is (:func:`gsr_pyg.graphs.check_graph`).
 
@@ -1307,4 +1365,150 @@ def plot_embedding_panels(points, labels: Mapping[str, tuple] | None = None, val
                        xlabel=f"{axis_name} 1", ylabel=f"{axis_name} 2")
     if title:
         fig.suptitle(title)
+    return _finish(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- spectra
+#: Eigenvalues closer than this times the largest one are one frequency in
+#: :func:`plot_graph_spectrum` (``eigh`` separates a repeated eigenvalue by rounding only).
+_SAME_FREQUENCY = 1e-8
+
+
+def _spectrum_arrays(spectrum, name: str
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """``(frequencies, energy, edges, total energy)`` of a
+    :class:`~gsr_pyg.metrics.SpectralEnergy` or a pair ``(frequencies, energy)``, checked;
+    without band edges, one mean energy per distinct frequency."""
+    if hasattr(spectrum, "frequencies") and hasattr(spectrum, "energy"):
+        parts = (spectrum.frequencies, spectrum.energy, getattr(spectrum, "edges", None))
+    elif isinstance(spectrum, tuple | list) and len(spectrum) == 2:
+        parts = (*spectrum, None)
+    else:
+        raise TypeError(f"{name} must be a SpectralEnergy (gsr_pyg.metrics."
+                        f"graph_fourier_energy) or a pair (frequencies, energy), got "
+                        f"{describe(spectrum)}")
+    frequencies = _to_numpy(parts[0], f"{name} frequencies", ndim=1)
+    energy = _to_numpy(parts[1], f"{name} energy", ndim=1)
+    if frequencies.size == 0 or frequencies.shape != energy.shape:
+        raise ValueError(f"{name} must have one energy per frequency (at least one), got "
+                         f"{frequencies.size} frequencies and {energy.size} energies")
+    if not (np.isfinite(frequencies).all() and np.isfinite(energy).all()):
+        raise ValueError(f"{name} must hold finite frequencies and energies")
+    if frequencies.min() < 0:
+        raise ValueError(f"{name} frequencies must be >= 0 (Laplacian eigenvalues), got "
+                         f"{frequencies.min():.6g}")
+    if energy.min() < -1e-9 * max(float(np.abs(energy).max()), 1e-300):
+        raise ValueError(f"{name} energies must be >= 0, got {energy.min():.6g}")
+    energy = np.clip(energy, 0.0, None)  # a Chebyshev estimate may round just below 0
+    if parts[2] is not None:
+        edges = _to_numpy(parts[2], f"{name} edges", ndim=1)
+        if edges.size != energy.size + 1 or np.any(np.diff(edges) < 0):
+            raise ValueError(f"{name} edges must be {energy.size + 1} non-decreasing band "
+                             f"edges, got {edges.size}")
+        return frequencies, energy, edges, float(energy.sum())
+    order = np.argsort(frequencies, kind="stable")
+    frequencies, energy = frequencies[order], energy[order]
+    tolerance = _SAME_FREQUENCY * max(float(frequencies[-1]), 1.0)
+    group = np.concatenate([[0], np.cumsum(np.diff(frequencies) > tolerance)])
+    counts = np.bincount(group)
+    return (np.bincount(group, weights=frequencies) / counts,
+            np.bincount(group, weights=energy) / counts, None, float(energy.sum()))
+
+
+def plot_graph_spectrum(spectra, *, titles: Sequence[str] | None = None,
+                        normalize: bool = True, logy: bool = True,
+                        markers: Mapping[str, float] | None = None,
+                        xlabel: str = "graph frequency (Laplacian eigenvalue)",
+                        ylabel: str | None = None, suptitle: str | None = None,
+                        path: PathLike | None = None, dpi: int = 150) -> Figure:
+    r"""Where activations' energy sits on a graph's spectrum: energy against frequency, one
+    line per spectrum, one panel per group of spectra.
+
+    A spectrum is :math:`E_k = \frac1B\sum_b |\mathbf{u}_k^\top\mathbf{a}_b|^2` against the
+    Laplacian eigenvalues :math:`\lambda_k` (:func:`gsr_pyg.metrics.graph_fourier_energy`);
+    graph spectral regularization moves energy to the low frequencies. Per eigenvalue (no
+    band edges) the curve is the energy per eigenvector, drawn as points joined by lines:
+    the energies of equal frequencies (a repeated eigenvalue, equal within ``1e-8`` of the
+    largest) are averaged, which does not depend on the eigenbasis ``eigh`` happened to
+    pick (their sum does not) and keeps activations without any order on the graph (equal
+    energy in every eigenvector) a flat line. Per band (a ``SpectralEnergy`` with ``edges``)
+    it is the energy in each band, a step over the bands. The same label has the same colour
+    in every panel.
+
+    Args:
+        spectra: ``{label: spectrum}`` for one panel, or a sequence of such mappings (one
+            panel each); a spectrum is a :class:`~gsr_pyg.metrics.SpectralEnergy` or a
+            pair ``(frequencies, energy)`` of 1-D arrays (frequencies >= 0, energies >= 0).
+        titles: one title per panel.
+        normalize: divide each spectrum by its total energy, so lines of different scale
+            compare (fractions of the total); a spectrum without energy is then refused.
+            (default: ``True``)
+        logy: logarithmic energy axis (zero energies are not drawn). (default: ``True``)
+        markers: ``{label: frequency}``: dashed vertical lines (e.g. a high-pass cutoff).
+        xlabel, ylabel, suptitle: texts (``ylabel`` defaults to "energy per eigenvector",
+            "energy per band" or "energy", with "(fraction of the total)" when normalized).
+        path, dpi: save the figure (see :func:`save_figure`).
+
+    Example:
+        >>> from gsr_pyg.metrics import graph_fourier_energy
+        >>> path = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+        >>> spectrum = graph_fourier_energy(torch.tensor([[0., 1., 3.]]), path)
+        >>> fig = plot_graph_spectrum({"a": spectrum})
+        >>> line = fig.axes[0].lines[0]
+        >>> line.get_xdata().round(3).tolist(), line.get_ydata().round(3).tolist()
+        ([0.0, 1.0, 3.0], [0.533, 0.45, 0.017])
+    """
+    panels = [spectra] if isinstance(spectra, Mapping) else spectra
+    if isinstance(panels, str) or not isinstance(panels, Sequence) or not panels:
+        raise TypeError(f"spectra must be a mapping {{label: spectrum}} or a non-empty list "
+                        f"of them, got {describe(spectra)}")
+    if titles is not None and (isinstance(titles, str) or len(titles) != len(panels)):
+        raise ValueError(f"titles must have one title per panel ({len(panels)}), got "
+                         f"{describe(titles)}")
+    if markers is not None and not isinstance(markers, Mapping):
+        raise TypeError(f"markers must be a mapping {{label: frequency}}, got "
+                        f"{describe(markers)}")
+    lines = []
+    for index, panel in enumerate(panels):
+        where = "spectra" if isinstance(spectra, Mapping) else f"spectra[{index}]"
+        if not isinstance(panel, Mapping) or not panel:
+            raise TypeError(f"{where} must be a non-empty mapping {{label: spectrum}}, got "
+                            f"{describe(panel)}")
+        lines.append([(str(label), *_spectrum_arrays(spectrum, f"{where}[{label!r}]"))
+                      for label, spectrum in panel.items()])
+    if normalize:
+        for panel in lines:
+            for label, _, _, _, total in panel:
+                if total <= 0:
+                    raise ValueError(f"spectrum {label!r} has no energy to normalize")
+    for label, frequency in (markers or {}).items():
+        check_positive(frequency, f"markers[{label!r}]", allow_zero=True)
+    labels = list(dict.fromkeys(label for panel in lines for label, *_ in panel))
+    colors = dict(zip(labels, _categorical_colors(len(labels))))
+    fig = _new_figure(0.4 + 5.2 * len(lines), 3.9)
+    for index, (ax, panel) in enumerate(zip(np.atleast_1d(fig.subplots(1, len(lines))),
+                                            lines)):
+        for label, frequencies, energy, edges, total in panel:
+            values = energy / total if normalize else energy
+            if logy:
+                values = np.where(values > 0, values, np.nan)
+            if edges is None:
+                ax.plot(frequencies, values, "o-", markersize=3, linewidth=1.2,
+                        color=colors[label], label=label)
+            else:
+                ax.stairs(values, edges, baseline=None, linewidth=1.4, color=colors[label],
+                          label=label)
+        for number, (label, frequency) in enumerate((markers or {}).items()):
+            ax.axvline(float(frequency), color="0.35", linestyle=(0, (4, 2 + number)),
+                       linewidth=0.9, label=label)
+        if logy:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=7)
+        kinds = {"band" if edges is not None else "eigenvector" for *_, edges, _ in panel}
+        default = f"energy per {kinds.pop()}" if len(kinds) == 1 else "energy"
+        _set_texts(ax, titles[index] if titles is not None else None, xlabel,
+                   ylabel or (f"{default} (fraction of the total)" if normalize else default))
+    if suptitle:
+        fig.suptitle(suptitle)
     return _finish(fig, path, dpi)

@@ -19,6 +19,11 @@ transformer layer ``[B, T, D]``, whose every token is then a sample). A padding 
 over the sample axes (``penalty(mask=...)``) restricts both means to the real positions
 :math:`b \in \mathcal{M}`: :math:`\frac{1}{|\mathcal{M}|}\sum_{b \in \mathcal{M}}`.
 
+With ``spectral_response`` (per layer) the Laplacian term becomes the filtered form
+:math:`a_b^\top h(L) a_b = \sum_k h(\lambda_k)|\hat a_{bk}|^2` of
+:mod:`gsr_pyg.spectral` (``"heat"``, ``"high_pass"``, ``"power"`` or any :math:`h \ge 0`);
+``rayleigh`` then divides by :math:`a_b^\top a_b` as before.
+
 That is the default ``objective="laplacian"``. Per layer, ``objective="spatial_correlation"``
 or ``"weight_smoothness"`` replaces the penalty by the objective of
 :mod:`gsr_pyg.objectives` (times the same :math:`\lambda_t`), on the same graphs, masks,
@@ -69,7 +74,13 @@ from .objectives import (
     laplacian_weight_energy,
 )
 from .schedules import WeightSchedule, as_schedule
-from .spectral import LaplacianOperator, check_normalization
+from .spectral import (
+    FilteredOperator,
+    LaplacianOperator,
+    SpectralFilter,
+    as_spectral_filter,
+    check_normalization,
+)
 
 __all__ = ["GraphSpectralRegularizer"]
 
@@ -77,6 +88,7 @@ LayerKey = str | nn.Module
 WeightLike = float | WeightSchedule | Callable[[int], float]
 
 _REQUIRED = object()  # a per-layer option whose mapping must name every layer
+_LAPLACIAN = SpectralFilter()  # the default response, h(lambda) = lambda
 
 
 @dataclass
@@ -84,7 +96,7 @@ class _Layer:
     """The settings and the installed graph of one regularized layer."""
 
     graph: Data
-    operator: LaplacianOperator
+    operator: LaplacianOperator | FilteredOperator
     schedule: WeightSchedule
     normalization: str | None
     rayleigh: bool
@@ -94,6 +106,15 @@ class _Layer:
     objective: str = "laplacian"
     spatial: SpatialCorrelationTerm | None = None  # objective "spatial_correlation"
     module: nn.Module | None = None  # objective "weight_smoothness": reads module.weight
+    response: SpectralFilter = _LAPLACIAN  # objective "laplacian": a^T h(L) a
+
+
+def _make_operator(graph: Data, normalization: str | None, method: str,
+                   response: SpectralFilter) -> LaplacianOperator | FilteredOperator:
+    """The prepared form of a layer: today's Laplacian, or the filtered one."""
+    if response.is_laplacian:
+        return LaplacianOperator(graph, normalization=normalization, method=method)
+    return FilteredOperator(graph, response, normalization=normalization)
 
 
 def _check_beta(value, name: str) -> float:
@@ -114,12 +135,14 @@ def _check_num_pairs(value, name: str) -> int | None:
 
 
 def _check_objective_options(name: str, objective: str, rayleigh: bool, beta: float,
-                             normalization: str | None, num_pairs: int | None) -> None:
+                             normalization: str | None, num_pairs: int | None,
+                             response: SpectralFilter = _LAPLACIAN) -> None:
     """Refuse the options that the layer's objective does not use."""
     unused = []
     if objective != "laplacian":
         unused += [f"rayleigh={rayleigh}"] if rayleigh else []
         unused += [f"batch_mean_weight={beta}"] if beta else []
+        unused += [f"spectral_response={response!r}"] if response != _LAPLACIAN else []
     if objective == "spatial_correlation" and normalization is not None:
         unused.append(f"normalization={normalization!r}")
     if objective != "spatial_correlation" and num_pairs is not None:
@@ -129,7 +152,7 @@ def _check_objective_options(name: str, objective: str, rayleigh: bool, beta: fl
             f"layer {name!r} has objective={objective!r}, which does not use "
             f"{', '.join(unused)}: rayleigh and batch_mean_weight apply to objective "
             f"'laplacian' only, normalization to 'laplacian' and 'weight_smoothness', "
-            f"num_pairs to 'spatial_correlation'"
+            f"num_pairs to 'spatial_correlation', spectral_response to 'laplacian'"
         )
 
 
@@ -185,7 +208,7 @@ def _option_layer(capture: ActivationCapture, key, option: str) -> str:
 
 def _build_layers(capture: ActivationCapture, model: nn.Module, graphs: list, method: str,
                   weight, normalization, rayleigh, beta, node_dim, objective,
-                  num_pairs) -> dict[str, _Layer]:
+                  num_pairs, spectral_response=_LAPLACIAN) -> dict[str, _Layer]:
     """Every layer's settings, checked, with its graph, Laplacian and objective state."""
     names = capture.layers
     installed = {name: _check_layer_graph(name, g) for name, g in zip(names, graphs)}
@@ -197,17 +220,19 @@ def _build_layers(capture: ActivationCapture, model: nn.Module, graphs: list, me
     node_dims = _per_layer(cap, node_dim, "node_dim", _check_node_dim_option, None)
     objectives = _per_layer(cap, objective, "objective", _check_objective, "laplacian")
     pairs = _per_layer(cap, num_pairs, "num_pairs", _check_num_pairs, None)
+    responses = _per_layer(cap, spectral_response, "spectral_response", as_spectral_filter,
+                           _LAPLACIAN)
     modules = dict(model.named_modules())
     layers = {}
     for index, name in enumerate(names):
         graph, kind = installed[name], objectives[name]
         _check_objective_options(name, kind, rayleighs[name], float(betas[name]),
-                                 norms[name], pairs[name])
+                                 norms[name], pairs[name], responses[name])
         if kind == "weight_smoothness":
             check_unit_weights(modules[name], graph.num_nodes, name)
         layers[name] = _Layer(
             graph=graph,
-            operator=LaplacianOperator(graph, normalization=norms[name], method=method),
+            operator=_make_operator(graph, norms[name], method, responses[name]),
             schedule=schedules[name],
             normalization=norms[name],
             rayleigh=rayleighs[name],
@@ -219,6 +244,7 @@ def _build_layers(capture: ActivationCapture, model: nn.Module, graphs: list, me
             spatial=(SpatialCorrelationTerm(graph, pairs[name], seed=index, name=name)
                      if kind == "spatial_correlation" else None),
             module=modules[name] if kind == "weight_smoothness" else None,
+            response=responses[name],
         )
     return layers
 
@@ -252,7 +278,8 @@ def _check_neuron_axis(name: str, layer: _Layer, output: torch.Tensor) -> None:
 
 
 def _energy(layer: _Layer, a: torch.Tensor) -> torch.Tensor:
-    """Per-sample :math:`a^\top L a` of an output, in the shape of its sample axes."""
+    """Per-sample :math:`a^\\top L a` (:math:`a^\\top h(L) a` with a spectral response) of an
+    output, in the shape of its sample axes."""
     if layer.operator.device != a.device:
         layer.operator = layer.operator.to(a.device)
     if layer.node_dim % a.dim() == 1:
@@ -375,6 +402,18 @@ class GraphSpectralRegularizer:
             from a generator per layer, seeded with the layer's position in ``graphs``
             (0, 1, ...), whose state :meth:`state_dict` saves, so a resumed run draws the
             pairs it would have drawn.
+        spectral_response: the response :math:`h` of a ``"laplacian"`` layer's term
+            :math:`a^\\top h(L) a` (:mod:`gsr_pyg.spectral`), once or per layer (layers
+            left out of a mapping get the default): a preset name (``"laplacian"``, the
+            default: today's :math:`a^\\top L a`, computed as before), a pair
+            ``(name, {parameter: value})`` such as ``("heat", {"t": 2.0})`` (a dict alone
+            would read as a per-layer mapping), a callable on eigenvalues, or a
+            :class:`~gsr_pyg.spectral.SpectralFilter` (which also sets the method, exact
+            or Chebyshev, and the order; ``method`` above applies to ``"laplacian"``
+            only). Any other objective refuses a non-default response. With ``rayleigh``
+            the term is :math:`a^\\top h(L) a / a^\\top a`. :meth:`config` and
+            :meth:`state_dict` record it, and :meth:`load_state_dict` refuses a state saved
+            with another response.
 
     Per-layer mappings may be keyed by names or modules, like ``graphs``; a key that is not
     a regularized layer is refused. ``normalization``, ``rayleigh`` and
@@ -417,6 +456,7 @@ class GraphSpectralRegularizer:
         node_dim: int | None | Mapping[LayerKey, int | None] = None,
         objective: str | Mapping[LayerKey, str] = "laplacian",
         num_pairs: int | None | Mapping[LayerKey, int | None] = None,
+        spectral_response: Any = "laplacian",
     ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {describe(model)}")
@@ -433,7 +473,8 @@ class GraphSpectralRegularizer:
         try:  # a refused setting must not leave hooks on the model
             self._layers = _build_layers(
                 self.capture, model, list(graphs.values()), method, weight, normalization,
-                rayleigh, batch_mean_weight, node_dim, objective, num_pairs)
+                rayleigh, batch_mean_weight, node_dim, objective, num_pairs,
+                spectral_response)
             for name, layer in self._layers.items():
                 self.capture.set_node_dim(name, layer.node_dim)
         except BaseException:
@@ -484,9 +525,14 @@ class GraphSpectralRegularizer:
         """The Laplacian normalization of ``layer`` (``None`` or ``"sym"``)."""
         return self._layers[self.layer_name(layer)].normalization
 
-    def operator(self, layer: LayerKey) -> LaplacianOperator:
-        """The prepared Laplacian of ``layer`` (it moves to the activations' device)."""
+    def operator(self, layer: LayerKey) -> LaplacianOperator | FilteredOperator:
+        """The prepared Laplacian of ``layer`` (it moves to the activations' device): a
+        :class:`~gsr_pyg.spectral.FilteredOperator` for a layer with a spectral response."""
         return self._layers[self.layer_name(layer)].operator
+
+    def spectral_response(self, layer: LayerKey) -> SpectralFilter:
+        """The response :math:`h` of ``layer``'s term :math:`a^\\top h(L) a`."""
+        return self._layers[self.layer_name(layer)].response
 
     def weight(self, layer: LayerKey) -> float:
         """The current weight of ``layer`` (after the schedule)."""
@@ -551,9 +597,8 @@ class GraphSpectralRegularizer:
             current.normalization = normalization
         device = current.operator.device
         current.graph = graph
-        current.operator = LaplacianOperator(
-            graph.to(device), normalization=current.normalization, method=self.method
-        )
+        current.operator = _make_operator(graph.to(device), current.normalization, self.method,
+                                          current.response)
         if current.spatial is not None:
             current.spatial.set_graph(graph)
 
@@ -609,6 +654,7 @@ class GraphSpectralRegularizer:
             entry = {
                 "schedule": layer.schedule.state_dict(),
                 "normalization": layer.normalization,
+                "spectral_response": layer.response.config(),
                 "edge_index": g.edge_index.detach().cpu(),
                 "num_nodes": int(g.num_nodes),
             }
@@ -630,6 +676,14 @@ class GraphSpectralRegularizer:
                 f"regularizer state does not match: missing layers {sorted(missing)}, "
                 f"unexpected layers {sorted(extra)}"
             )
+        for name, layer_state in state["layers"].items():
+            # a state from before the option held the default penalty
+            saved = layer_state.get("spectral_response", "laplacian")
+            if saved != self._layers[name].response.config():
+                raise ValueError(
+                    f"regularizer state of layer {name!r} was saved with spectral_response "
+                    f"{saved!r}, but this regularizer has "
+                    f"{self._layers[name].response.config()!r}")
         self._step = int(state["step"])
         for name, layer_state in state["layers"].items():
             self._layers[name].schedule.load_state_dict(layer_state["schedule"])
@@ -652,8 +706,8 @@ class GraphSpectralRegularizer:
             >>> layer = reg.config()["layers"]["0"]
             >>> layer["nodes"], layer["weight"], layer["normalization"], layer["node_dim"]
             (4, 'ConstantWeight(0.5)', None, 1)
-            >>> layer["objective"], layer["num_pairs"]
-            ('laplacian', None)
+            >>> layer["objective"], layer["num_pairs"], layer["spectral_response"]
+            ('laplacian', None, 'laplacian')
         """
         return {
             "method": self.method,
@@ -665,7 +719,8 @@ class GraphSpectralRegularizer:
                               "node_dim": layer.node_dim,
                               "objective": layer.objective,
                               "num_pairs": (None if layer.spatial is None
-                                            else layer.spatial.num_pairs)}
+                                            else layer.spatial.num_pairs),
+                              "spectral_response": layer.response.config()}
                        for name, layer in self._layers.items()},
         }
 
@@ -673,6 +728,7 @@ class GraphSpectralRegularizer:
         parts = ", ".join(
             f"{name}: {layer.graph.num_nodes} nodes, {layer.schedule!r}"
             + (f", {layer.normalization}" if layer.normalization else "")
+            + (f", {layer.response!r}" if layer.response != _LAPLACIAN else "")
             for name, layer in self._layers.items()
         )
         return f"GraphSpectralRegularizer({parts}, step={self._step})"

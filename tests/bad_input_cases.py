@@ -49,6 +49,13 @@ from gsr_pyg.data import (
     prepare_matrix,
 )
 from gsr_pyg.data.mnist import read_idx
+from gsr_pyg.data.text import (
+    CharVocabulary,
+    encode_chunks,
+    split_by_module,
+    stdlib_docstrings,
+    text_chunks,
+)
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.training import GSRTrainer, LearningSchedule, load_snapshot
 from gsr_pyg.training.rundir import CHECKPOINT_FORMAT
@@ -1513,6 +1520,23 @@ _add(S, "branching_trajectory(num_cells, ...)", "num_cells = 0",
      lambda tmp: branching_trajectory(0),
      ValueError, r"num_cells must be >= 1, got 0")
 
+_add(S, "stdlib_docstrings(modules)", "a module that does not import",
+     lambda tmp: stdlib_docstrings(["bisect", "no_such_module_xyz"]),
+     ValueError, r"module 'no_such_module_xyz' in modules does not import here")
+_add(S, "stdlib_docstrings(modules)", "one name (a str) for the list",
+     lambda tmp: stdlib_docstrings("bisect"),
+     TypeError, r"modules must be a non-empty sequence of module names, got 'bisect'")
+_add(S, "split_by_module(docs, num_parts)", "fewer modules than parts",
+     lambda tmp: split_by_module(stdlib_docstrings(["bisect", "heapq"])),
+     ValueError, r"split_by_module needs at least num_parts=10 modules to give every part "
+                 r"one, got 2")
+_add(S, "text_chunks(docs, length)", "length = 1",
+     lambda tmp: text_chunks(stdlib_docstrings(["bisect"]), 1),
+     ValueError, r"length must be >= 2, got 1")
+_add(S, "encode_chunks(chunks, vocab, length)", "a chunk longer than length + 1",
+     lambda tmp: encode_chunks(["abcdefgh"], CharVocabulary(), 6),
+     ValueError, r"chunk 0 has 8 characters; encode_chunks takes 2 to length \+ 1 = 7 "
+                 r"\(cut the text with text_chunks\(docs, 7\)\)")
 
 # --------------------------------------------------------------------------------------------
 # pipeline scripts: command-line arguments and --config files
@@ -1668,6 +1692,18 @@ _add(S, C, "a config file that does not exist",
 _add(S, C, "quick = \"yes\" (a string for a flag)",
      lambda tmp: _script("mnist_grid", "--config", _config(tmp, "c.toml", 'quick = "yes"\n')),
      UsageError, r"key 'quick' is a flag: expected true or false, got 'yes'")
+C = "python -m pipelines.topographic_comparison"
+_add(S, C, "--objectives laplace (not a choice)",
+     lambda tmp: _script("topographic_comparison", "--objectives", "laplace"),
+     UsageError, r"argument --objectives: invalid choice: 'laplace'")
+_add(S, C, "--weight-strengths -1",
+     lambda tmp: _script("topographic_comparison", "--weight-strengths", "-1"),
+     UsageError, r"argument --weight-strengths: expected a finite number >= 0, got '-1'")
+_add(S, C, "--validation-images as many as MNIST's training images",
+     lambda tmp: _script("topographic_comparison", "--tasks", "mnist",
+                         "--validation-images", "60000", "--out", str(tmp / "out"),
+                         "--data", str(_mnist_dir(tmp))),
+     ValueError, r"--validation-images 60000 leaves no MNIST training image \(there are 2\)")
 _add(S, "python -m pipelines.reconstruction_cost --config FILE",
      "regularizers = [\"l1\", \"l3\"] (not a choice)",
      lambda tmp: _script("reconstruction_cost", "--config",
@@ -1676,3 +1712,153 @@ _add(S, "python -m pipelines.reconstruction_cost --config FILE",
 _add(S, "python -m pipelines.single_cell --config FILE", "scale = \"zscore\" (not a choice)",
      lambda tmp: _script("single_cell", "--config", _config(tmp, "c.toml", 'scale = "zscore"\n')),
      UsageError, r"key 'scale' expects one of 'standard', 'minmax', 'none', got 'zscore'")
+
+
+# --------------------------------------------------------------------------------------------
+# spectral family: filtered forms a^T h(L) a and the graph-Fourier read-outs
+# --------------------------------------------------------------------------------------------
+
+def _readout(name: str, *args, **options):
+    """``gsr_pyg.metrics.<name>(*args, **options)``."""
+    from gsr_pyg import metrics
+
+    return getattr(metrics, name)(*args, **options)
+
+
+def _filtered_penalty_after_loading(saved: dict, **options) -> None:
+    """Load a regularizer state into a fresh regularizer with ``options``."""
+    _, reg = _regularize(graphs.ring(4), **options)
+    reg.load_state_dict(saved)
+
+
+def _state_with(**options) -> dict:
+    return _regularize(graphs.ring(4), **options)[1].state_dict()
+
+
+S = "spectral"
+X6 = torch.randn(2, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+C = "filtered_quadratic_form(x, data, response)"
+_add(S, C, "a callable h(lambda) = lambda - 1, negative at 0",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), lambda lam: lam - 1.0),
+     ValueError, r"response callable .*<lambda> is negative on the spectrum of L: h\(0\) = -1; "
+                 r"a penalty a\^T h\(L\) a must be bounded below")
+_add(S, "filtered_quadratic_form(x, data, response, method='chebyshev')",
+     "h(lambda) = cos(lambda), negative inside [0, lambda_max]",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), torch.cos,
+                                                  method="chebyshev"),
+     ValueError, r"response callable torch\.cos is negative on \[0, lambda_max=4\]")
+_add(S, C, "response = 'heet' (a typo)",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), "heet", t=1.0),
+     ValueError, r"response must be a preset name \('laplacian', 'power', 'heat', 'high_pass'\) "
+                 r"or a callable on eigenvalues, got 'heet'; closest: 'heat'")
+_add(S, C, "response = 3 (a number)",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), 3),
+     TypeError, r"response must be a preset name .* or a callable on eigenvalues, got 3")
+_add(S, "filtered_quadratic_form(x, data, 'heat', **params)", "p=2 (a parameter of 'power')",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), "heat", p=2.0),
+     ValueError, r"response 'heat' takes parameters \('t',\), got unknown parameter 'p'")
+_add(S, "filtered_quadratic_form(x, data, 'heat', **params)", "t missing",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), "heat"),
+     ValueError, r"response 'heat' needs the parameter t \(a number > 0\), e\.g\. "
+                 r"\('heat', \{'t': 1\.0\}\)")
+_add(S, "filtered_quadratic_form(x, data, 'power', p)", "p = -1",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), "power", p=-1.0),
+     ValueError, r"parameter p of response 'power' must be finite and > 0, got -1\.0")
+_add(S, "filtered_quadratic_form(x, data, 'high_pass', cutoff)", "cutoff = '1' (a string)",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), "high_pass", cutoff="1"),
+     TypeError, r"parameter cutoff of response 'high_pass' must be a number, got '1'")
+_add(S, C, "a callable with parameters beside it",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), lambda lam: lam, t=1.0),
+     ValueError, r"response is a callable, which takes no parameters \(bind them in the "
+                 r"callable\), got \['t'\]")
+_add(S, C, "a callable that returns one number",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), lambda lam: lam.sum()),
+     ValueError, r"must return a tensor of the shape of its input \(6,\), got tensor of "
+                 r"shape \(\)")
+_add(S, C, "a callable that returns NaN",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), lambda lam: lam / 0.0),
+     ValueError, r"is not finite on the spectrum of L: h\(0\) = nan")
+_add(S, C, "x with 5 features for a 6-node graph",
+     lambda tmp: spectral.filtered_quadratic_form(torch.randn(2, 5), graphs.ring(6), "heat",
+                                                  t=1.0),
+     ValueError, r"x has 5 features in dimension 1 but the graph has 6 nodes")
+_add(S, "filtered_quadratic_form(x, data, response, method)", "method = 'lanczos'",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), "heat", t=1.0,
+                                                  method="lanczos"),
+     ValueError, r"method must be one of \('auto', 'exact', 'chebyshev'\), got 'lanczos'")
+_add(S, "filtered_quadratic_form(x, data, response, order)", "order = 0",
+     lambda tmp: spectral.filtered_quadratic_form(X6, graphs.ring(6), "heat", t=1.0, order=0),
+     ValueError, r"order must be >= 1, got 0")
+_add(S, "FilteredOperator(data, SpectralFilter(...), order)",
+     "order given beside a SpectralFilter",
+     lambda tmp: spectral.FilteredOperator(graphs.ring(6), spectral.SpectralFilter("heat", t=1.0),
+                                           order=30),
+     ValueError, r"response is a SpectralFilter, which carries its own method, order and "
+                 r"parameters; got order=30 beside it")
+_add(S, "FilteredOperator(data, response)(x)", "x on another device than the operator ('meta')",
+     lambda tmp: spectral.FilteredOperator(graphs.ring(6), "heat", t=1.0)(
+         torch.randn(2, 6, device="meta")),
+     ValueError, r"x is on meta but the FilteredOperator is on cpu; move it once with "
+                 r"op\.to\('meta'\)")
+_add(S, "as_spectral_filter(value)", "the pair ('heat', 1.0)",
+     lambda tmp: spectral.as_spectral_filter(("heat", 1.0)),
+     TypeError, r"response as a pair must be \(preset name, \{parameter: value\}\), got "
+                r"\('heat', 1\.0\)")
+_add(S, "SpectralFilter.from_config(config)", "the config of a callable",
+     lambda tmp: spectral.SpectralFilter.from_config(
+         spectral.SpectralFilter(torch.sqrt).config()),
+     ValueError, r"a filter config must be 'laplacian' or a mapping with a preset 'response'")
+_add(S, "chebyshev_fit(response, lambda_max)", "lambda_max = 0",
+     lambda tmp: spectral.chebyshev_fit("laplacian", 0.0),
+     ValueError, r"lambda_max must be finite and > 0, got 0\.0")
+_add(S, "chebyshev_moments(x, data, lambda_max)", "lambda_max below the spectral bound",
+     lambda tmp: spectral.chebyshev_moments(X6, graphs.ring(6), lambda_max=3.0),
+     ValueError, r"lambda_max must be at least the bound 4 of the graph's largest eigenvalue "
+                 r"\(lambda_max_bound\), got 3\.0")
+_accepted(S, C, "a graph without edges (spectrum {0}), h(lambda) = lambda + 1",
+          lambda tmp: spectral.filtered_quadratic_form(X6, _empty_graph(6),
+                                                       lambda lam: lam + 1.0,
+                                                       method="chebyshev"),
+          lambda q: _expect(torch.allclose(q, X6.square().sum(dim=1))),
+          "accepted: h(0) |a|^2 for every sample, by either method")
+C = "metrics.graph_fourier_energy(x, data, bands)"
+_add(S, C, "bands = 0",
+     lambda tmp: _readout("graph_fourier_energy", X6, graphs.ring(6), bands=0),
+     ValueError, r"bands must be >= 1, got 0")
+_add(S, "metrics.graph_fourier_energy(x, data, method)", "method = 'fft'",
+     lambda tmp: _readout("graph_fourier_energy", X6, graphs.ring(6), method="fft"),
+     ValueError, r"method must be one of \('auto', 'exact', 'chebyshev'\), got 'fft'")
+_add(S, "metrics.graph_fourier_energy(x, data)", "x with 5 features for a 6-node graph",
+     lambda tmp: _readout("graph_fourier_energy", torch.randn(2, 5), graphs.ring(6)),
+     ValueError, r"x has 5 features in dimension 1 but the graph has 6 nodes")
+_add(S, "metrics.graph_wavelet_energy(x, data, scales)", "scales = [1, -2]",
+     lambda tmp: _readout("graph_wavelet_energy", X6, graphs.ring(6), scales=[1.0, -2.0]),
+     ValueError, r"scales must be a non-empty 1-D sequence of finite numbers > 0, got "
+                 r"\[1\.0, -2\.0\]")
+_accepted(S, "metrics.graph_fourier_energy(x, data)", "a graph without edges",
+          lambda tmp: _readout("graph_fourier_energy", X6, _empty_graph(6)),
+          lambda e: _expect(bool((e.frequencies == 0).all())
+                            and abs(float(e.energy.sum()) - float(X6.square().sum(1).mean()))
+                            < 1e-9),
+          "accepted: every frequency is 0 and the energies still sum to the mean |a|^2")
+
+S = "regularizer"
+C = "GraphSpectralRegularizer(model, graphs, spectral_response)"
+_add(S, C, "'heat' without its parameter t",
+     lambda tmp: _regularize(graphs.ring(4), spectral_response="heat"),
+     ValueError, r"spectral_response for layer 'fc1' 'heat' needs the parameter t")
+_add(S, C, "a mapping with an entry for 'fc2' (not regularized)",
+     lambda tmp: _regularize(graphs.ring(4), spectral_response={"fc2": "laplacian"}),
+     ValueError, r"spectral_response has an entry for 'fc2', which is not a regularized layer; "
+                 r"closest: 'fc1'")
+_add(S, "GraphSpectralRegularizer(model, graphs, objective, spectral_response)",
+     "spectral_response=('heat', {'t': 1.0}) with objective='weight_smoothness'",
+     lambda tmp: _regularize(graphs.ring(4), objective="weight_smoothness",
+                             spectral_response=("heat", {"t": 1.0})),
+     ValueError, r"layer 'fc1' has objective='weight_smoothness', which does not use "
+                 r"spectral_response=SpectralFilter\('heat', t=1\.0, method='auto', order=20\)")
+_add(S, "reg.load_state_dict(state)", "a state saved with spectral_response 'laplacian'",
+     lambda tmp: _filtered_penalty_after_loading(
+         _state_with(), spectral_response=("heat", {"t": 1.0})),
+     ValueError, r"regularizer state of layer 'fc1' was saved with spectral_response "
+                 r"'laplacian', but this regularizer has \{'response': 'heat'")

@@ -8,12 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gsr_pyg import graphs
 from gsr_pyg.hookable import (
     ACTIVATION_ATTRIBUTES,
     FunctionModule,
     expose_activation,
     expose_activations,
 )
+from gsr_pyg.regularizer import GraphSpectralRegularizer
+from gsr_pyg.spectral import laplacian
 
 
 class HandMadeMLP(nn.Module):
@@ -196,3 +199,58 @@ def test_eval_without_hooks_keeps_the_fused_inference_path(monkeypatch):
         layer(torch.randn(2, 3, 16))
     assert calls == [True]  # a hook sends PyTorch down the module path
     handle.remove()
+
+
+def _tiny_hf(kind: str):
+    """A tiny randomly initialised Hugging Face BERT or GPT-2 (no files), in eval mode."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if kind == "bert":
+        config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                         num_attention_heads=2, intermediate_size=36,
+                                         max_position_embeddings=32)
+        return transformers.BertModel(config).eval()
+    config = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_inner=36,
+                                     n_positions=32, bos_token_id=0, eos_token_id=0)
+    return transformers.GPT2Model(config).eval()
+
+
+@pytest.mark.parametrize("kind, layer, pre", [
+    ("bert", "encoder.layer.1.intermediate.intermediate_act_fn",
+     "encoder.layer.1.intermediate.dense"),
+    ("gpt2", "h.1.mlp.act", "h.1.mlp.c_fc"),
+])
+def test_hugging_face_blocks_expose_their_mlp_units_unchanged(kind, layer, pre):
+    model = _tiny_hf(kind)
+    ids = torch.randint(1, 50, (3, 7))
+    attention_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 6 + [0]])
+    before = model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    found = expose_activations(model)
+    # one entry per block's activation, never the function inside an activation module
+    assert layer in found and not any(f.startswith(f"{layer}.") for f in found)
+    after = model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    assert torch.equal(before, after)
+    seen = {}
+    model.get_submodule(layer).register_forward_hook(
+        lambda module, args, out: seen.update(units=out))
+    model.get_submodule(pre).register_forward_hook(
+        lambda module, args, out: seen.update(pre=out))
+    model(input_ids=ids, attention_mask=attention_mask)
+    assert seen["units"].shape == (3, 7, 36)  # [B, T, d_ff]: the units on the last axis
+    torch.testing.assert_close(seen["units"], model.get_submodule(layer)(seen["pre"]))
+    # a penalty over the real tokens of the block's MLP units: the hand computation
+    grid = graphs.grid(6, 6)
+    reg = GraphSpectralRegularizer(model, {layer: grid}, node_dim=-1, weight=1.0)
+    model(input_ids=ids, attention_mask=attention_mask)
+    real = seen["units"][attention_mask.bool()]
+    L = laplacian(grid, dense=True)
+    expected = torch.einsum("sn,nm,sm->s", real, L, real).mean()
+    torch.testing.assert_close(reg.penalty(mask=attention_mask), expected)
+
+
+def test_weight_smoothness_refuses_gpt2_conv1d_whose_rows_are_not_the_units():
+    model = _tiny_hf("gpt2")
+    with pytest.raises(ValueError, match="Hugging Face Conv1D, whose weight is "
+                                         r"\[in_features, out_features\]"):
+        GraphSpectralRegularizer(model, {"h.0.mlp.c_fc": graphs.grid(4, 4)},
+                                 objective="weight_smoothness", weight=1.0)

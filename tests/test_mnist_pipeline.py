@@ -51,7 +51,11 @@ def _small_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
 @pytest.fixture(scope="module")
 def mnist_dir(tmp_path_factory) -> Path:
     """The subset as gzipped IDX files, read back through ``--data``."""
-    directory = tmp_path_factory.mktemp("mnist")
+    return write_small_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+def write_small_mnist(directory: Path) -> Path:
+    """The subset as gzipped IDX files in ``directory``; returns it."""
     train_x, train_y, test_x, test_y = _small_mnist()
     for stem, images, labels in (("train", train_x, train_y), ("t10k", test_x, test_y)):
         pixels = (images[:, 0] * 255).round().clamp(0, 255).numpy()

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gsr_pyg.models import MLP, DenseAutoencoder, GaussianNoise, MNISTClassifier
+from gsr_pyg.models import MLP, CharTransformer, DenseAutoencoder, GaussianNoise, MNISTClassifier
 
 
 def record_output(model: nn.Module, name: str) -> tuple[list[torch.Tensor], object]:
@@ -235,3 +235,50 @@ def test_mlp_named_blocks():
         MLP([4])
     with pytest.raises(ValueError, match=r"x must have shape \[batch, 4\]"):
         mlp(torch.zeros(5, 3))
+
+
+def _char_model(**kwargs) -> CharTransformer:
+    torch.manual_seed(0)
+    return CharTransformer(vocab_size=12, context=10, d_model=16, num_heads=2, d_ff=24,
+                           **kwargs).eval()
+
+
+def test_char_transformer_is_causal_and_ignores_right_padding():
+    model = _char_model()
+    tokens = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    logits = model(tokens)
+    changed = tokens.clone()
+    changed[0, 4] = 9
+    # a later token never changes the logits of earlier positions
+    assert torch.equal(model(changed)[:, :4], logits[:, :4])
+    assert not torch.allclose(model(changed)[:, 4:], logits[:, 4:])
+    # right padding: the real positions of a padded sequence equal the unpadded sequence's
+    padded = torch.tensor([[3, 4, 5, 0, 0, 0]])
+    torch.testing.assert_close(model(padded)[:, :3], model(tokens[:, :3]))
+
+
+def test_char_transformer_mlp_units_are_hookable_on_the_last_axis():
+    model = _char_model(num_layers=3)
+    assert model.gsr_layer == "blocks.2.activation"
+    assert model.weight_layer == "blocks.2.linear1"
+    seen = {}
+    model.get_submodule(model.gsr_layer).register_forward_hook(
+        lambda module, args, out: seen.update(units=out, pre=args[0]))
+    model(torch.tensor([[3, 4, 5], [6, 7, 0]]))
+    assert seen["units"].shape == (2, 3, 24)
+    # the hooked module is the MLP's GELU: its output is gelu of linear1's output
+    torch.testing.assert_close(seen["units"], F.gelu(seen["pre"]))
+    assert model.get_submodule(model.weight_layer).weight.shape == (24, 16)
+
+
+def test_char_transformer_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="num_heads must divide d_model"):
+        CharTransformer(12, d_model=10, num_heads=4)
+    with pytest.raises(ValueError, match=r"pad_id must be a token id in \[0, 12\)"):
+        CharTransformer(12, pad_id=12)
+    model = _char_model()
+    with pytest.raises(ValueError, match=r"tokens must be token ids \[B, T\] \(int64\)"):
+        model(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="tokens has 11 positions; this model takes 1 to "
+                                         "context=10"):
+        model(torch.ones(1, 11, dtype=torch.long))

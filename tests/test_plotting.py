@@ -211,6 +211,30 @@ def test_plot_curves_one_line_per_series(tmp_path):
         plotting.plot_curves([1, 2], {"L1": [1.0]})
 
 
+def test_plot_tradeoff_lines_points_labels_and_baseline(tmp_path):
+    panels = [{"series": {"GSR": [(0.2, 1.1, "0.01"), (float("nan"), 1.3, "0.1"),
+                                  (0.8, 1.5, "1")],
+                          "WS": [(0.1, 1.0, "1e-3")]},
+               "baseline": (0.0, 1.0, "none"), "title": "MNIST", "xlabel": "Moran's I",
+               "ylabel": "error"},
+              {"series": {"GSR": []}}, {"series": {"GSR": [(1, 2)]}}]
+    fig = plotting.plot_tradeoff(panels, ncols=2, suptitle="T", path=tmp_path / "t.png",
+                                 dpi=DPI)
+    assert_png(tmp_path / "t.png")
+    first = fig.axes[0]
+    gsr, ws, star = first.lines
+    # the point with a NaN coordinate is left out, the others joined in order
+    assert gsr.get_xdata().tolist() == [0.2, 0.8] and gsr.get_ydata().tolist() == [1.1, 1.5]
+    assert (star.get_xdata().tolist(), star.get_label()) == ([0.0], "none")
+    assert [t.get_text() for t in first.texts] == ["0.01", "1", "1e-3"]
+    assert first.get_title() == "MNIST" and first.get_xlabel() == "Moran's I"
+    assert [ax.get_visible() for ax in fig.axes] == [True, True, True, False]
+    with pytest.raises(TypeError, match=r"panels\[0\] must be a mapping with a 'series'"):
+        plotting.plot_tradeoff([{"lines": {}}])
+    with pytest.raises(TypeError, match="panels must be a non-empty list"):
+        plotting.plot_tradeoff({"series": {}})
+
+
 # ----------------------------------------------------------------------------- graphs
 def test_plot_graph_with_pos_draws_every_edge_once(tmp_path):
     data = grid_graph(3, 4, weighted=True)

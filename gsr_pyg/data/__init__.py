@@ -1,4 +1,5 @@
-"""Data with known truth (synthetic), MNIST offline, and single-cell AnnData loading."""
+"""Data with known truth (synthetic), MNIST offline, single-cell AnnData loading, and an
+English text corpus from the standard library's docstrings."""
 
 from .mnist import MNIST_ENV_VAR, load_digits_8x8, load_mnist
 from .single_cell import (
@@ -19,10 +20,12 @@ from .synthetic import (
     branching_trajectory,
     planted_modules,
 )
+from .text import CharVocabulary, split_by_module, stdlib_docstrings, text_chunks
 
 __all__ = [
     "MNIST_ENV_VAR", "load_digits_8x8", "load_mnist", "BUILTIN_DATASETS", "load_anndata",
     "obs_labels", "obs_values", "prepare_matrix", "add_krumsiek11_columns", "annotate_anndata",
     "cell_embedding", "write_h5ad", "TRAJECTORY_GROUPS", "PlantedModules",
-    "Trajectory", "branching_trajectory", "planted_modules",
+    "Trajectory", "branching_trajectory", "planted_modules", "CharVocabulary",
+    "split_by_module", "stdlib_docstrings", "text_chunks",
 ]

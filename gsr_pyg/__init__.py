@@ -16,6 +16,7 @@ from . import (
     files,
     graphs,
     hookable,
+    layout,
     learn,
     metrics,
     models,
@@ -32,8 +33,8 @@ from .regularizer import GraphSpectralRegularizer
 __version__ = "0.1.0"
 
 __all__ = [
-    "GraphSpectralRegularizer", "capture", "data", "files", "graphs", "hookable", "learn",
-    "metrics", "models", "objectives", "plotting", "readouts", "refresh", "regularizer",
+    "GraphSpectralRegularizer", "capture", "data", "files", "graphs", "hookable", "layout",
+    "learn", "metrics", "models", "objectives", "plotting", "readouts", "refresh", "regularizer",
     "report", "schedules", "spectral", "training", "__version__",
 ]
 

@@ -95,8 +95,9 @@ non_negative_float = number_type(float, "a finite number >= 0",
 positive_int = number_type(int, "an integer >= 1", lambda value: value >= 1)
 
 
-def option(default: Any, help: str, *, type: Callable | None = None, nargs: str | None = None,
-           choices: Sequence | None = None, metavar: str | None = None,
+def option(default: Any, help: str, *, type: Callable | None = None,
+           nargs: str | int | None = None,
+           choices: Sequence | None = None, metavar: str | tuple[str, ...] | None = None,
            group: str | None = None) -> Any:
     """A settings field that is also a command-line option (argparse's meanings; a ``bool``
     default False without ``type`` is a flag). A list default is copied for each instance."""
@@ -216,9 +217,12 @@ def _value(field: dataclasses.Field, where: str, value: object) -> object:
     if _is_flag(field):
         return _flag_value(where, value)
     kwargs = _kwargs(field)
-    if kwargs["nargs"] in ("+", "*"):
-        if not isinstance(value, (list, tuple)) or (kwargs["nargs"] == "+" and not value):
-            raise ValueError(f"{where} expects a list, each {_expected(kwargs)}, got {value!r}")
+    nargs = kwargs["nargs"]
+    if nargs in ("+", "*") or isinstance(nargs, int):
+        count = f"a list of {nargs}" if isinstance(nargs, int) else "a list"
+        if (not isinstance(value, (list, tuple)) or (nargs == "+" and not value)
+                or (isinstance(nargs, int) and len(value) != nargs)):
+            raise ValueError(f"{where} expects {count}, each {_expected(kwargs)}, got {value!r}")
         return [_scalar(kwargs, f"{where}[{i}]", item) for i, item in enumerate(value)]
     return _scalar(kwargs, where, value)
 

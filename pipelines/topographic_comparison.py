@@ -11,8 +11,11 @@ Three objectives put the units of a layer on a sheet (a graph), each in its own 
 * ``weight_smoothness`` (after TopoLoss): :math:`s \cdot \mathrm{tr}(W^\top L W)` on the
   units' incoming weights.
 
-Each is trained at three strengths :math:`s`, beside a run without any (``none``), from the
-same initial model, batch order and seed, on two tasks:
+Each objective is trained at three strengths :math:`s`, beside a run without any
+(``none``), from the same initial model, batch order and seed; and ``layout`` is the ``none``
+run with its units placed on the sheet by a permutation (:mod:`gsr_pyg.layout`), which
+computes the same function with no training: how much order a free permutation finds. Two
+tasks:
 
 * ``mnist``: the reference MNIST classifier (:class:`gsr_pyg.models.MNISTClassifier`), its
   64-unit dense layer on the 8x8 grid; the last ``--validation-images`` of MNIST's training
@@ -49,6 +52,7 @@ second call resumes and skips finished runs).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -62,7 +66,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch_geometric.data import Data
 
-from gsr_pyg import graphs, plotting, readouts
+from gsr_pyg import graphs, layout, plotting, readouts
 from gsr_pyg.capture import ActivationCapture
 from gsr_pyg.data.text import (
     CharVocabulary,
@@ -83,7 +87,7 @@ from ._mnist import MnistRunSettings, out_option
 from ._runtime import fit_timed, format_strength, pipeline_run, training_steps, write_results
 
 TASKS = ("mnist", "text")
-OBJECTIVES = ("none", "laplacian", "laplacian_rayleigh", "spatial_correlation",
+OBJECTIVES = ("none", "layout", "laplacian", "laplacian_rayleigh", "spatial_correlation",
               "weight_smoothness")
 #: strengths per task and objective when not given: weak, middle, strong (chosen so that the
 #: strongest costs the task something visible; see docs/results.md)
@@ -102,6 +106,7 @@ RESULT_COLUMNS = ["task", "objective", "strength", "validation_cost", "test_cost
                   "test_loss", "validation_morans_i", "test_morans_i", "test_smoothness_ratio",
                   "test_unit_smoothness_ratio", "chosen", "train_time_s", "steps"]
 EVAL_BATCH = {"mnist": 1000, "text": 128}
+LAYOUT_SAMPLES = {"mnist": 10000, "text": 500}  # training images / sequences
 MAX_UNIT_SAMPLES = 5000
 SMOOTHNESS_PERMUTATIONS = 100
 
@@ -119,8 +124,8 @@ class TopographicComparisonSettings(MnistRunSettings):
 
     tasks: list[str] = option(list(TASKS), "which tasks to run (default both)", nargs="+",
                               choices=TASKS, group=OBJ)
-    objectives: list[str] = option(list(OBJECTIVES), "which objectives to run (default all"
-                                   " five)", nargs="+", choices=OBJECTIVES,
+    objectives: list[str] = option(list(OBJECTIVES), "which objectives to run (default all; "
+                                   "layout needs none)", nargs="+", choices=OBJECTIVES,
                                    group=OBJ)
     laplacian_strengths: list[float] | None = option(
         None, "strengths of the Laplacian penalty (default: mnist 1e-3 1e-2 1e-1, text "
@@ -167,6 +172,12 @@ class TopographicComparisonSettings(MnistRunSettings):
                                      "(default 0.05)", type=non_negative_float, group=TEXT)
     out: str = out_option("runs/topographic_comparison")
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "layout" in self.objectives and "none" not in self.objectives:
+            raise ValueError("objectives: layout places the units of the run without an "
+                             "objective, so it needs none too")
+
     @classmethod
     def quick(cls) -> TopographicComparisonSettings:
         """A short run on subsets: the trend, not the numbers."""
@@ -174,8 +185,8 @@ class TopographicComparisonSettings(MnistRunSettings):
                    text_steps=200, eval_sequences=300)
 
     def strengths(self, task: str, objective: str) -> list[float]:
-        """The strengths of ``objective`` on ``task`` (``[0.0]`` for ``none``)."""
-        if objective == "none":
+        """The strengths of ``objective`` on ``task`` (``[0.0]`` for ``none`` and ``layout``)."""
+        if objective in ("none", "layout"):
             return [0.0]
         given = {"laplacian": self.laplacian_strengths,
                  "laplacian_rayleigh": self.rayleigh_strengths,
@@ -205,6 +216,7 @@ class Task:
     grid_shape: tuple[int, int]
     activation_layer: str             # whose activations the activation objectives read
     weight_layer: str                 # whose incoming weights weight smoothness reads
+    reading_layer: str                # the layer that reads the units (for a layout)
     node_dim: int
     num_pairs: int | None             # pairs per step of the spatial correlation loss
     make_model: Callable[[], nn.Module]
@@ -214,6 +226,7 @@ class Task:
     max_steps: int
     lr: float
     held_out: dict[str, tuple[torch.Tensor, torch.Tensor]]   # part -> (inputs, targets)
+    layout_data: tuple[torch.Tensor, torch.Tensor]   # training samples a layout is fitted on
     evaluate: Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.device], Evaluation]
     group_names: list[str]
     cost_label: str
@@ -240,12 +253,15 @@ def mnist_task(settings: TopographicComparisonSettings) -> Task:
     model = MNISTClassifier()
     return Task(
         name="mnist", sheet=graphs.grid(8, 8), grid_shape=(8, 8),
-        activation_layer=model.gsr_layer, weight_layer=f"{model.gsr_layer}.0", node_dim=1,
+        activation_layer=model.gsr_layer, weight_layer=f"{model.gsr_layer}.0",
+        reading_layer="classifier", node_dim=1,
         num_pairs=None, make_model=MNISTClassifier,
         loader=DataLoader(TensorDataset(train_x, train_y),
                           batch_size=settings.mnist_batch_size, shuffle=True),
         loss_fn=F.cross_entropy, mask_fn=None, max_steps=max_steps, lr=settings.mnist_lr,
-        held_out=held_out, evaluate=evaluate_classifier,
+        held_out=held_out, layout_data=(train_x[:LAYOUT_SAMPLES["mnist"]],
+                                        train_y[:LAYOUT_SAMPLES["mnist"]]),
+        evaluate=evaluate_classifier,
         group_names=[f"digit {c}" for c in range(10)], cost_label="test error (%)",
         max_cost_increase=settings.max_accuracy_drop,
         description=(f"MNIST: {train_x.shape[0]} training, {held_out['validation'][0].shape[0]} "
@@ -289,12 +305,15 @@ def text_task(settings: TopographicComparisonSettings) -> Task:
     train_x, train_y = encoded["train"]
     return Task(
         name="text", sheet=graphs.grid(16, 16), grid_shape=(16, 16),
-        activation_layer=model.gsr_layer, weight_layer=model.weight_layer, node_dim=-1,
+        activation_layer=model.gsr_layer, weight_layer=model.weight_layer,
+        reading_layer=model.weight_layer.replace("linear1", "linear2"), node_dim=-1,
         num_pairs=settings.spatial_pairs, make_model=make_model,
         loader=DataLoader(TensorDataset(train_x, train_y), batch_size=settings.text_batch_size,
                           shuffle=True),
         loss_fn=next_character_loss, mask_fn=real_tokens, max_steps=settings.text_steps,
-        lr=settings.text_lr, held_out=held_out, evaluate=evaluate_language_model,
+        lr=settings.text_lr, held_out=held_out,
+        layout_data=(train_x[:LAYOUT_SAMPLES["text"]], train_y[:LAYOUT_SAMPLES["text"]]),
+        evaluate=evaluate_language_model,
         group_names=list(CHAR_GROUPS), cost_label="test bits per character",
         max_cost_increase=settings.max_bpc_increase,
         description=(f"Text: docstrings of {len(docs)} standard-library objects (corpus "
@@ -399,12 +418,32 @@ def train_run(task: Task, objective: str, strength: float,
         verbose=not settings.quiet, mask_fn=task.mask_fn,
         config={"pipeline": "topographic_comparison", "task": task.name,
                 "objective": objective, "strength": strength, "max_steps": task.max_steps,
-                "lr": task.lr, "settings": asdict(settings)},
+                "lr": task.lr, "batch_size": task.loader.batch_size,
+                "train_samples": len(task.loader.dataset),
+                **({"context": settings.context} if task.name == "text" else {}),
+                **({"spatial_pairs": task.num_pairs}
+                   if objective == "spatial_correlation" and task.num_pairs else {})},
     )
     train_time = fit_timed(trainer, task.loader, run_dir)
     reg.detach()
     return model, {"task": task.name, "objective": objective, "strength": strength,
                    "train_time_s": train_time, "steps": trainer.step}
+
+
+def layout_run(task: Task, none_model: nn.Module, settings: TopographicComparisonSettings,
+               device: torch.device) -> tuple[nn.Module, dict]:
+    """The run without an objective with its units placed on the sheet by a permutation
+    (:func:`gsr_pyg.layout.fit_layout` on training samples, applied by
+    :func:`gsr_pyg.layout.permute_hidden`): the same function, so the same task cost; how
+    much order a free permutation finds without any training."""
+    started = time.perf_counter()
+    model = copy.deepcopy(none_model)
+    units = task.evaluate(model, *task.layout_data, device).samples
+    perm = layout.fit_layout(units, task.sheet.to(units.device), seed=settings.seed)
+    layout.permute_hidden(model.get_submodule(task.weight_layer),
+                          model.get_submodule(task.reading_layer), perm)
+    return model, {"task": task.name, "objective": "layout", "strength": 0.0,
+                   "train_time_s": time.perf_counter() - started, "steps": 0}
 
 
 def structure(evaluation: Evaluation, task: Task, seed: int) -> dict:
@@ -478,10 +517,15 @@ def run(settings: TopographicComparisonSettings, command: str | None = None) -> 
             descriptions[name], facts[name] = task.description, task.facts
             if is_main:
                 print(task.description, flush=True)
-            task_rows = []
+            task_rows, none_model = [], None
             for objective in objectives:
                 for strength in settings.strengths(name, objective):
-                    model, row = train_run(task, objective, strength, settings, device, out)
+                    if objective == "layout":
+                        model, row = layout_run(task, none_model, settings, device)
+                    else:
+                        model, row = train_run(task, objective, strength, settings, device, out)
+                    if objective == "none":
+                        none_model = model
                     if not is_main:
                         continue
                     maps[(name, objective, strength)] = evaluate_run(task, model, row, device,

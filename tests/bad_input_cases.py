@@ -68,6 +68,7 @@ SURFACES: dict[str, str] = {
     "learn": "Learned graphs (`gsr_pyg.learn`)",
     "pipeline": "Trainer (`gsr_pyg.training`)",
     "data": "Data loaders (`gsr_pyg.data`)",
+    "layout": "Layouts (`gsr_pyg.layout`)",
     "scripts": "Pipeline scripts: arguments and configs",
 }
 
@@ -1539,6 +1540,144 @@ _add(S, "encode_chunks(chunks, vocab, length)", "a chunk longer than length + 1"
                  r"\(cut the text with text_chunks\(docs, 7\)\)")
 
 # --------------------------------------------------------------------------------------------
+# layouts: placing a layer's units on a graph, permuting them in a model
+# --------------------------------------------------------------------------------------------
+
+
+def _layout(name: str, *args, **options):
+    """``gsr_pyg.layout.<name>(*args, **options)``."""
+    from gsr_pyg import layout
+
+    return getattr(layout, name)(*args, **options)
+
+
+def _units(num_units: int = 9, samples: int = 6) -> torch.Tensor:
+    return torch.randn(samples, num_units, generator=torch.Generator().manual_seed(0))
+
+
+def _stats_of(rows: torch.Tensor) -> learn.CoactivationStats:
+    stats = learn.CoactivationStats(rows.size(1))
+    stats.update(rows)
+    return stats
+
+
+def _permute_mlp(perm, first: nn.Module | None = None, second: nn.Module | None = None):
+    """``permute_hidden`` on a Linear(3, 4) -> Linear(4, 2) pair (or the modules given)."""
+    first = nn.Linear(3, 4) if first is None else first
+    second = nn.Linear(4, 2) if second is None else second
+    return _layout("permute_hidden", first, second, perm)
+
+
+S = "layout"
+C = "fit_layout(activations_or_stats, graph)"
+_add(S, C, "a 3 x 3 grid for 8 units",
+     lambda tmp: _layout("fit_layout", _units(8), graphs.grid(3, 3)),
+     ValueError, r"graph has 9 nodes but the activations have 8 units; a layout places one "
+                 r"unit per node")
+_add(S, C, "one sample as a 1-D tensor",
+     lambda tmp: _layout("fit_layout", torch.randn(9), graphs.grid(3, 3)),
+     ValueError, r"activations must have a sample axis and a unit axis \(\[samples, units\], "
+                 r"\[B, T, units\], \.\.\.\), got tensor of shape \(9,\)")
+_add(S, C, "a NaN activation",
+     lambda tmp: _layout("fit_layout", _units().index_put_((torch.tensor(2), torch.tensor(4)),
+                                                           torch.tensor(NAN)),
+                         graphs.grid(3, 3)),
+     ValueError, r"activations must be finite, got 1 NaN and 0 Inf values")
+_add(S, C, "integer activations",
+     lambda tmp: _layout("fit_layout", torch.ones(6, 9, dtype=torch.long), graphs.grid(3, 3)),
+     ValueError, r"activations must be a floating-point tensor, got tensor of shape \(6, 9\) "
+                 r"and dtype torch\.int64")
+_add(S, C, "a list of numbers instead of a tensor",
+     lambda tmp: _layout("fit_layout", [[0.0] * 9], graphs.grid(3, 3)),
+     TypeError, r"activations_or_stats must be a tensor of activations or a "
+                r"gsr_pyg\.learn\.CoactivationStats, got \[\[0\.0")
+_add(S, "fit_layout(stats, graph, mask)", "a mask beside CoactivationStats",
+     lambda tmp: _layout("fit_layout", _stats_of(_units()), graphs.grid(3, 3),
+                         mask=torch.ones(6, dtype=torch.bool)),
+     ValueError, r"mask applies to activations; a CoactivationStats has already kept the "
+                 r"samples it was given")
+_add(S, C, "CoactivationStats that saw no sample",
+     lambda tmp: _layout("fit_layout", learn.CoactivationStats(9), graphs.grid(3, 3)),
+     ValueError, r"activations_or_stats is a CoactivationStats that has seen no sample "
+                 r"\(count=0\)")
+_add(S, "fit_layout(activations, graph, node_dim)", "node_dim = 0 (the batch axis)",
+     lambda tmp: _layout("fit_layout", _units(), graphs.grid(3, 3), node_dim=0),
+     ValueError, r"node_dim must not be 0 \(axis 0 is the batch axis\)")
+_add(S, "fit_layout(activations, graph, node_dim=-1, mask)", "a mask of the wrong shape",
+     lambda tmp: _layout("fit_layout", torch.randn(2, 5, 9), graphs.grid(3, 3), node_dim=-1,
+                         mask=torch.ones(2, 4, dtype=torch.bool)),
+     ValueError, r"mask must have the shape of the sample axes \(2, 5\)")
+_add(S, "fit_layout(activations, graph, seed)", "seed = -1",
+     lambda tmp: _layout("fit_layout", _units(), graphs.grid(3, 3), seed=-1),
+     ValueError, r"seed must be >= 0, got -1")
+_add(S, "fit_layout(activations, graph, max_rounds)", "max_rounds = 1.5",
+     lambda tmp: _layout("fit_layout", _units(), graphs.grid(3, 3), max_rounds=1.5),
+     TypeError, r"max_rounds must be an int, got 1\.5")
+_add(S, C, "a graph with one direction of an edge only",
+     lambda tmp: _layout("fit_layout", _units(2), Data(edge_index=torch.tensor([[0], [1]]),
+                                                       num_nodes=2)),
+     ValueError, r"graph: edge \(0, 1\) has no reverse edge \(1, 0\)")
+_accepted(S, C, "a graph without edges",
+          lambda tmp: _layout("fit_layout", _units(), _empty_graph(9), return_energy=True),
+          lambda result: _expect(torch.equal(result.perm, torch.arange(9))
+                                 and result.energy == 0.0),
+          "accepted: every placement has energy 0; the original order comes back")
+C = "layout_energy(distances, graph, perm)"
+_add(S, C, "distances of 8 units for a 9-node graph",
+     lambda tmp: _layout("layout_energy", _layout("unit_distances", _units(8)),
+                         graphs.grid(3, 3)),
+     ValueError, r"distances must be \[9, 9\] for a graph of 9 nodes \(from unit_distances\), "
+                 r"got tensor of shape \(8, 8\)")
+C = "permute_hidden(linear_in, linear_out, perm)"
+_add(S, C, "perm with a unit twice",
+     lambda tmp: _permute_mlp(torch.tensor([0, 2, 2, 1])),
+     ValueError, r"perm must be a permutation of range\(4\) \(every unit once\): unit 2 "
+                 r"appears 2 times, unit 3 is missing")
+_add(S, C, "perm of 3 units for 4",
+     lambda tmp: _permute_mlp(torch.tensor([2, 0, 1])),
+     ValueError, r"perm must have shape \[4\] \(one unit per node\), got tensor of shape "
+                 r"\(3,\)")
+_add(S, C, "perm as floats",
+     lambda tmp: _permute_mlp(torch.tensor([3.0, 2.0, 1.0, 0.0])),
+     ValueError, r"perm must be an integer tensor \(torch\.int64\), got tensor of shape \(4,\) "
+                 r"and dtype torch\.float32")
+_add(S, C, "perm naming unit 4 of 4",
+     lambda tmp: _permute_mlp(torch.tensor([1, 2, 3, 4])),
+     ValueError, r"perm must hold units in \[0, 4\), got 4")
+_add(S, C, "perm as a list",
+     lambda tmp: _permute_mlp([3, 2, 1, 0]),
+     TypeError, r"perm must be a 1-D torch\.int64 tensor \(perm\[node\] = unit\), got "
+                r"\[3, 2, 1, 0\]")
+_add(S, C, "layers that do not chain (4 outputs, 5 inputs)",
+     lambda tmp: _permute_mlp(torch.arange(4), second=nn.Linear(5, 2)),
+     ValueError, r"linear_in outputs 4 units but linear_out takes 5 inputs: the layers do not "
+                 r"chain")
+_add(S, C, "an nn.Conv2d as linear_in",
+     lambda tmp: _permute_mlp(torch.arange(4), first=nn.Conv2d(3, 4, 3)),
+     TypeError, r"linear_in must be a torch\.nn\.Linear or a Hugging Face Conv1D \(GPT-2\), "
+                r"got Conv2d")
+_add(S, C, "the same Linear twice",
+     lambda tmp: (lambda same: _permute_mlp(torch.arange(4), same, same))(nn.Linear(4, 4)),
+     ValueError, r"linear_in and linear_out are the same module")
+C = "apply_layout(model, pair, perm)"
+_add(S, C, "a pair name that is not an MLP block ('fc')",
+     lambda tmp: _layout("apply_layout", _mlp(), "fc", torch.arange(4)),
+     ValueError, r"pair 'fc' is not an MLP block of the model; closest: \['fc1'\]")
+_add(S, C, "a tuple of layer names for the pair",
+     lambda tmp: _layout("apply_layout", _mlp(), ("fc1", "out"), torch.arange(4)),
+     TypeError, r"pair must be an MLPPair from mlp_pairs\(model\) or its name, got "
+                r"\('fc1', 'out'\)")
+_add(S, "mlp_pairs(model)", "a state_dict instead of a model",
+     lambda tmp: _layout("mlp_pairs", _mlp().state_dict()),
+     TypeError, r"model must be a torch\.nn\.Module, got OrderedDict$")
+_accepted(S, "mlp_pairs(model)", "a LayerNorm between the two Linear layers",
+          lambda tmp: _layout("mlp_pairs", nn.Sequential(nn.Linear(3, 4), nn.ReLU(),
+                                                         nn.LayerNorm(4), nn.Linear(4, 2))),
+          lambda pairs: _expect(pairs == []),
+          "accepted: no pair (a norm mixes the units, so permuting them would change the "
+          "model)")
+
+# --------------------------------------------------------------------------------------------
 # pipeline scripts: command-line arguments and --config files
 # --------------------------------------------------------------------------------------------
 
@@ -1699,6 +1838,17 @@ _add(S, C, "--objectives laplace (not a choice)",
 _add(S, C, "--weight-strengths -1",
      lambda tmp: _script("topographic_comparison", "--weight-strengths", "-1"),
      UsageError, r"argument --weight-strengths: expected a finite number >= 0, got '-1'")
+_add(S, C, "--objectives layout without none",
+     lambda tmp: _script("topographic_comparison", "--objectives", "layout", "laplacian"),
+     UsageError, r"objectives: layout places the units of the run without an objective, so "
+                 r"it needs none too")
+_add(S, "python -m pipelines.pretrained_topography", "--grid 32 (one number for two)",
+     lambda tmp: _script("pretrained_topography", "--grid", "32"),
+     UsageError, r"argument --grid: expected 2 arguments")
+_add(S, "python -m pipelines.pretrained_topography --config FILE", "grid = [32, 48, 2]",
+     lambda tmp: _script("pretrained_topography", "--config",
+                         _config(tmp, "c.toml", "grid = [32, 48, 2]\n")),
+     UsageError, r"key 'grid' expects a list of 2, each an integer >= 1, got \[32, 48, 2\]")
 _add(S, C, "--validation-images as many as MNIST's training images",
      lambda tmp: _script("topographic_comparison", "--tasks", "mnist",
                          "--validation-images", "60000", "--out", str(tmp / "out"),

@@ -300,7 +300,7 @@ def test_no_pipeline_module_imports_a_script():
     scripts = {f"pipelines.{path.stem}" for path in PIPELINES.glob("[!_]*.py")}
     assert scripts == {"pipelines.learned_graph", "pipelines.single_cell",
                        "pipelines.mnist_grid", "pipelines.reconstruction_cost",
-                       "pipelines.topographic_comparison"}
+                       "pipelines.topographic_comparison", "pipelines.pretrained_topography"}
     modules = sorted(PIPELINES.glob("*.py"))
     assert len(modules) > len(scripts) + 3  # the _*.py modules are scanned too
     for path in modules:

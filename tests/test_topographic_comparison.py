@@ -43,13 +43,14 @@ def test_pipeline_runs_every_objective_chooses_on_validation_and_resumes(mnist_d
     columns, rows = _read_csv(out / "results.csv")
     assert columns == tc.RESULT_COLUMNS
     runs = [(r["task"], r["objective"], float(r["strength"])) for r in rows]
-    expected = [("none", 0.0), ("laplacian", 0.01), ("laplacian", 0.1),
+    expected = [("none", 0.0), ("layout", 0.0), ("laplacian", 0.01), ("laplacian", 0.1),
                 ("laplacian_rayleigh", 0.3), ("spatial_correlation", 3.0),
                 ("weight_smoothness", 0.03)]
     assert runs == [(task, *run) for task in ("mnist", "text") for run in expected]
     by_run = {run: row for run, row in zip(runs, rows)}
-    for (task, _, _), row in by_run.items():
-        assert int(row["steps"]) == (24 if task == "mnist" else 60)  # 2 x ceil(1500 / 128)
+    for (task, objective, _), row in by_run.items():
+        if objective != "layout":
+            assert int(row["steps"]) == (24 if task == "mnist" else 60)  # 2 x ceil(1500/128)
     # both tasks learn: far better than chance (90% error; log2(99) = 6.6 bits per character)
     assert float(by_run[("mnist", "none", 0.0)]["test_cost"]) < 40
     assert float(by_run[("text", "none", 0.0)]["test_cost"]) < 4.6
@@ -68,6 +69,13 @@ def test_pipeline_runs_every_objective_chooses_on_validation_and_resumes(mnist_d
             assert float(row["test_smoothness_ratio"]) < float(none["test_smoothness_ratio"])
         top = max(best.values(), key=lambda row: float(row["test_morans_i"]))
         assert float(top["test_morans_i"]) > 0.3 and float(top["test_smoothness_ratio"]) < 0.7
+    for task in ("mnist", "text"):
+        # a layout permutes the units of the run without an objective: the same function,
+        # so the same cost, and more order on the sheet
+        none, placed = by_run[(task, "none", 0.0)], by_run[(task, "layout", 0.0)]
+        assert float(placed["test_cost"]) == pytest.approx(float(none["test_cost"]), rel=1e-5)
+        assert float(placed["test_unit_smoothness_ratio"]) < float(
+            none["test_unit_smoothness_ratio"]) - 0.1
     content = json.loads((out / "results.json").read_text())
     assert content["data"]["mnist"] == {"train": 1500, "validation": 300, "test": 300}
     assert content["data"]["text"]["test_characters"] > 1000

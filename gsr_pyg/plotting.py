@@ -566,6 +566,7 @@ def plot_tradeoff(panels: Sequence[Mapping], *, ncols: int = 2, suptitle: str | 
             ax.plot([baseline[0]], [baseline[1]], "k*", markersize=11,
                     label=str(baseline[2]) if len(baseline) > 2 else "baseline")
         ax.grid(alpha=0.3)
+        ax.margins(0.12)  # room for the point labels at the edges
         ax.legend(loc="best", frameon=False, fontsize=8)
         _set_texts(ax, panel.get("title"), panel.get("xlabel"), panel.get("ylabel"))
     for ax in axes[len(panels):]:
@@ -1485,7 +1486,8 @@ def plot_graph_spectrum(spectra, *, titles: Sequence[str] | None = None,
         check_positive(frequency, f"markers[{label!r}]", allow_zero=True)
     labels = list(dict.fromkeys(label for panel in lines for label, *_ in panel))
     colors = dict(zip(labels, _categorical_colors(len(labels))))
-    fig = _new_figure(0.4 + 5.2 * len(lines), 3.9)
+    fig = _new_figure(2.6 + 5.0 * len(lines), 3.9)
+    handles: dict[str, object] = {}  # one legend for all panels, beside them
     for index, (ax, panel) in enumerate(zip(np.atleast_1d(fig.subplots(1, len(lines))),
                                             lines)):
         for label, frequencies, energy, edges, total in panel:
@@ -1504,11 +1506,14 @@ def plot_graph_spectrum(spectra, *, titles: Sequence[str] | None = None,
         if logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize=7)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
         kinds = {"band" if edges is not None else "eigenvector" for *_, edges, _ in panel}
         default = f"energy per {kinds.pop()}" if len(kinds) == 1 else "energy"
         _set_texts(ax, titles[index] if titles is not None else None, xlabel,
                    ylabel or (f"{default} (fraction of the total)" if normalize else default))
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", frameon=False,
+               fontsize=8)
     if suptitle:
         fig.suptitle(suptitle)
     return _finish(fig, path, dpi)

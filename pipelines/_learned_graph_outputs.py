@@ -6,12 +6,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from gsr_pyg import metrics, plotting
 
 from ._graph_learning import MODULE_METHODS, graph_evolution_figure
 
 HEADLINE_METHOD = "louvain"
+#: Equal bands of the learned graph's spectrum [0, 2] in the spectrum figure.
+SPECTRUM_BANDS = 20
+#: Random orders of the neurons behind the "neurons shuffled" line of the spectrum figure.
+SPECTRUM_SHUFFLES = 10
 SUMMARY_FIELDS = ("components", "mse", "train_time_s", "modularity",
                   *(f"ari_{m}" for m in MODULE_METHODS), *(f"nmi_{m}" for m in MODULE_METHODS))
 
@@ -43,6 +48,32 @@ def preset_figures(preset: str, detail: dict, out: Path, num_modules: int) -> li
     return paths
 
 
+def spectrum_figure(details: dict[str, dict], out: Path, seed: int) -> Path:
+    """``graph_spectrum.png``: the energy of the held-out latent, centred (each neuron's mean
+    removed), per band of frequencies of each preset's final graph (its normalized
+    Laplacian, the one it trained with), beside the same latent with its neurons in a
+    random order (the mean over :data:`SPECTRUM_SHUFFLES` orders, drawn from ``seed``):
+    what the spectrum looks like when the graph knows nothing of the neurons."""
+    spectra = {}
+    for preset, detail in details.items():
+        graph, latent = detail["graph"], detail["latent"]
+        centred = latent - latent.mean(dim=0)
+        spectrum = metrics.graph_fourier_energy(centred, graph, "sym", bands=SPECTRUM_BANDS)
+        generator = torch.Generator().manual_seed(seed)
+        shuffled = [metrics.graph_fourier_energy(
+            centred[:, torch.randperm(centred.shape[1], generator=generator)], graph, "sym",
+            bands=SPECTRUM_BANDS).energy for _ in range(SPECTRUM_SHUFFLES)]
+        spectra[preset] = spectrum
+        spectra[f"{preset}, neurons shuffled"] = spectrum._replace(
+            energy=torch.stack(shuffled).mean(dim=0))
+    path = out / "graph_spectrum.png"
+    plotting.plot_graph_spectrum(
+        spectra, xlabel="frequency of the learned graph (eigenvalue of I - D^-1/2 A D^-1/2)",
+        suptitle="Energy of the centred latent on the learned graph",
+        path=path)
+    return path
+
+
 def summarize(rows: list[dict], presets: Sequence[str]) -> list[dict]:
     """Mean and standard deviation over the seeds of every preset (std 0 for one seed)."""
     out = []
@@ -58,9 +89,10 @@ def summarize(rows: list[dict], presets: Sequence[str]) -> list[dict]:
 
 
 def report_sections(settings, run_settings: dict, rows: list[dict], summaries: list[dict],
-                    figures: dict[str, list[Path]]) -> list[tuple]:
-    """The sections of ``report.html``: settings, the summary over seeds, every run and the
-    figures of the first seed."""
+                    figures: dict[str, list[Path]], spectrum: Path | None = None
+                    ) -> list[tuple]:
+    """The sections of ``report.html``: settings, the summary over seeds, every run, the
+    figures of the first seed and the spectrum figure (:func:`spectrum_figure`)."""
     table = [{"preset": s["preset"], "seeds": s["seeds"],
               **{f"ARI {m}": f"{s[f'ari_{m}_mean']:.3f} ± {s[f'ari_{m}_std']:.3f}"
                  for m in MODULE_METHODS},
@@ -93,5 +125,15 @@ def report_sections(settings, run_settings: dict, rows: list[dict], summaries: l
     ]
     for preset, paths in figures.items():
         sections.append((f"Figures: {preset} (seed {seeds[0]})", list(paths)))
+    if spectrum is not None:
+        sections.append((f"Graph spectrum (seed {seeds[0]})", [
+            "Where the latent's energy sits on the spectrum of each preset's final learned "
+            "graph: the held-out latent with each neuron's mean removed, its energy per band "
+            f"of the normalized Laplacian's eigenvalues ({SPECTRUM_BANDS} equal bands of "
+            "[0, 2], gsr_pyg.metrics.graph_fourier_energy, exact), as a fraction of the "
+            "total. Low frequencies are patterns shared by linked neurons. The 'neurons "
+            f"shuffled' lines put the same latent on the same graph in random orders (mean "
+            f"over {SPECTRUM_SHUFFLES}): the spectrum of neurons the graph knows nothing "
+            "about.", spectrum]))
     return sections
 

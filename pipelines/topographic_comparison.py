@@ -420,7 +420,9 @@ def train_run(task: Task, objective: str, strength: float,
                 "objective": objective, "strength": strength, "max_steps": task.max_steps,
                 "lr": task.lr, "batch_size": task.loader.batch_size,
                 "train_samples": len(task.loader.dataset),
-                **({"context": settings.context} if task.name == "text" else {}),
+                # a resumed run must see the same text: the corpus is the Python version's
+                **({"context": settings.context, "corpus": task.facts["corpus_fingerprint"]}
+                   if task.name == "text" else {}),
                 **({"spatial_pairs": task.num_pairs}
                    if objective == "spatial_correlation" and task.num_pairs else {})},
     )

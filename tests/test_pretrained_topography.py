@@ -84,6 +84,11 @@ def test_layout_keeps_the_function_and_fine_tuning_orders_the_units(tiny_bert, t
                                            "checkpoint.pt")] == stamps
     again = json.loads((out / "results.json").read_text())
     assert again["blocks"] == content["blocks"]
+    # a layout fitted on other sentences is not reused silently
+    other = _argv(tiny_bert, out)
+    other[other.index("--train-sentences") + 1] = "100"
+    with pytest.raises(ValueError, match="holds layouts fitted on .* use another --out"):
+        pt.main(other)
 
 
 def test_grid_and_blocks_that_do_not_fit_the_model_are_refused(tiny_bert, tmp_path):

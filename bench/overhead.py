@@ -28,8 +28,10 @@ TARGETS = {("grid", 64): "<= 1.03", ("grid", 500): "<= 1.03",
            ("mlp", 4096): "<= 1.10", ("mlp", 16384): "<= 1.25"}
 
 
-def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             reg: GraphSpectralRegularizer | None):
+def training_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                  reg: GraphSpectralRegularizer | None):
+    """A function that runs one training step (forward, cross-entropy plus ``reg``'s
+    penalty, backward, Adam) of ``model`` on the batch ``(x, y)``."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -51,7 +53,7 @@ def _pair(model: nn.Module, layer: str, graph, x, y):
     plain = model
     regularized = copy.deepcopy(model)
     reg = GraphSpectralRegularizer(regularized, {layer: graph}, weight=1e-2)
-    return _step_fn(plain, x, y, None), _step_fn(regularized, x, y, reg), reg
+    return training_step(plain, x, y, None), training_step(regularized, x, y, reg), reg
 
 
 def _row(case: str, times: dict, target: str, note: str, raw: dict) -> Row:

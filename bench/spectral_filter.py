@@ -16,9 +16,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 from bench._harness import Row, interleaved, median_ms, median_ratio, spread
+from bench.overhead import training_step
 from gsr_pyg import GraphSpectralRegularizer
 from gsr_pyg.learn import knn_graph
 from gsr_pyg.models import MLP
@@ -27,24 +27,6 @@ from gsr_pyg.spectral import SpectralFilter
 NAME = "spectral_filter"
 WIDTH = 4096
 ORDER = 20
-
-
-def _step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             reg: GraphSpectralRegularizer | None):
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step():
-        loss = loss_fn(model(x), y)
-        if reg is not None:
-            loss = loss + reg.penalty()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if reg is not None:
-            reg.step()
-
-    return step
 
 
 def _row(case: str, times: dict, candidate: str, baseline: str, note: str, raw: dict) -> Row:
@@ -70,9 +52,9 @@ def run(device: torch.device, quick: bool = False) -> list[Row]:
     filtered = GraphSpectralRegularizer(filtered_model, {"hidden": graph}, weight=1e-2,
                                         spectral_response=response)
     rounds = 5 if quick else 15
-    times = interleaved({"plain": _step_fn(plain, x, y, None),
-                         "laplacian": _step_fn(laplacian_model, x, y, laplacian),
-                         "chebyshev": _step_fn(filtered_model, x, y, filtered)},
+    times = interleaved({"plain": training_step(plain, x, y, None),
+                         "laplacian": training_step(laplacian_model, x, y, laplacian),
+                         "chebyshev": training_step(filtered_model, x, y, filtered)},
                         rounds, device)
     operator = filtered.operator("hidden")
     method = laplacian.operator("hidden").resolve_method(256, device)

@@ -81,7 +81,7 @@ __all__ = [
     "mlp_pairs",
     "permute_hidden",
     "random_layout_energy",
-    "unit_distances",
+    "coactivation_distances",
 ]
 
 # Rows of activations turned into second moments at a time (bounds the float64 copy).
@@ -184,8 +184,8 @@ def _moments_from_stats(stats: CoactivationStats) -> tuple[Tensor, Tensor]:
     return state["mean"], m2 / count
 
 
-def unit_distances(activations_or_stats: Tensor | CoactivationStats, *, node_dim: int = 1,
-                   mask: Tensor | None = None) -> Tensor:
+def coactivation_distances(activations_or_stats: Tensor | CoactivationStats, *,
+                           node_dim: int = 1, mask: Tensor | None = None) -> Tensor:
     r"""The ``[N, N]`` matrix :math:`D_{uv} = \frac1S \sum_s (a_{su} - a_{sv})^2`: how much
     units :math:`u` and :math:`v` differ, on average over the samples.
 
@@ -206,7 +206,7 @@ def unit_distances(activations_or_stats: Tensor | CoactivationStats, *, node_dim
             statistics.
 
     Example:
-        >>> unit_distances(torch.tensor([[0., 1., 3.], [0., 1., 1.]]))
+        >>> coactivation_distances(torch.tensor([[0., 1., 3.], [0., 1., 1.]]))
         tensor([[0., 1., 5.],
                 [1., 0., 2.],
                 [5., 2., 0.]], dtype=torch.float64)
@@ -273,7 +273,8 @@ def _check_distances(distances, num_nodes: int) -> Tensor:
     check_tensor(distances, "distances", ndim=2, floating=True)
     if distances.shape != (num_nodes, num_nodes):
         raise ValueError(f"distances must be [{num_nodes}, {num_nodes}] for a graph of "
-                         f"{num_nodes} nodes (from unit_distances), got {describe(distances)}")
+                         f"{num_nodes} nodes (from coactivation_distances), got "
+                         f"{describe(distances)}")
     return check_finite(distances, "distances")
 
 
@@ -290,13 +291,13 @@ def layout_energy(distances: Tensor, graph: Data, perm: Tensor | None = None) ->
     samples of the Dirichlet energy of the placed activations.
 
     Args:
-        distances (Tensor): ``[N, N]`` from :func:`unit_distances`.
+        distances (Tensor): ``[N, N]`` from :func:`coactivation_distances`.
         graph (Data): the neuron graph, ``N`` nodes.
         perm (Tensor, optional): ``[N]``, ``perm[node] = unit``. (default: ``arange(N)``)
 
     Example:
         >>> from gsr_pyg.graphs import line
-        >>> D = unit_distances(torch.tensor([[0., 3., 1.]]))
+        >>> D = coactivation_distances(torch.tensor([[0., 3., 1.]]))
         >>> layout_energy(D, line(3)), layout_energy(D, line(3), torch.tensor([0, 2, 1]))
         (13.0, 5.0)
     """
@@ -318,7 +319,7 @@ def random_layout_energy(distances: Tensor, graph: Data) -> float:
 
     Example:
         >>> from gsr_pyg.graphs import line
-        >>> random_layout_energy(unit_distances(torch.tensor([[0., 3., 1.]])), line(3))
+        >>> random_layout_energy(coactivation_distances(torch.tensor([[0., 3., 1.]])), line(3))
         9.333333333333334
     """
     num_nodes, _, _, weight = _undirected_edges(graph)
@@ -677,7 +678,7 @@ def fit_layout(activations_or_stats: Tensor | CoactivationStats, graph: Data, *,
     Args:
         activations_or_stats: activations with the units on axis ``node_dim`` (every other
             axis a sample axis), or a :class:`gsr_pyg.learn.CoactivationStats` accumulated
-            over many batches (see :func:`unit_distances`).
+            over many batches (see :func:`coactivation_distances`).
         graph (Data): the neuron graph, with as many nodes as there are units; its ``pos``
             (``[N, 2]``) guides the assignment when present.
         node_dim (int): the axis of the activations that holds the units. (default: ``1``)
@@ -715,7 +716,7 @@ def fit_layout(activations_or_stats: Tensor | CoactivationStats, graph: Data, *,
     check_int(max_rounds, "max_rounds", minimum=0)
     tol = check_positive(tol, "tol", allow_zero=True)
     check_bool(return_energy, "return_energy")
-    distances = unit_distances(activations_or_stats, node_dim=node_dim, mask=mask)
+    distances = coactivation_distances(activations_or_stats, node_dim=node_dim, mask=mask)
     if distances.size(0) != num_nodes:
         raise ValueError(f"graph has {num_nodes} nodes but the activations have "
                          f"{distances.size(0)} units; a layout places one unit per node")

@@ -16,6 +16,8 @@ labels then have the shape of the sample axes (``[B, T]``; ``[S]`` for ``[S, N]`
   class (or cell type, branch, pseudotime bin): the paper's class maps.
 * :func:`subtract_global_mean`: the class maps minus the global mean map, which shows what
   makes each class different.
+* :func:`class_map_order`: how smooth the centred class maps are on the layer's graph (mean
+  Moran's I, smoothness ratio), the paper's measure of a structured layer.
 * :func:`segmentation_map`: the paper's segmentation of the neuron grid into the classes
   that claim each neuron.
 * :func:`pseudotime_bins`: quantile bins of a continuous pseudotime.
@@ -61,6 +63,8 @@ __all__ = [
     "group_means",
     "class_mean_maps",
     "subtract_global_mean",
+    "ClassMapOrder",
+    "class_map_order",
     "segmentation_map",
     "pseudotime_bins",
     "module_activity",
@@ -292,6 +296,53 @@ def subtract_global_mean(maps: torch.Tensor, activations: torch.Tensor | None = 
             )
         global_map = _as_float(activations).to(maps.device).mean(dim=0).to(maps.dtype)
     return maps - global_map.unsqueeze(0)
+
+
+class ClassMapOrder(NamedTuple):
+    """What :func:`class_map_order` found.
+
+    Attributes:
+        maps: ``[C, N]`` class-mean maps (a row of NaN for a class without samples).
+        centred: ``[C, N]`` the maps minus the global mean map.
+        morans_i: mean Moran's I of the centred maps of the classes present.
+        smoothness_ratio: smoothness ratio of those maps.
+    """
+
+    maps: torch.Tensor
+    centred: torch.Tensor
+    morans_i: float
+    smoothness_ratio: float
+
+
+def class_map_order(activations: torch.Tensor, labels: torch.Tensor, graph: Data,
+                    num_classes: int | None = None, num_permutations: int = 100,
+                    seed: int = 0) -> ClassMapOrder:
+    """How ordered a layer's class maps are on its graph: :func:`class_mean_maps`,
+    :func:`subtract_global_mean` (over all samples), then the mean
+    :func:`gsr_pyg.metrics.morans_i` and the :func:`gsr_pyg.metrics.smoothness_ratio` of
+    the centred maps of the classes that have samples.
+
+    Args:
+        activations: ``[S, N]`` activations of the layer.
+        labels: ``[S]`` integer class of each sample.
+        graph: the layer's graph (``N`` nodes), on the device of ``activations``.
+        num_classes: rows of the maps (default ``labels.max() + 1``).
+        num_permutations, seed: of the smoothness ratio.
+
+    Example:
+        >>> from gsr_pyg.graphs import line
+        >>> a = torch.tensor([[3., 2., 1., 0.], [2., 2., 1., 1.], [0., 1., 2., 3.]])
+        >>> found = class_map_order(a, torch.tensor([0, 0, 1]), line(4), num_permutations=10)
+        >>> found.centred.shape, round(found.morans_i, 3)
+        (torch.Size([2, 4]), 0.368)
+    """
+    maps = class_mean_maps(activations, labels, num_classes=num_classes)
+    centred = subtract_global_mean(maps, activations)
+    present = ~torch.isnan(maps).any(dim=1)  # a small subset may lack a class
+    moran = metrics.morans_i(centred[present], graph)
+    ratio = metrics.smoothness_ratio(centred[present], graph,
+                                     num_permutations=num_permutations, seed=seed)
+    return ClassMapOrder(maps, centred, float(torch.nanmean(moran)), ratio)
 
 
 def segmentation_map(class_maps: torch.Tensor) -> torch.Tensor:

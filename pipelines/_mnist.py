@@ -1,5 +1,5 @@
-"""The settings every MNIST pipeline shares (seed, device, data, output, subsets, threads) and
-the subsets of MNIST they ask for."""
+"""The settings every MNIST pipeline shares (seed, device, data, output, subsets, threads), the
+subsets of MNIST they ask for, and the classifier's outputs on a set of images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from gsr_pyg.capture import ActivationCapture
 from gsr_pyg.data.mnist import load_mnist
+from gsr_pyg.models import MNISTClassifier
 
 from ._cli import option, positive_int
 from ._runtime import RunSettings, device_option
@@ -50,3 +52,16 @@ def load_mnist_subsets(settings: MnistRunSettings
     if settings.test_subset is not None:
         test_x, test_y = test_x[:settings.test_subset], test_y[:settings.test_subset]
     return train_x, train_y, test_x, test_y
+
+
+@torch.no_grad()
+def classifier_outputs(model: MNISTClassifier, images: torch.Tensor, device: torch.device,
+                       batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and grid-layer activations of ``images`` (eval mode, in batches)."""
+    model.eval()
+    logits, grid_activations = [], []
+    with ActivationCapture(model, [model.gsr_layer]) as capture:
+        for start in range(0, images.shape[0], batch_size):
+            logits.append(model(images[start:start + batch_size].to(device)))
+            grid_activations.append(capture.output(model.gsr_layer))
+    return torch.cat(logits), torch.cat(grid_activations)

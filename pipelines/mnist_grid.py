@@ -62,9 +62,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from gsr_pyg import graphs, plotting, readouts
-from gsr_pyg.capture import ActivationCapture
 from gsr_pyg.files import write_json
-from gsr_pyg.metrics import SpectralEnergy, graph_fourier_energy, morans_i, smoothness_ratio
+from gsr_pyg.metrics import SpectralEnergy, graph_fourier_energy
 from gsr_pyg.models import MNISTClassifier
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.report import write_html_report
@@ -80,7 +79,7 @@ from ._cli import (
     run_cli,
     run_command,
 )
-from ._mnist import MnistRunSettings, load_mnist_subsets, out_option
+from ._mnist import MnistRunSettings, classifier_outputs, load_mnist_subsets, out_option
 from ._runtime import (
     fit_timed,
     format_strength,
@@ -197,24 +196,10 @@ def plan_runs(settings: MnistGridSettings) -> list[GridRun]:
 
 
 # --------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def forward_grid(model: MNISTClassifier, images: torch.Tensor,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and grid-layer activations of ``images`` (eval mode, batches of
-    :data:`EVAL_BATCH`)."""
-    model.eval()
-    logits, grid_activations = [], []
-    with ActivationCapture(model, [model.gsr_layer]) as capture:
-        for start in range(0, images.shape[0], EVAL_BATCH):
-            logits.append(model(images[start:start + EVAL_BATCH].to(device)))
-            grid_activations.append(capture.output(model.gsr_layer))
-    return torch.cat(logits), torch.cat(grid_activations)
-
-
 def evaluate(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
              device: torch.device) -> dict:
     """Test accuracy and loss, predictions and the grid activations of every test image."""
-    logits, grid_activations = forward_grid(model, images, device)
+    logits, grid_activations = classifier_outputs(model, images, device, EVAL_BATCH)
     labels = labels.to(device)
     predictions = logits.argmax(dim=1)
     return {"accuracy": float((predictions == labels).float().mean()),
@@ -234,7 +219,7 @@ def matched_scales(settings: MnistGridSettings, responses: Sequence[str],
         return scales
     torch.manual_seed(settings.seed)  # the initial model of every run
     model = MNISTClassifier(grid_shape=GRID_SHAPE, conv_head=settings.conv_head).to(device)
-    _, activations = forward_grid(model, train_x[:MATCH_IMAGES], device)
+    _, activations = classifier_outputs(model, train_x[:MATCH_IMAGES], device, EVAL_BATCH)
     activations = activations.double().cpu()
     grid = graphs.grid(*GRID_SHAPE)
     laplacian = float(quadratic_form(activations, grid).mean())
@@ -253,18 +238,14 @@ def grid_readouts(grid_activations: torch.Tensor, labels: torch.Tensor, grid: ob
                   seed: int) -> dict:
     """Class maps, centred maps, segmentation and the smoothness of the centred maps; the
     grid spectrum of the activations, raw and centred (each unit's mean removed)."""
-    maps = readouts.class_mean_maps(grid_activations, labels, num_classes=NUM_CLASSES)
-    centered = readouts.subtract_global_mean(maps, grid_activations)
-    present = ~torch.isnan(maps).any(dim=1)  # a tiny test subset may lack a class
-    moran = morans_i(centered[present], grid)
-    smoothness = smoothness_ratio(centered[present], grid,
-                                  num_permutations=SMOOTHNESS_PERMUTATIONS, seed=seed)
+    order = readouts.class_map_order(grid_activations, labels, grid, num_classes=NUM_CLASSES,
+                                     num_permutations=SMOOTHNESS_PERMUTATIONS, seed=seed)
     spectra = {"raw": graph_fourier_energy(grid_activations, grid),
                "centred": graph_fourier_energy(grid_activations - grid_activations.mean(0),
                                                grid)}
-    return {"maps": maps, "centered": centered, "segmentation": readouts.segmentation_map(maps),
-            "morans_i": float(torch.nanmean(moran)), "smoothness_ratio": smoothness,
-            "spectra": spectra}
+    return {"maps": order.maps, "centered": order.centred,
+            "segmentation": readouts.segmentation_map(order.maps), "morans_i": order.morans_i,
+            "smoothness_ratio": order.smoothness_ratio, "spectra": spectra}
 
 
 def pick_examples(labels: torch.Tensor, predictions: torch.Tensor, num_correct: int = 6,

@@ -336,8 +336,7 @@ def apply_block_layouts(bert: nn.Module, layouts: dict[int, dict]) -> None:
     """Permute each block's MLP units in place (the function is unchanged)."""
     pairs = layout.mlp_pairs(bert)
     for block, found in layouts.items():
-        layout.permute_hidden(bert.get_submodule(pairs[block].linear_in),
-                              bert.get_submodule(pairs[block].linear_out), found["perm"])
+        layout.apply_layout(bert, pairs[block], found["perm"])
 
 
 def fine_tune(laid_out: SentenceEncoder, weight: float, steps: int, train_ids: torch.Tensor,

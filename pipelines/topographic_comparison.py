@@ -76,14 +76,14 @@ from gsr_pyg.data.text import (
     stdlib_docstrings,
     text_chunks,
 )
-from gsr_pyg.metrics import morans_i, smoothness_ratio
+from gsr_pyg.metrics import smoothness_ratio
 from gsr_pyg.models import CharTransformer, MNISTClassifier
 from gsr_pyg.regularizer import GraphSpectralRegularizer
 from gsr_pyg.report import write_html_report
 from gsr_pyg.training import GSRTrainer
 
 from ._cli import non_negative_float, option, positive_int, report_command, run_cli, run_command
-from ._mnist import MnistRunSettings, out_option
+from ._mnist import MnistRunSettings, classifier_outputs, out_option
 from ._runtime import fit_timed, format_strength, pipeline_run, training_steps, write_results
 
 TASKS = ("mnist", "text")
@@ -250,10 +250,10 @@ def mnist_task(settings: TopographicComparisonSettings) -> Task:
                 "test": (test_x[:settings.test_subset], test_y[:settings.test_subset])}
     _, max_steps = training_steps(train_x.shape[0], settings.mnist_batch_size,
                                   settings.mnist_epochs)
-    model = MNISTClassifier()
     return Task(
         name="mnist", sheet=graphs.grid(8, 8), grid_shape=(8, 8),
-        activation_layer=model.gsr_layer, weight_layer=f"{model.gsr_layer}.0",
+        activation_layer=MNISTClassifier.gsr_layer,
+        weight_layer=f"{MNISTClassifier.gsr_layer}.0",
         reading_layer="classifier", node_dim=1,
         num_pairs=None, make_model=MNISTClassifier,
         loader=DataLoader(TensorDataset(train_x, train_y),
@@ -326,19 +326,13 @@ def text_task(settings: TopographicComparisonSettings) -> Task:
         facts=facts)
 
 
-@torch.no_grad()
 def evaluate_classifier(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
                         device: torch.device) -> Evaluation:
     """Error rate (%), cross-entropy and the grid units of every image, grouped by class."""
-    model.eval()
-    logits, units = [], []
-    with ActivationCapture(model, [model.gsr_layer]) as capture:
-        for start in range(0, images.shape[0], EVAL_BATCH["mnist"]):
-            logits.append(model(images[start:start + EVAL_BATCH["mnist"]].to(device)))
-            units.append(capture.samples(model.gsr_layer))
-    logits, labels = torch.cat(logits), labels.to(device)
+    logits, units = classifier_outputs(model, images, device, EVAL_BATCH["mnist"])
+    labels = labels.to(device)
     error = 100.0 * float((logits.argmax(dim=1) != labels).double().mean())
-    return Evaluation(error, float(F.cross_entropy(logits, labels)), torch.cat(units), labels)
+    return Evaluation(error, float(F.cross_entropy(logits, labels)), units, labels)
 
 
 def character_groups(inputs: torch.Tensor) -> torch.Tensor:
@@ -448,40 +442,31 @@ def layout_run(task: Task, none_model: nn.Module, settings: TopographicCompariso
                    "train_time_s": time.perf_counter() - started, "steps": 0}
 
 
-def structure(evaluation: Evaluation, task: Task, seed: int) -> dict:
-    """The group-mean maps minus the global mean map, their mean Moran's I and smoothness
-    ratio on the sheet, and the smoothness ratio of the units over (up to 5,000 evenly
-    spaced) held-out samples."""
-    sheet = task.sheet.to(evaluation.samples.device)
-    maps = readouts.class_mean_maps(evaluation.samples, evaluation.groups,
-                                    num_classes=len(task.group_names))
-    centred = readouts.subtract_global_mean(maps, evaluation.samples)
-    present = ~torch.isnan(maps).any(dim=1)
-    step = max(1, evaluation.samples.shape[0] // MAX_UNIT_SAMPLES)
-    return {
-        "centred": centred,
-        "morans_i": float(torch.nanmean(morans_i(centred[present], sheet))),
-        "smoothness_ratio": smoothness_ratio(centred[present], sheet,
-                                             num_permutations=SMOOTHNESS_PERMUTATIONS, seed=seed),
-        "unit_smoothness_ratio": smoothness_ratio(evaluation.samples[::step], sheet,
-                                                  num_permutations=SMOOTHNESS_PERMUTATIONS,
-                                                  seed=seed),
-    }
+def map_order(evaluation: Evaluation, task: Task, seed: int) -> readouts.ClassMapOrder:
+    """The group-mean maps minus the global mean map and their mean Moran's I and smoothness
+    ratio on the sheet."""
+    return readouts.class_map_order(evaluation.samples, evaluation.groups,
+                                    task.sheet.to(evaluation.samples.device),
+                                    num_classes=len(task.group_names),
+                                    num_permutations=SMOOTHNESS_PERMUTATIONS, seed=seed)
 
 
 def evaluate_run(task: Task, model: nn.Module, row: dict, device: torch.device,
                  seed: int) -> torch.Tensor:
-    """Fill the row's held-out fields; returns the centred test maps."""
+    """Fill the row's held-out fields: costs, the order of the group maps (validation: the
+    Moran's I the choice needs), and the smoothness ratio of the units over (up to 5,000
+    evenly spaced) test samples; returns the centred test maps."""
     validation = task.evaluate(model, *task.held_out["validation"], device)
     test = task.evaluate(model, *task.held_out["test"], device)
-    found_validation = structure(validation, task, seed)
-    found_test = structure(test, task, seed)
+    found = map_order(test, task, seed)
+    step = max(1, test.samples.shape[0] // MAX_UNIT_SAMPLES)
+    unit_ratio = smoothness_ratio(test.samples[::step], task.sheet.to(test.samples.device),
+                                  num_permutations=SMOOTHNESS_PERMUTATIONS, seed=seed)
     row.update(validation_cost=validation.cost, test_cost=test.cost, test_loss=test.loss,
-               validation_morans_i=found_validation["morans_i"],
-               test_morans_i=found_test["morans_i"],
-               test_smoothness_ratio=found_test["smoothness_ratio"],
-               test_unit_smoothness_ratio=found_test["unit_smoothness_ratio"], chosen=False)
-    return found_test["centred"]
+               validation_morans_i=map_order(validation, task, seed).morans_i,
+               test_morans_i=found.morans_i, test_smoothness_ratio=found.smoothness_ratio,
+               test_unit_smoothness_ratio=unit_ratio, chosen=False)
+    return found.centred
 
 
 def mark_chosen(rows: list[dict], task: Task) -> dict[str, dict | None]:

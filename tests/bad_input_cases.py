@@ -1624,10 +1624,10 @@ _accepted(S, C, "a graph without edges",
           "accepted: every placement has energy 0; the original order comes back")
 C = "layout_energy(distances, graph, perm)"
 _add(S, C, "distances of 8 units for a 9-node graph",
-     lambda tmp: _layout("layout_energy", _layout("unit_distances", _units(8)),
+     lambda tmp: _layout("layout_energy", _layout("coactivation_distances", _units(8)),
                          graphs.grid(3, 3)),
-     ValueError, r"distances must be \[9, 9\] for a graph of 9 nodes \(from unit_distances\), "
-                 r"got tensor of shape \(8, 8\)")
+     ValueError, r"distances must be \[9, 9\] for a graph of 9 nodes \(from "
+                 r"coactivation_distances\), got tensor of shape \(8, 8\)")
 C = "permute_hidden(linear_in, linear_out, perm)"
 _add(S, C, "perm with a unit twice",
      lambda tmp: _permute_mlp(torch.tensor([0, 2, 2, 1])),

@@ -201,18 +201,19 @@ def test_eval_without_hooks_keeps_the_fused_inference_path(monkeypatch):
     handle.remove()
 
 
-def _tiny_hf(kind: str):
-    """A tiny randomly initialised Hugging Face BERT or GPT-2 (no files), in eval mode."""
+def tiny_hf(kind: str, dtype: torch.dtype = torch.float32):
+    """A tiny randomly initialised Hugging Face BERT or GPT-2 (no files), in eval mode, in
+    ``dtype``."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     if kind == "bert":
         config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
                                          num_attention_heads=2, intermediate_size=36,
                                          max_position_embeddings=32)
-        return transformers.BertModel(config).eval()
+        return transformers.BertModel(config).eval().to(dtype)
     config = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_inner=36,
                                      n_positions=32, bos_token_id=0, eos_token_id=0)
-    return transformers.GPT2Model(config).eval()
+    return transformers.GPT2Model(config).eval().to(dtype)
 
 
 @pytest.mark.parametrize("kind, layer, pre", [
@@ -221,7 +222,7 @@ def _tiny_hf(kind: str):
     ("gpt2", "h.1.mlp.act", "h.1.mlp.c_fc"),
 ])
 def test_hugging_face_blocks_expose_their_mlp_units_unchanged(kind, layer, pre):
-    model = _tiny_hf(kind)
+    model = tiny_hf(kind)
     ids = torch.randint(1, 50, (3, 7))
     attention_mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 6 + [0]])
     before = model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
@@ -249,7 +250,7 @@ def test_hugging_face_blocks_expose_their_mlp_units_unchanged(kind, layer, pre):
 
 
 def test_weight_smoothness_refuses_gpt2_conv1d_whose_rows_are_not_the_units():
-    model = _tiny_hf("gpt2")
+    model = tiny_hf("gpt2")
     with pytest.raises(ValueError, match="Hugging Face Conv1D, whose weight is "
                                          r"\[in_features, out_features\]"):
         GraphSpectralRegularizer(model, {"h.0.mlp.c_fc": graphs.grid(4, 4)},

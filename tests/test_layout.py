@@ -20,18 +20,19 @@ from gsr_pyg.layout import (
     MLPPair,
     apply_layout,
     check_permutation,
+    coactivation_distances,
     fit_layout,
     layout_energy,
     mlp_pairs,
     permute_hidden,
     random_layout_energy,
-    unit_distances,
 )
 from gsr_pyg.learn import CoactivationStats
 from gsr_pyg.metrics import dirichlet_energy, smoothness_ratio
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bad_input_cases import CASES, run, verdict  # noqa: E402
+from test_hookable import tiny_hf  # noqa: E402
 
 
 def planted_sheet(height: int, width: int, samples: int = 300, seed: int = 0,
@@ -73,7 +74,7 @@ def test_energy_is_the_mean_dirichlet_energy_of_the_placed_activations():
     weighted = graphs.from_edge_index(
         torch.tensor([[0, 1, 2, 3, 5, 6, 7, 9, 10, 0], [1, 2, 3, 4, 6, 7, 8, 10, 11, 11]]),
         torch.tensor([1.0, 2.0, 0.5, 1.5, 3.0, 1.0, 0.25, 2.0, 1.0, 4.0]), num_nodes=12)
-    distances = unit_distances(x, node_dim=-1, mask=mask)
+    distances = coactivation_distances(x, node_dim=-1, mask=mask)
     for graph in (graphs.grid(3, 4), weighted):
         for _ in range(3):
             perm = torch.randperm(12, generator=g)
@@ -90,7 +91,7 @@ def test_random_energy_is_the_exact_mean_over_all_placements():
     x = torch.randn(20, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     graph = graphs.from_edge_index(torch.tensor([[0, 1, 2, 0], [1, 2, 3, 4]]),
                                    torch.tensor([1.0, 2.0, 3.0, 0.5]), num_nodes=5)
-    distances = unit_distances(x)
+    distances = coactivation_distances(x)
     every = [layout_energy(distances, graph, torch.tensor(p))
              for p in itertools.permutations(range(5))]
     assert random_layout_energy(distances, graph) == pytest.approx(sum(every) / len(every),
@@ -103,8 +104,8 @@ def test_statistics_give_the_distances_of_the_concatenated_batches():
     stats = CoactivationStats(25)
     for batch in rows.split(16):
         stats.update(batch)
-    direct = unit_distances(rows)
-    torch.testing.assert_close(unit_distances(stats), direct, rtol=1e-9, atol=1e-9)
+    direct = coactivation_distances(rows)
+    torch.testing.assert_close(coactivation_distances(stats), direct, rtol=1e-9, atol=1e-9)
     graph = graphs.grid(5, 5)
     from_stats = fit_layout(stats, graph, return_energy=True)
     from_rows = fit_layout(rows, graph, return_energy=True)
@@ -122,15 +123,15 @@ def test_planted_sheet_is_recovered():
     graph = graphs.grid(16, 16)
     result = fit_layout(x[:, shuffle], graph, return_energy=True)
     assert isinstance(result, LayoutResult)
-    truth = layout_energy(unit_distances(x), graph)  # the sheet the units came from
+    truth = layout_energy(coactivation_distances(x), graph)  # the sheet the units came from
     assert result.ratio_original > 0.95  # shuffled: no structure left in the given order
     assert result.ratio < 0.1
     assert result.energy <= 1.1 * truth  # within 10% of the hidden sheet
     assert result.energy <= result.energy_assigned <= result.energy_original
-    assert result.energy < sampled_random_energy(unit_distances(x), graph).min()
+    assert result.energy < sampled_random_energy(coactivation_distances(x), graph).min()
     placed = x[:, shuffle][:, result.perm]
     assert smoothness_ratio(placed, graph) < 0.1
-    assert layout_energy(unit_distances(placed), graph) == pytest.approx(result.energy)
+    assert layout_energy(coactivation_distances(placed), graph) == pytest.approx(result.energy)
 
 
 def test_graph_without_positions_is_embedded_by_its_own_laplacian():
@@ -138,7 +139,7 @@ def test_graph_without_positions_is_embedded_by_its_own_laplacian():
     graph = graphs.grid(12, 12)
     del graph.pos
     result = fit_layout(x[:, shuffle], graph, return_energy=True)
-    truth = layout_energy(unit_distances(x), graph)
+    truth = layout_energy(coactivation_distances(x), graph)
     # a grid's eigenmaps are warped and, for a square, rotated at random: less exact than pos
     assert result.ratio < 0.2 and result.energy <= 1.5 * truth
     assert result.energy < 0.2 * result.energy_original
@@ -148,7 +149,7 @@ def test_random_data_still_gets_a_lower_energy():
     x = torch.randn(300, 256, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     graph = graphs.grid(16, 16)
     result = fit_layout(x, graph, return_energy=True)
-    random_energies = sampled_random_energy(unit_distances(x), graph)
+    random_energies = sampled_random_energy(coactivation_distances(x), graph)
     assert result.energy < result.energy_original
     assert result.energy < random_energies.min()
     assert 0.8 < result.ratio < 0.97  # only noise to exploit: a little lower, not much
@@ -167,7 +168,7 @@ def test_perfect_recovery_of_tiny_sheets():
         x = slopes[:, :1] * row + slopes[:, 1:] * col \
             + 0.1 * torch.randn(50, 9, generator=g, dtype=torch.float64)
         shuffle = torch.randperm(9, generator=g)
-        distances = unit_distances(x[:, shuffle])
+        distances = coactivation_distances(x[:, shuffle])
         optimum = distances[every[:, source], every[:, target]].sum(dim=1).min()
         result = fit_layout(x[:, shuffle], graph, return_energy=True)
         assert result.energy == pytest.approx(float(optimum), rel=1e-12)
@@ -243,7 +244,7 @@ def test_4096_units_on_a_64_by_64_grid_in_minutes():
         torch.set_num_threads(threads)
     print(f"\n4,096 planted units on a 64 x 64 grid: {planted_seconds:.1f} s, ratio "
           f"{planted.ratio_original:.4f} -> {planted.ratio:.4f} (hidden sheet "
-          f"{layout_energy(unit_distances(x), graph) / planted.energy_random:.4f}); "
+          f"{layout_energy(coactivation_distances(x), graph) / planted.energy_random:.4f}); "
           f"random units: {random_seconds:.1f} s, ratio {random.ratio_original:.4f} -> "
           f"{random.ratio:.4f}")
     assert planted_seconds < 300 and random_seconds < 300
@@ -302,20 +303,6 @@ def test_sequential_finder_stops_at_modules_that_mix_units():
     assert mlp_pairs(model) == [MLPPair("3", "3", "5", "4", 8)]
 
 
-def _tiny_hf(kind: str, dtype=torch.float32):
-    """A tiny randomly initialised Hugging Face BERT or GPT-2 (no files), in eval mode."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    if kind == "bert":
-        config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
-                                         num_attention_heads=2, intermediate_size=36,
-                                         max_position_embeddings=32)
-        return transformers.BertModel(config).eval().to(dtype)
-    config = transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_inner=36,
-                                     n_positions=32, bos_token_id=0, eos_token_id=0)
-    return transformers.GPT2Model(config).eval().to(dtype)
-
-
 def _sentence_embeddings(model, ids, attention_mask):
     hidden = model(input_ids=ids, attention_mask=attention_mask).last_hidden_state
     weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -324,7 +311,7 @@ def _sentence_embeddings(model, ids, attention_mask):
 
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
 def test_bert_layout_keeps_sentence_embeddings_and_places_the_units(dtype, tolerance):
-    model = _tiny_hf("bert", dtype)
+    model = tiny_hf("bert", dtype)
     ids = torch.randint(1, 50, (6, 9), generator=torch.Generator().manual_seed(0))
     attention_mask = torch.ones(6, 9, dtype=torch.long)
     attention_mask[1, 5:] = attention_mask[4, 3:] = 0
@@ -355,7 +342,7 @@ def test_bert_layout_keeps_sentence_embeddings_and_places_the_units(dtype, toler
 
 
 def test_gpt2_conv1d_layout_keeps_the_model():
-    model = _tiny_hf("gpt2")
+    model = tiny_hf("gpt2")
     ids = torch.randint(1, 50, (3, 7), generator=torch.Generator().manual_seed(1))
     pairs = mlp_pairs(model)
     assert [(p.linear_in, p.linear_out, p.activation) for p in pairs] == [

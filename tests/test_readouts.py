@@ -578,3 +578,20 @@ def test_default_layout_is_unchanged():
         assert torch.equal(class_mean_maps(activations, labels, mask=everything), maps)
         assert torch.equal(module_activity(activations, neuron_labels, mask=everything),
                            module_activity(activations, neuron_labels))
+
+
+def test_class_map_order_is_the_order_of_the_centred_maps_of_the_classes_present():
+    from gsr_pyg.graphs import grid
+    from gsr_pyg.metrics import morans_i, smoothness_ratio
+    from gsr_pyg.readouts import class_map_order
+
+    torch.manual_seed(0)
+    acts, labels = torch.randn(40, 16), torch.randint(0, 3, (40,))  # class 3 has no sample
+    graph = grid(4, 4)
+    found = class_map_order(acts, labels, graph, num_classes=4, num_permutations=10, seed=3)
+    maps = class_mean_maps(acts, labels, num_classes=4)
+    centred = maps - acts.mean(dim=0)
+    assert torch.isnan(found.maps[3]).all() and torch.allclose(found.centred[:3], centred[:3])
+    assert found.morans_i == pytest.approx(float(morans_i(centred[:3], graph).mean()))
+    assert found.smoothness_ratio == smoothness_ratio(centred[:3], graph, num_permutations=10,
+                                                      seed=3)

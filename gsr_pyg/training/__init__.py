@@ -2,6 +2,9 @@
 
 * :class:`GSRTrainer` (:mod:`.trainer`): the loop; warm-up, graph refresh
   (:mod:`gsr_pyg.refresh`), penalty, step, checkpoint; resumes a killed run exactly.
+* :class:`~gsr_pyg.training.core.GSRCore` (:mod:`.core`): what the loop does at each step
+  (refresh on schedule, snapshots, metric rows, the schedule's state), shared with the
+  Lightning and Hugging Face callbacks of :mod:`gsr_pyg.integrations`.
 * :class:`LearningSchedule` and :class:`Phase` (:mod:`.schedule`): when graphs are learned.
 * :class:`History` and :func:`load_snapshot` (:mod:`.rundir`): what a run produced.
 * :func:`setup_distributed` and the helpers of :mod:`.distributed`: the same code in one

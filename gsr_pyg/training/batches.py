@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 
-__all__ = ["rng_state", "set_rng_state", "seed_everything", "BatchStream", "to_device"]
+__all__ = ["rng_state", "set_rng_state", "seed_everything", "BatchStream", "to_device", "to_cpu"]
 
 
 def rng_state() -> dict:
@@ -61,6 +61,18 @@ def to_device(batch, device: torch.device):
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(b, device) for b in batch)
     return batch
+
+
+def to_cpu(value):
+    """Tensors inside dicts, lists and tuples moved to the CPU (for a checkpoint that every
+    process gathers); anything else as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
 
 
 class BatchStream:

@@ -28,7 +28,7 @@ from torch_geometric.data import Data
 from .. import graphs as graphs_mod
 from ..files import atomic_write, json_default, write_json, write_text
 
-__all__ = ["RunDirectory", "History", "load_snapshot"]
+__all__ = ["RunDirectory", "History", "load_snapshot", "safe_load"]
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2  # 2: the regularizer's settings as data, progress keys renamed
@@ -37,7 +37,9 @@ _CHECKPOINT_KEYS = ("model", "optimizer", "regularizer", "learning", "loop", "wo
 _SNAPSHOT_KEYS = ("edge_index", "edge_weight", "num_nodes", "step", "layer")
 
 
-def _safe_load(path, what: str) -> dict:
+def safe_load(path, what: str) -> dict:
+    """A file of tensors and plain containers read with ``weights_only=True`` (never running
+    code from it); a file that cannot be read is a ValueError naming it and ``what`` it is."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/foreign files
@@ -63,7 +65,7 @@ def _load_error_reason(err: Exception) -> str:
 def load_snapshot(path: str | os.PathLike) -> Data:
     """Read a ``.pt`` snapshot (``weights_only=True``) back into a ``Data`` whose ``step`` and
     ``name`` (the layer) say when and where it was learned."""
-    state = _safe_load(path, "snapshot")
+    state = safe_load(path, "snapshot")
     missing = [key for key in _SNAPSHOT_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise ValueError(f"snapshot file {str(path)!r} is not a gsr_pyg graph snapshot: it "
@@ -119,6 +121,11 @@ class History:
         """Record one metrics row held in memory (a run with a directory writes its rows to
         ``metrics.jsonl`` instead)."""
         self._metrics.append(row)
+
+    def records(self) -> list[tuple[int, str, Data | Path]]:
+        """``(step, layer, snapshot)`` of every learned graph in order, the snapshot a
+        ``Data`` held in memory or the path of its file (nothing is read)."""
+        return list(self._records)
 
     @property
     def layers(self) -> list[str]:
@@ -250,7 +257,7 @@ class RunDirectory:
     def read_checkpoint(self, world_size: int) -> dict:
         """``checkpoint.pt``, checked: its format, its keys and the world size that wrote it."""
         path = self.path / CHECKPOINT
-        state = _safe_load(path, "checkpoint")
+        state = safe_load(path, "checkpoint")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint file {str(path)!r} was not written by this version of "
                              "gsr_pyg")

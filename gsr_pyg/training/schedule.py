@@ -8,7 +8,9 @@ A run with learned layers goes through::
 ``WARMUP`` trains with no graph on the learned layers (so no penalty there); ``LEARNING``
 refreshes their graphs every ``refresh_every`` steps; once every learned layer has stopped,
 ``AFTER_STOP`` trains ``after_stop_steps`` more steps on the last graphs. A run whose graphs
-are all fixed is ``TRAIN`` for ``max_steps`` steps (:class:`FixedSteps`), then ``DONE``.
+are all fixed is ``TRAIN`` for ``max_steps`` steps (:class:`FixedSteps`), then ``DONE``, or
+``TRAIN`` until the training loop ends it (:class:`UntilStopped`: a Lightning or Hugging Face
+run whose length their trainer sets).
 
 The schedule decides the phase; the trainer only asks it (:meth:`LearningSchedule.refresh_due`,
 :meth:`LearningSchedule.advance`) and keeps the counters in a :class:`Progress`.
@@ -23,7 +25,7 @@ from .._validation import check_choice, check_int
 from ..refresh import STOP_RULES, check_converged_jaccard
 from ..spectral import check_normalization
 
-__all__ = ["Phase", "Progress", "LearningSchedule", "FixedSteps"]
+__all__ = ["Phase", "Progress", "LearningSchedule", "FixedSteps", "UntilStopped"]
 
 
 class Phase(str, Enum):
@@ -205,3 +207,31 @@ class FixedSteps:
         progress.step += 1
         if progress.step >= self.max_steps:
             progress.phase = Phase.DONE
+
+
+@dataclass(frozen=True)
+class UntilStopped:
+    """The schedule of a run whose graphs are all fixed and whose length the training loop
+    sets (a Lightning or Hugging Face trainer's ``max_steps`` or epochs): ``TRAIN``, no
+    refresh, never ``DONE`` on its own.
+
+    Example:
+        >>> schedule = UntilStopped()
+        >>> progress = schedule.start()
+        >>> schedule.advance(progress); schedule.advance(progress)
+        >>> progress.phase, progress.step
+        (<Phase.TRAIN: 'train'>, 2)
+    """
+
+    @property
+    def max_total_steps(self) -> None:
+        return None
+
+    def start(self) -> Progress:
+        return Progress(phase=Phase.TRAIN)
+
+    def refresh_due(self, progress: Progress) -> bool:
+        return False
+
+    def advance(self, progress: Progress, stopped: bool = False) -> None:
+        progress.step += 1

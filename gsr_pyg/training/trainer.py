@@ -11,12 +11,15 @@ One readable loop (:meth:`GSRTrainer.fit`). Each training step:
 5. every ``checkpoint_every`` steps, a checkpoint (:class:`~gsr_pyg.training.rundir.RunDirectory`).
 
 The phases (warm-up, learning, after the stop) are the :class:`LearningSchedule`'s; without
-learned layers the trainer runs ``max_steps`` plain regularized steps.
+learned layers the trainer runs ``max_steps`` plain regularized steps. Steps 3 and 4's graph
+work (refresh, snapshots, penalties, metric rows, ``reg.step()``, the schedule) is
+:class:`~gsr_pyg.training.core.GSRCore`'s, the same core the Lightning and Hugging Face
+callbacks (:mod:`gsr_pyg.integrations`) train through; the trainer adds the batches, the
+optimizer, DDP and the run directory's checkpoints.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
@@ -26,26 +29,19 @@ import torch
 from torch import nn
 
 from .._validation import check_int, describe
-from ..graphs import num_undirected_edges
 from ..learn import CoactivationGraph
-from ..metrics import smoothness_ratio
-from ..refresh import GraphRefresh, RefreshEvent
 from ..regularizer import GraphSpectralRegularizer
-from ..spectral import connected_components
-from .batches import BatchStream, rng_state, seed_everything, set_rng_state, to_device
+from .batches import BatchStream, rng_state, seed_everything, set_rng_state, to_cpu, to_device
+from .core import GSRCore, batch_mask, check_learn, make_plan
 from .distributed import (
-    agree,
     barrier,
     distributed_loader,
     gather_objects,
-    gather_rows,
     get_rank,
     get_world_size,
-    mean_over_processes,
-    reduce_stats,
 )
 from .rundir import CHECKPOINT, CHECKPOINT_FORMAT, History, RunDirectory
-from .schedule import FixedSteps, LearningSchedule, Phase, Progress
+from .schedule import LearningSchedule, Phase, Progress
 
 __all__ = ["GSRTrainer"]
 
@@ -72,46 +68,7 @@ def _check_parts(model, reg, optimizer, loss_fn, learn) -> dict:
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {describe(optimizer)}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {describe(loss_fn)}")
-    if learn is not None and not isinstance(learn, Mapping):
-        raise TypeError(f"learn must be a mapping layer -> CoactivationGraph, got "
-                        f"{describe(learn)}")
-    return dict(learn or {})
-
-
-def _to_cpu(value):
-    if isinstance(value, torch.Tensor):
-        return value.cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return value
-
-
-def _metrics_row(reg: GraphSpectralRegularizer, progress: Progress, task_loss: torch.Tensor,
-                 penalties: dict, events: dict[str, RefreshEvent],
-                 smoothness_permutations: int, mask: torch.Tensor | None) -> dict:
-    """One row of metrics.jsonl: the step, its phase, the task loss of the global batch and,
-    per regularized layer, its weight, penalty, graph and smoothness."""
-    row = {"step": progress.step, "phase": progress.phase.value,
-           "task_loss": float(mean_over_processes(task_loss))}
-    weights = reg.weights()
-    for name in reg.layers:
-        graph = reg.graph(name)
-        entry = {"weight": weights[name], "penalty": float(penalties[name].detach()),
-                 "edges": num_undirected_edges(graph)}
-        if graph.edge_index.shape[1]:
-            entry["components"] = connected_components(graph)[0]
-            if smoothness_permutations:
-                entry["smoothness_ratio"] = smoothness_ratio(
-                    reg.samples(name, mask=mask).detach(), graph,
-                    num_permutations=smoothness_permutations, seed=progress.step)
-        else:
-            entry["components"] = graph.num_nodes
-        if name in events:
-            entry["refresh"] = events[name].as_dict()
-        row[name] = entry
-    return row
+    return check_learn(learn)
 
 
 def _postfix(row: dict, layers: list[str]) -> str:
@@ -164,6 +121,8 @@ class GSRTrainer:
     :class:`~gsr_pyg.refresh.GraphRefresh` of the learned layers), ``rank``, ``world_size``
     and ``is_main`` (whether this process writes the run directory). ``refresh`` may be
     replaced by an object with the same methods that wraps it (to time the refreshes, say).
+    ``progress``, ``history`` and ``refresh`` are those of ``core``, the
+    :class:`~gsr_pyg.training.core.GSRCore` that does each step's graph work.
     """
 
     def __init__(
@@ -186,24 +145,7 @@ class GSRTrainer:
         mask_fn: Callable | None = None,
     ):
         learn = _check_parts(model, reg, optimizer, loss_fn, learn)
-        if learn:
-            schedule = schedule if schedule is not None else LearningSchedule.reference()
-            if not isinstance(schedule, LearningSchedule):
-                raise TypeError(f"schedule must be a LearningSchedule, got {describe(schedule)}")
-            if max_steps is not None:  # it would be ignored: the schedule sets the length
-                raise ValueError(
-                    f"max_steps={max_steps!r} is given but layers learn their graphs (learn is "
-                    "not empty): the schedule sets the run's length (warmup_steps, "
-                    "max_learning_steps, after_stop_steps); leave max_steps out")
-        elif schedule is not None:  # it would be ignored: nothing is learned
-            raise ValueError("schedule is given but no layer learns its graph (learn is "
-                             "empty): give learn={layer: CoactivationGraph(...)}, or max_steps "
-                             "without a schedule")
-        elif max_steps is None:
-            raise ValueError("max_steps is required when no layer learns its graph "
-                             "(learn is empty)")
-        if max_steps is not None:
-            check_int(max_steps, "max_steps", minimum=1)
+        schedule, plan = make_plan(learn, schedule, max_steps)
         self.model, self.reg, self.optimizer, self.loss_fn = model, reg, optimizer, loss_fn
         self.schedule = schedule
         self.max_steps = max_steps
@@ -232,17 +174,40 @@ class GSRTrainer:
         self.is_main = self.rank == 0  # only the main process writes the run directory
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run = RunDirectory(self.run_dir, self.is_main) if run_dir is not None else None
-        self._plan = self.schedule if learn else FixedSteps(max_steps)
-        rules = ({} if self.schedule is None else  # nothing is learned: the defaults go unused
-                 {"stop": self.schedule.stop, "converged_jaccard": self.schedule.converged_jaccard,
-                  "normalization": self.schedule.normalization})
-        self.refresh = GraphRefresh(
-            reg, learn, **rules, device=self.device, gather=gather_rows,
-            agree=functools.partial(agree, device=self.device), reduce_stats=reduce_stats)
-        self.refresh.reset()  # learned layers: no edges, the schedule's Laplacian
-        self.history = History(self.run_dir)
-        self.progress: Progress = self._plan.start()
+        # the refresh, snapshots, metrics rows and schedule: the one core every loop shares
+        self.core = GSRCore(reg, learn, plan, device=self.device, run=self.run,
+                            log_every=self.log_every,
+                            smoothness_permutations=self.smoothness_permutations)
         self._stream = BatchStream()
+
+    # the core's state, under the names the trainer has always had
+    @property
+    def refresh(self):
+        return self.core.refresh
+
+    @refresh.setter
+    def refresh(self, value) -> None:
+        self.core.refresh = value
+
+    @property
+    def progress(self) -> Progress:
+        return self.core.progress
+
+    @progress.setter
+    def progress(self, value: Progress) -> None:
+        self.core.progress = value
+
+    @property
+    def history(self) -> History:
+        return self.core.history
+
+    @history.setter
+    def history(self, value: History) -> None:
+        self.core.history = value
+
+    @property
+    def _plan(self):
+        return self.core.plan
 
     @property
     def step(self) -> int:
@@ -264,33 +229,26 @@ class GSRTrainer:
         bar = self._progress_bar()
         self.model.train()
         batches = self._stream.batches(loader)
-        while not self.progress.done:
+        core = self.core
+        while not core.progress.done:
             batch = to_device(next(batches), self.device)
             loss = self._task_loss(model, batch)  # the regularizer captures its layers here
+            mask = self._mask(batch)  # padding: real positions only, everywhere below
             # learning phase: new graphs every refresh_every steps (none during the warm-up,
             # when the learned layers have no edges and so no penalty)
-            mask = self._mask(batch)  # padding: real positions only, everywhere below
-            due = self._plan.refresh_due(self.progress)
-            events = self.refresh.refresh(mask=mask) if due else {}
-            self._record_snapshots(events)
-            stopped = bool(events) and self.refresh.all_stopped
-            if stopped and self._plan.end_at_stop(self.progress):
-                self.reg.step()  # nothing is trained after the stop
+            if core.start_step(mask):  # every learned layer stopped, nothing trained after
                 self._save_checkpoint()
                 break
-            penalties = self.reg.penalties(mask=mask)  # per layer, weighted by its schedule
+            penalties = core.penalties(mask)  # per layer, weighted by its schedule
             (loss + sum(penalties.values())).backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self.refresh.observe(mask=mask)  # statistics for the next graph
-            if events or self.progress.step % self.log_every == 0:
-                self._log(_metrics_row(self.reg, self.progress, loss.detach(), penalties, events,
-                                       self.smoothness_permutations, mask), bar)
-            self.reg.step()
-            self._plan.advance(self.progress, stopped)
+            row = core.finish_step(loss.detach(), mask)  # statistics, row, reg.step(), advance
             if bar is not None:
+                if row is not None:
+                    bar.set_postfix_str(_postfix(row, self.reg.layers), refresh=False)
                 bar.update(1)
-            if self.progress.step % self.checkpoint_every == 0 or self.progress.done:
+            if core.progress.step % self.checkpoint_every == 0 or core.progress.done:
                 self._save_checkpoint()  # metrics rows are written with it
         if bar is not None:
             bar.close()
@@ -324,13 +282,7 @@ class GSRTrainer:
 
     def _mask(self, batch) -> torch.Tensor | None:
         """The batch's padding mask from ``mask_fn`` (None without one)."""
-        if self.mask_fn is None:
-            return None
-        mask = self.mask_fn(batch)
-        if mask is not None and not isinstance(mask, torch.Tensor):
-            raise TypeError(f"mask_fn must return a boolean tensor over the sample axes or "
-                            f"None, got {describe(mask)}")
-        return mask
+        return batch_mask(self.mask_fn, batch)
 
     def _task_loss(self, model: nn.Module, batch) -> torch.Tensor:
         if isinstance(batch, (list, tuple)):
@@ -341,27 +293,6 @@ class GSRTrainer:
         return self.loss_fn(model(x), target)
 
     # ------------------------------------------------------------------ records
-    def _record_snapshots(self, events: dict[str, RefreshEvent]) -> None:
-        step = self.progress.step
-        for layer, event in events.items():
-            if not event.installed:
-                continue
-            if self.run is None:
-                data = event.graph.clone().cpu()
-                data.step, data.name = step, layer
-                self.history.add_snapshot(step, layer, data)
-            else:
-                path = self.run.write_snapshot(len(self.history), step, layer, event.graph)
-                self.history.add_snapshot(step, layer, path)
-
-    def _log(self, row: dict, bar) -> None:
-        if self.run is None:
-            self.history.add_metrics(row)
-        else:
-            self.run.add_metrics(row)  # written at the next checkpoint
-        if bar is not None:
-            bar.set_postfix_str(_postfix(row, self.reg.layers), refresh=False)
-
     def _progress_bar(self):
         if not (self.verbose and self.is_main):
             return None
@@ -373,17 +304,18 @@ class GSRTrainer:
     # ------------------------------------------------------------------ checkpoints
     def _checkpoint_state(self) -> dict:
         """Everything a resumed run needs; collective under torchrun (every process calls)."""
-        per_rank = {"rng": rng_state(), "stats": self.refresh.stats_state_dict()}
+        core = self.core.state_dict()
+        per_rank = {"rng": rng_state(), "stats": self.core.rank_state_dict()}
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "regularizer": self.reg.state_dict(),
-            "learning": self.refresh.state_dict(),
-            "loop": {**self.progress.state_dict(), **self._stream.state_dict(),
-                     "num_snapshots": len(self.history)},
+            "regularizer": core["regularizer"],
+            "learning": core["learning"],
+            "loop": {**core["progress"], **self._stream.state_dict(),
+                     "num_snapshots": core["num_snapshots"]},
             "world_size": self.world_size,
-            "per_rank": gather_objects(_to_cpu(per_rank)),
+            "per_rank": gather_objects(to_cpu(per_rank)),
         }
 
     def _save_checkpoint(self) -> None:
@@ -392,7 +324,6 @@ class GSRTrainer:
 
     def _load_checkpoint(self) -> None:
         state = self.run.read_checkpoint(self.world_size)
-        self.refresh.load_state_dict(state["learning"])
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as err:  # another architecture or width
@@ -400,21 +331,21 @@ class GSRTrainer:
                              f"another model than the one given to the trainer: "
                              f"{' '.join(str(err).split())[:300]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
-        self.reg.load_state_dict(state["regularizer"])
         loop = state["loop"]
-        self.progress = Progress.from_state_dict(loop)
+        self.core.load_state_dict({"learning": state["learning"],
+                                   "regularizer": state["regularizer"], "progress": loop})
         self._stream.load_state_dict(loop)
         self.history = self.run.restore_snapshots(loop["num_snapshots"], self.refresh.layers)
         self.run.truncate_metrics(self.progress.step)
         mine = state["per_rank"][self.rank]
-        self.refresh.load_stats_state_dict(mine["stats"])
+        self.core.load_rank_state_dict(mine["stats"])
         set_rng_state(mine["rng"])
 
     # ------------------------------------------------------------------ reports
     def normalizations(self) -> dict[str, str | None]:
         """The Laplacian normalization each regularized layer trains with (learned layers:
         the schedule's)."""
-        return {name: self.reg.normalization(name) for name in self.reg.layers}
+        return self.core.normalizations()
 
     def resolved_config(self) -> dict:
         """Everything that defines the run; stored in config.json and compared on resume."""
@@ -438,35 +369,15 @@ class GSRTrainer:
         }
 
     def summary(self) -> dict:
-        p = self.progress
-        out = {"steps": p.step, "phase": p.phase.value, "learning_steps": p.learning_steps,
-               "after_stop_steps": p.after_stop_steps, "snapshots": len(self.history)}
-        for name in self.refresh.layers:
-            graph = self.reg.graph(name)
-            out[name] = {"graphs_learned": self.refresh.num_graphs(name),
-                         "stopped": self.refresh.stopped(name),
-                         "edges": num_undirected_edges(graph),
-                         "components": connected_components(graph)[0]}
-        return out
+        return self.core.summary()
 
     def summary_line(self) -> str:
-        s = self.summary()
-        layers = "; ".join(f"{n}: {s[n]['graphs_learned']} graphs, {s[n]['edges']} edges, "
-                           f"{s[n]['components']} components" for n in self.refresh.layers)
-        return (f"gsr: {s['steps']} steps ({s['learning_steps']} learning, "
-                f"{s['after_stop_steps']} after stop)" + (f"; {layers}" if layers else ""))
+        return self.core.summary_line()
 
     def __repr__(self) -> str:
         lines = [f"GSRTrainer(model={type(self.model).__name__}, "
                  f"optimizer={type(self.optimizer).__name__}, device={self.device}, "
                  f"run_dir={str(self.run_dir) if self.run_dir else None},",
                  f"  schedule={self._plan!r},"]
-        for name, norm in self.normalizations().items():
-            if name in self.refresh.layers:
-                how = (f"graph learned by {self.refresh.learner(name)!r}, Laplacian "
-                       f"normalization={norm!r} (from the schedule)")
-            else:
-                edges = num_undirected_edges(self.reg.graph(name))
-                how = f"fixed graph with {edges} edges, Laplacian normalization={norm!r}"
-            lines.append(f"  {name}: {how},")
+        lines += [f"  {line}," for line in self.core.describe_layers()]
         return "\n".join(lines) + "\n)"

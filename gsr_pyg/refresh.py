@@ -51,9 +51,10 @@ def check_converged_jaccard(value, name: str = "converged_jaccard") -> float:
     return value
 
 
-def undirected_edge_keys(graph: Data) -> Tensor:
+def undirected_edge_keys(graph: Data, coalesced: bool = False) -> Tensor:
     """The undirected edges ``i < j`` of ``graph`` as sorted keys ``i * N + j`` (what two edge
-    sets are compared by).
+    sets are compared by); ``coalesced=True``: the edges are sorted already (a graph from the
+    library's builders), so the keys are too.
 
     Example:
         >>> g = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
@@ -62,7 +63,8 @@ def undirected_edge_keys(graph: Data) -> Tensor:
     """
     row, col = graph.edge_index
     mask = row < col
-    return torch.sort(row[mask] * graph.num_nodes + col[mask]).values
+    keys = row[mask] * graph.num_nodes + col[mask]
+    return keys if coalesced else torch.sort(keys).values
 
 
 def jaccard_index(a: Tensor, b: Tensor) -> float:
@@ -262,15 +264,18 @@ class GraphRefresh:
     def _refresh_layer(self, name: str, state: _LayerState,
                        mask: Tensor | None) -> RefreshEvent:
         graph = self._features_graph(name, state, mask)
-        num_components, _ = connected_components(graph)
-        keys = undirected_edge_keys(graph).cpu()
+        # the library's own builders return graphs in the data model: not checked again
+        built_here = type(state.learner) is CoactivationGraph
+        num_components, _ = connected_components(graph, check=not built_here)
+        keys = undirected_edge_keys(graph, coalesced=built_here).cpu()
         stop = self._agree(stop_rule_fires(self.stop, num_components, keys, state.last_edges,
                                            self.converged_jaccard))
         install = not (stop and self.stop == "disconnected")  # a split graph is discarded
         graph = Data(edge_index=graph.edge_index, edge_weight=graph.edge_weight,
                      num_nodes=graph.num_nodes)
         if install:
-            self.reg.set_graph(name, graph, normalization=self.normalization)
+            self.reg.set_graph(name, graph, normalization=self.normalization,
+                               check=not built_here)
             state.last_edges = keys
             state.num_graphs += 1
         state.stopped = stop

@@ -111,9 +111,11 @@ class _Layer:
 
 def _make_operator(graph: Data, normalization: str | None, method: str,
                    response: SpectralFilter) -> LaplacianOperator | FilteredOperator:
-    """The prepared form of a layer: today's Laplacian, or the filtered one."""
+    """The prepared form of a layer (a checked graph): today's Laplacian, or the filtered
+    one."""
     if response.is_laplacian:
-        return LaplacianOperator(graph, normalization=normalization, method=method)
+        return LaplacianOperator(graph, normalization=normalization, method=method,
+                                 check=False)
     return FilteredOperator(graph, response, normalization=normalization)
 
 
@@ -577,17 +579,19 @@ class GraphSpectralRegularizer:
         return output
 
     def set_graph(self, layer: LayerKey, graph: Data | int,
-                  normalization: str | None | object = ...) -> None:
+                  normalization: str | None | object = ..., *, check: bool = True) -> None:
         """Install a new graph on ``layer`` while training (or the layer's width alone: no
         edges). Its Laplacian is prepared on the device the layer's activations are on; the
         graph itself (:meth:`graph`) stays where it was given. ``normalization`` changes the
-        layer's Laplacian too when given."""
+        layer's Laplacian too when given. ``check=False`` skips validating a graph that this
+        library built (a refresh's learned graph)."""
         name = self.layer_name(layer)
         current = self._layers[name]
         if normalization is not ...:
             normalization = check_normalization(normalization, f"normalization for layer "
                                                                 f"{name!r}")
-        graph = _check_layer_graph(name, graph)
+        if check or not isinstance(graph, Data):
+            graph = _check_layer_graph(name, graph)
         if graph.num_nodes != current.graph.num_nodes:
             raise ValueError(
                 f"new graph for layer {name!r} has {graph.num_nodes} nodes but the layer has "

@@ -43,6 +43,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch_geometric.data import Data
 
+from gsr_pyg._scatter import BACKENDS as SEGMENT_BACKENDS
+from gsr_pyg._scatter import segment_sum
 from gsr_pyg._validation import (
     check_choice,
     check_int,
@@ -74,6 +76,9 @@ __all__ = [
 
 NORMALIZATIONS = (None, "sym")
 METHODS = ("auto", "dense", "edge", "sparse")
+#: How ``"sparse"`` multiplies: MKL/cuSPARSE CSR products on node-major sample blocks, or
+#: segment sums that read and write ``[B, N]`` rows (torch-scatter when installed).
+SPARSE_PRODUCTS = ("csr", "segment")
 
 # --------------------------------------------------------------------------------------
 # validation of a graph (once, at the public boundary)
@@ -241,12 +246,16 @@ class _QuadraticFormWithProduct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, matrix: Tensor, node_dim: int) -> Tensor:
+    def forward(ctx, x: Tensor, matrix: Tensor | tuple, node_dim: int) -> Tensor:
         ctx.node_dim = node_dim
-        ctx.blocked = node_dim == 1 and matrix.layout == torch.sparse_csr
+        ctx.blocked = not isinstance(matrix, tuple) and (
+            node_dim == 1 and matrix.layout == torch.sparse_csr)
         if not ctx.blocked:
             # (L x_m)^T = x_m^T L for symmetric L: a [M, N] batch needs no transpose
-            product = matrix @ x if node_dim == 0 else x @ matrix
+            if isinstance(matrix, tuple):
+                product = _segment_product(matrix, x, node_dim)
+            else:
+                product = matrix @ x if node_dim == 0 else x @ matrix
             ctx.save_for_backward(product)
             return (x * product).sum(dim=node_dim)
         num_samples, num_nodes = x.shape
@@ -283,6 +292,17 @@ class _QuadraticFormWithProduct(torch.autograd.Function):
             # the multiply writes straight into the transposed rows of the gradient
             torch.mul(block, scale[start:stop], out=grad[start:stop].t())
         return grad, None, None
+
+
+def _segment_product(parts: tuple[Tensor, Tensor, Tensor, str], x: Tensor,
+                     node_dim: int) -> Tensor:
+    r""":math:`\mathbf{L}` times the samples of ``x`` in their own layout, from the CSR arrays
+    ``(crow, col, values, backend)``: gather every entry's neighbour, weight it, and sum each
+    node's run of entries (:func:`gsr_pyg._scatter.segment_sum`)."""
+    crow, col, values, backend = parts
+    if node_dim == 1:  # [M, N] rows in, [M, N] rows out
+        return segment_sum(x.index_select(1, col).mul_(values), crow, 1, backend)
+    return segment_sum(x.index_select(0, col).mul_(values[:, None]), crow, 0, backend)
 
 
 def _check_activations(x, num_nodes: int, name: str = "x") -> Tensor:
@@ -338,15 +358,22 @@ class LaplacianOperator:
     Methods (all exact, same values up to rounding):
 
     * ``"dense"``: :math:`\mathbf{L}\mathbf{X}` with a dense matrix (matmul);
-    * ``"sparse"``: :math:`\mathbf{L}\mathbf{X}` with a sparse CSR matrix;
+    * ``"sparse"``: :math:`\mathbf{L}\mathbf{X}` with a sparse CSR matrix; how is the
+      attribute ``sparse_product``: ``"csr"`` (default), the CSR product of MKL (CPU) or
+      cuSPARSE on node-major blocks of samples, or ``"segment"``, which reads and writes a
+      ``[B, N]`` batch as rows: gather, weight, and a segment sum over every node's CSR
+      entries, with torch-scatter's ``segment_csr`` when it is installed (attribute
+      ``segment_backend``), else ``torch.segment_reduce``; several times slower on the CPU
+      (``docs/performance.md``), kept for devices and comparisons;
     * ``"edge"``: :math:`\sum_{i<j} w_{ij}(a_i - a_j)^2` by ``index_select`` on the edges;
     * ``"auto"``: picked from the size of the graph, the number of samples and the device
       (see :meth:`resolve_method`).
 
-    ``"dense"`` and ``"sparse"`` use a custom autograd function whose backward reuses the
-    forward product (:math:`\nabla_{\mathbf{a}} = 2\mathbf{L}\mathbf{a}` times the incoming
-    gradient), so a training step costs one product; it is differentiable once (not for
-    double backward) and treats the graph as a constant (no gradient to edge weights).
+    ``"dense"`` and ``"sparse"`` (both products) use a custom autograd function whose backward
+    reuses the forward product (:math:`\nabla_{\mathbf{a}} = 2\mathbf{L}\mathbf{a}` times
+    the incoming gradient), so a training step costs one product; it is differentiable once
+    (not for double backward) and treats the graph as a constant (no gradient to edge
+    weights).
     ``"edge"`` is plain autograd.
 
     The method is chosen with the constructor's ``method`` (also a settable attribute) and
@@ -360,6 +387,9 @@ class LaplacianOperator:
             ``"sym"``. (default: ``None``)
         method (str): ``"auto"``, ``"dense"``, ``"sparse"`` or ``"edge"``.
             (default: ``"auto"``)
+        check (bool): validate ``data`` with :func:`gsr_pyg.graphs.check_graph`; ``False``
+            only for a graph already checked or built by this library (a refresh installs
+            a learned graph without checking it twice). (default: ``True``)
 
     Example:
         >>> data = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
@@ -368,16 +398,21 @@ class LaplacianOperator:
         tensor([5., 0.])
     """
 
-    def __init__(self, data, normalization: str | None = None, method: str = "auto"):
+    def __init__(self, data, normalization: str | None = None, method: str = "auto", *,
+                 check: bool = True):
         check_normalization(normalization)
         self.method = method
-        num_nodes, edge_index, edge_weight = graph_tensors(data)
+        if check:
+            num_nodes, edge_index, edge_weight = graph_tensors(data)
+        else:  # a graph the caller has checked, or that this library built
+            num_nodes, edge_index = int(data.num_nodes), data.edge_index
+            edge_weight = edge_weights(data, work_dtype(edge_index.device))
         self.num_nodes = num_nodes
         self.normalization = normalization
         upper = edge_index[0] < edge_index[1]
-        self._source = edge_index[0, upper].contiguous()
-        self._target = edge_index[1, upper].contiguous()
-        self._weight = edge_weight[upper].contiguous()
+        self._source = edge_index[0, upper]
+        self._target = edge_index[1, upper]
+        self._weight = edge_weight[upper]
         self._inv_sqrt_degree: Tensor | None = None
         if normalization == "sym":
             degree = edge_weight.new_zeros(num_nodes).index_add_(0, edge_index[0], edge_weight)
@@ -385,6 +420,10 @@ class LaplacianOperator:
             self._inv_sqrt_degree = inv_sqrt.masked_fill(degree == 0, 0.0)
         self._entries = _laplacian_entries(num_nodes, edge_index, edge_weight, normalization)
         self._cache: dict[tuple[str, torch.dtype], Tensor] = {}
+        self.sparse_product = "csr"
+        #: The segment sums of ``sparse_product="segment"``: ``"torch_scatter"`` when
+        #: installed, else ``"torch"`` (settable, e.g. to compare them).
+        self.segment_backend = SEGMENT_BACKENDS[0]
 
     # ----------------------------------------------------------------------------------
     @property
@@ -396,6 +435,16 @@ class LaplacianOperator:
     def method(self, value: str) -> None:
         check_choice(value, "method", METHODS)
         self._method = value
+
+    @property
+    def sparse_product(self) -> str:
+        """How ``"sparse"`` multiplies: ``"csr"`` or ``"segment"`` (settable)."""
+        return self._sparse_product
+
+    @sparse_product.setter
+    def sparse_product(self, value: str) -> None:
+        check_choice(value, "sparse_product", SPARSE_PRODUCTS)
+        self._sparse_product = value
 
     @property
     def device(self) -> torch.device:
@@ -479,12 +528,14 @@ class LaplacianOperator:
         matrix = self._cache.get(key)
         if matrix is None:
             index, value = self._entries
-            coo = torch.sparse_coo_tensor(
-                index, value.to(dtype), (self.num_nodes, self.num_nodes), check_invariants=False
-            ).coalesce()
             if kind == "dense":
-                matrix = coo.to_dense()
+                # the entries are distinct (a checked graph and its diagonal): no coalescing
+                matrix = value.new_zeros(self.num_nodes, self.num_nodes, dtype=dtype)
+                matrix[index[0], index[1]] = value.to(dtype)
             else:
+                coo = torch.sparse_coo_tensor(
+                    index, value.to(dtype), (self.num_nodes, self.num_nodes),
+                    check_invariants=False).coalesce()
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="Sparse CSR tensor support")
                     matrix = coo.to_sparse_csr()
@@ -495,6 +546,17 @@ class LaplacianOperator:
                             matrix.values(), matrix.shape, check_invariants=False)
             self._cache[key] = matrix
         return matrix
+
+    def _segment_parts(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, str]:
+        """The CSR arrays of ``"segment"``, 64-bit, and the segment-sum backend."""
+        key = (f"segment {self.segment_backend}", dtype)
+        parts = self._cache.get(key)
+        if parts is None:
+            matrix = self._matrix("sparse", dtype)
+            parts = (matrix.crow_indices().long(), matrix.col_indices().long(),
+                     matrix.values(), self.segment_backend)
+            self._cache[key] = parts
+        return parts
 
     def _cast(self, name: str, dtype: torch.dtype) -> Tensor:
         key = (name, dtype)
@@ -527,9 +589,10 @@ class LaplacianOperator:
                 columns = samples if node_dim == 0 else samples.t()
                 values = self._edge_form(columns)
             else:
-                values = _QuadraticFormWithProduct.apply(
-                    samples, self._matrix(method, samples.dtype), node_dim
-                )
+                matrix = (self._segment_parts(samples.dtype)
+                          if method == "sparse" and self.sparse_product == "segment"
+                          else self._matrix(method, samples.dtype))
+                values = _QuadraticFormWithProduct.apply(samples, matrix, node_dim)
         return values if out_shape is None else values.reshape(out_shape)
 
 
@@ -571,13 +634,18 @@ def quadratic_form(x: Tensor, data, normalization: str | None = None,
 # structure
 # --------------------------------------------------------------------------------------
 
-def connected_components(data) -> tuple[int, Tensor]:
+def connected_components(data, *, check: bool = True) -> tuple[int, Tensor]:
     r"""Connected components of a neuron graph, without an eigendecomposition.
 
     The number of components equals the multiplicity of the eigenvalue 0 of
-    :math:`\mathbf{L}`. Computed with :func:`scipy.sparse.csgraph.connected_components`
-    on the CPU (this is not a training hot path). Only the structure is read: weights are
-    ignored (every edge in the data model has a weight > 0).
+    :math:`\mathbf{L}`. Computed by label propagation on the graph's device, or, for graphs
+    that need many rounds (long chains), with
+    :func:`scipy.sparse.csgraph.connected_components` on the CPU (this is not a training hot
+    path). Only the structure is read: weights are ignored (every edge in the data model has
+    a weight > 0).
+
+    ``check=False`` skips :func:`gsr_pyg.graphs.check_graph`, for a graph already checked or
+    built by this library.
 
     Returns:
         ``(num_components, labels)`` with ``labels`` a ``[N]`` long tensor on the device
@@ -589,13 +657,52 @@ def connected_components(data) -> tuple[int, Tensor]:
         >>> connected_components(data)
         (3, tensor([0, 0, 1, 1, 2]))
     """
+    if check:
+        check_graph(data, name="data")
+        num_nodes = check_int(int(data.num_nodes), "data.num_nodes", minimum=1)
+    else:
+        num_nodes = int(data.num_nodes)
+    edge_index = data.edge_index
+    labels = _propagated_labels(num_nodes, edge_index)
+    if labels is None:
+        labels = _scipy_labels(num_nodes, edge_index)
+    # the smallest node of each component, ascending: the order of first appearance
+    roots, labels = torch.unique(labels, return_inverse=True)
+    return int(roots.numel()), labels
+
+
+# Label propagation settles in about log2(diameter) rounds with pointer jumping: a learned
+# graph takes a handful. Graphs that need more (long chains) go to scipy.
+_PROPAGATION_ROUNDS = 12
+
+
+def _propagated_labels(num_nodes: int, edge_index: Tensor) -> Tensor | None:
+    """Every node's smallest reachable node, by min-label propagation with pointer jumping,
+    on the graph's device (a few small operations, no trip to scipy); None when it has not
+    settled within :data:`_PROPAGATION_ROUNDS` rounds.
+
+    Invariant: ``labels[i]`` is a node of ``i``'s component and ``labels[i] <= i``; at a fixed
+    point the labels agree across every edge, so each component carries its smallest node.
+    """
+    labels = torch.arange(num_nodes, device=edge_index.device)
+    if edge_index.size(1) == 0:
+        return labels
+    row, col = edge_index[0], edge_index[1]
+    for _ in range(_PROPAGATION_ROUNDS):
+        new = labels.scatter_reduce(0, row, labels[col], "amin")
+        new = new[new]
+        if torch.equal(new, labels):
+            return labels
+        labels = new
+    return None
+
+
+def _scipy_labels(num_nodes: int, edge_index: Tensor) -> Tensor:
+    """Every node's smallest reachable node, with scipy's union-find on the CPU."""
     import numpy as np
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components as scipy_components
 
-    check_graph(data, name="data")
-    num_nodes = check_int(int(data.num_nodes), "data.num_nodes", minimum=1)
-    edge_index = data.edge_index
     rows, cols = edge_index.cpu().numpy()
     ones = np.ones(rows.shape[0])  # float64 and int32 indices: what scipy works in
     if 0 < rows.size < 2**31 and num_nodes < 2**31 and bool((rows[1:] >= rows[:-1]).all()):
@@ -607,12 +714,9 @@ def connected_components(data) -> tuple[int, Tensor]:
     else:
         adjacency = sp.csr_matrix((ones, (rows, cols)), shape=(num_nodes, num_nodes))
     num, raw = scipy_components(adjacency, directed=False)
-    # Renumber in order of first appearance.
-    _, first = np.unique(raw, return_index=True)
-    order = np.empty(num, dtype=np.int64)
-    order[np.argsort(first)] = np.arange(num)
-    labels = torch.from_numpy(order[raw]).to(edge_index.device)
-    return int(num), labels
+    smallest = np.full(num, num_nodes, dtype=np.int64)
+    np.minimum.at(smallest, raw, np.arange(num_nodes))
+    return torch.from_numpy(smallest[raw]).to(edge_index.device)
 
 
 def eigenbasis(data, normalization: str | None = None, k: int | None = None,

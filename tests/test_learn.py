@@ -332,19 +332,57 @@ def test_two_independent_groups_give_two_components(metric):
 def test_3000_neurons_stay_chunked_and_equal_unchunked(monkeypatch):
     acts = random_acts(samples=16, neurons=3000, seed=11, dtype=torch.float32)
     whole = knn_graph(acts, k=5)
-    block_rows = []
-    original = learn._FeatureDistances.rows
+    shapes = []
+    original = learn._FeatureDistances.band
 
-    def spy(self, start, stop):
-        out = original(self, start, stop)
-        block_rows.append(out.shape[0])
-        return out
+    def spy(self, start, stop, spill, memory):
+        upper, lower = original(self, start, stop, spill, memory)
+        shapes.append((upper.shape, None if lower is None else lower.shape))
+        return upper, lower
 
-    monkeypatch.setattr(learn._FeatureDistances, "rows", spy)
+    monkeypatch.setattr(learn._FeatureDistances, "band", spy)
     part = knn_graph(acts, k=5, chunk_size=100)
-    assert max(block_rows) == 100 and len(block_rows) == 30
+    # bands of one 256-row tile (3,000 padded to 3,072): never a 3,000 x 3,000 matrix
+    assert len(shapes) == 12
+    assert shapes[0] == ((256, 3072), (2816, 256))
+    assert all(upper[0] == 256 and lower in (None, (3072 - 256 * (i + 1), 256))
+               for i, (upper, lower) in enumerate(shapes))
     assert torch.equal(part.edge_index, whole.edge_index)
     assert torch.equal(part.edge_weight, whole.edge_weight)
+
+
+def test_banded_ties_across_tiles_equal_stable_sort():
+    # 700 neurons (three 256-tiles) on small integers: many exact ties, decided in the merges
+    # of candidates from different bands; float64 keeps every distance exact
+    rng = np.random.default_rng(21)
+    x = rng.integers(-1, 2, size=(3, 700)).astype(np.float64)
+    x[:, :5] = x[:, 600:605]  # duplicates far apart: distance 0 across bands
+    a = ref_knn_directed(cdist(x.T, x.T, "sqeuclidean"), 6)
+    for chunk in (None, 1, 300):
+        g = knn_graph(torch.tensor(x), k=6, symmetrize="max", chunk_size=chunk)
+        np.testing.assert_array_equal(dense(g), np.maximum(a, a.T))
+    # cosine distances round, so the reference is the unbanded build itself
+    whole = knn_graph(torch.tensor(x), k=6, metric="cosine")
+    for chunk in (1, 300):
+        part = knn_graph(torch.tensor(x), k=6, metric="cosine", chunk_size=chunk)
+        assert torch.equal(part.edge_index, whole.edge_index)
+        assert torch.equal(part.edge_weight, whole.edge_weight)
+
+
+@pytest.mark.parametrize(("neurons", "k"), [(257, 256), (600, 400), (600, 599), (513, 7)])
+def test_any_k_across_bands_equals_stable_sort(neurons, k):
+    # k up to N - 1 with bands of one tile: segments shorter than k, every merge exercised,
+    # from features and from their Gram matrix
+    rng = np.random.default_rng(neurons + k)
+    x = rng.integers(-2, 3, size=(3, neurons)).astype(np.float64)
+    a = ref_knn_directed(cdist(x.T, x.T, "sqeuclidean"), k)
+    for chunk in (None, 1):
+        for g in (knn_graph(torch.tensor(x), k=k, symmetrize="max", chunk_size=chunk),
+                  knn_graph(gram=torch.tensor(x.T @ x), k=k, symmetrize="max",
+                            chunk_size=chunk)):
+            np.testing.assert_array_equal(dense(g), np.maximum(a, a.T))
+        mutual = knn_graph(torch.tensor(x), k=k, symmetrize="mutual", chunk_size=chunk)
+        np.testing.assert_array_equal(dense(mutual), a * a.T)
 
 
 # --------------------------------------------------------------------------------------------

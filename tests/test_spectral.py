@@ -517,6 +517,23 @@ def test_unsorted_edges_are_read_and_repeated_entries_refused():
         laplacian(repeated)
 
 
+@pytest.mark.parametrize("length", [3, 40, 5000])
+def test_connected_components_of_long_chains_equal_networkx(length):
+    # a chain needs about log2(length) propagation rounds: the long one goes to scipy
+    rng = np.random.default_rng(length)
+    graph = nx.disjoint_union_all([nx.path_graph(length), nx.cycle_graph(7),
+                                   nx.path_graph(length // 2 + 1)])
+    mapping = dict(zip(graph.nodes, rng.permutation(graph.number_of_nodes()).tolist()))
+    graph = nx.relabel_nodes(graph, mapping)
+    data = data_from_nx(graph)
+    for check in (True, False):
+        num, labels = connected_components(data, check=check)
+        assert num == 3
+        for component in nx.connected_components(graph):
+            assert len(set(labels[sorted(component)].tolist())) == 1
+        assert list(dict.fromkeys(labels.tolist())) == [0, 1, 2]
+
+
 def test_connected_components_reads_structure_only():
     # weights are not looked at; the graph is checked like everywhere else
     tiny = Data(edge_index=torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]]),

@@ -1,5 +1,6 @@
 """The settings every MNIST pipeline shares (seed, device, data, output, subsets, threads), the
-subsets of MNIST they ask for, and the classifier's outputs on a set of images."""
+parts of MNIST they train, choose and report on, and the classifier's outputs on a set of
+images."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from gsr_pyg.capture import ActivationCapture
-from gsr_pyg.data.mnist import load_mnist
+from gsr_pyg.data.mnist import MnistSplit, load_mnist, split_validation
 from gsr_pyg.models import MNISTClassifier
 
 from ._cli import option, positive_int
@@ -28,7 +29,8 @@ class MnistRunSettings(RunSettings):
                                     "package)")
     out: str = option("runs/mnist", "output directory; an interrupted run resumes from its "
                                     "checkpoints there")
-    train_subset: int | None = option(None, "train on the first N training images only",
+    train_subset: int | None = option(None, "train on the first N training images only "
+                                            "(never on the validation images)",
                                       type=positive_int, metavar="N")
     test_subset: int | None = option(None, "evaluate on the first N test images only",
                                      type=positive_int, metavar="N")
@@ -43,15 +45,32 @@ def out_option(default: str) -> str:
                            "resumes from its checkpoints there")
 
 
-def load_mnist_subsets(settings: MnistRunSettings
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MNIST's standard split (``load_mnist``), cut to the first N images of each part."""
-    train_x, train_y, test_x, test_y = load_mnist(settings.data)
-    if settings.train_subset is not None:
-        train_x, train_y = train_x[:settings.train_subset], train_y[:settings.train_subset]
-    if settings.test_subset is not None:
-        test_x, test_y = test_x[:settings.test_subset], test_y[:settings.test_subset]
-    return train_x, train_y, test_x, test_y
+def load_mnist_subsets(settings: MnistRunSettings, validation_images: int | None = None
+                       ) -> MnistSplit:
+    """MNIST with validation images apart from training (as ``load_mnist_split``: the last
+    ``validation_images`` training images, default 10,000 of 60,000), the training and
+    test parts cut to the first ``--train-subset`` and ``--test-subset`` images."""
+    images, labels, test_x, test_y = load_mnist(settings.data)
+    if validation_images is not None and validation_images >= images.shape[0]:
+        raise ValueError(f"--validation-images {validation_images} leaves no MNIST training "
+                         f"image (there are {images.shape[0]})")
+    train_x, train_y, validation_x, validation_y = split_validation(images, labels,
+                                                                    validation_images)
+    train, test = slice(settings.train_subset), slice(settings.test_subset)
+    return MnistSplit(train_x[train], train_y[train], validation_x, validation_y,
+                      test_x[test], test_y[test])
+
+
+def describe_split(split: MnistSplit, settings: MnistRunSettings) -> str:
+    """``50000 training, 10000 validation and 10000 test images``, naming the parts cut
+    to a subset (so that no output passes a subset off as the whole)."""
+    def part(images: torch.Tensor, name: str, subset: int | None, option_name: str) -> str:
+        cut = "" if subset is None else f" ({option_name} {subset})"
+        return f"{images.shape[0]} {name}{cut}"
+
+    return (f"{part(split.train_images, 'training', settings.train_subset, '--train-subset')}, "
+            f"{split.validation_images.shape[0]} validation and "
+            f"{part(split.test_images, 'test', settings.test_subset, '--test-subset')} images")
 
 
 @torch.no_grad()

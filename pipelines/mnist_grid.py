@@ -2,10 +2,19 @@
 
 For every penalty weight the reference classifier (``gsr_pyg.models.MNISTClassifier``) is
 trained with the 4-neighbour 8x8 grid on its layer ``grid`` by
-:class:`gsr_pyg.training.GSRTrainer`; then, on the test set, the pipeline computes the
-per-class mean 8x8 maps, the maps minus the global mean map, the segmentation map, and how
-smooth the centred maps are on the grid (mean Moran's I over the classes, smoothness ratio)
-and where the grid layer's energy sits on the grid's spectrum.
+:class:`gsr_pyg.training.GSRTrainer` on MNIST's training images, never on its 10,000
+validation images (the last of the 60,000: the pickle's validation part,
+:func:`gsr_pyg.data.mnist.load_mnist_split`). Then the pipeline computes the per-class mean
+8x8 maps, the maps minus the global mean map, the segmentation map, how smooth the centred
+maps are on the grid (mean Moran's I over the classes, smoothness ratio) and where the grid
+layer's energy sits on the grid's spectrum.
+
+**Choice on validation, report on test.** For each response the recommended weight
+(``chosen``) is the one with the highest validation Moran's I among the positive weights
+whose validation accuracy is at most :data:`MAX_ACCURACY_DROP` points below weight 0's;
+nothing is chosen without a weight-0 run. The validation images decide; the test images are
+used only for the final numbers (the ``test_*``, ``morans_i`` and ``smoothness_ratio``
+columns, the figures and the spectrum), never for a choice.
 
     python -m pipelines.mnist_grid --quick --out runs/demo     # the 2-weight demo
     python -m pipelines.mnist_grid                             # the paper's settings
@@ -26,8 +35,11 @@ which frequencies pay it.
 
 Written to ``--out``::
 
-    results.csv / results.json         one row per run (weight, spectral_response,
-                                       penalty_weight, accuracy, Moran's I, ...)
+    results.csv / results.json         one row per run: weight, spectral_response,
+                                       penalty_weight, validation_accuracy,
+                                       validation_morans_i, chosen, then on the test
+                                       images test_accuracy, test_loss, morans_i,
+                                       smoothness_ratio; train_time_s, steps
     class_maps_w<weight>.png           2x5 class-mean maps, one shared colour range
     class_maps_centered_w<weight>.png  the same minus the global mean map
     segmentation_w<weight>.png         the class that claims each grid cell
@@ -79,7 +91,13 @@ from ._cli import (
     run_cli,
     run_command,
 )
-from ._mnist import MnistRunSettings, classifier_outputs, load_mnist_subsets, out_option
+from ._mnist import (
+    MnistRunSettings,
+    classifier_outputs,
+    describe_split,
+    load_mnist_subsets,
+    out_option,
+)
 from ._runtime import (
     fit_timed,
     format_strength,
@@ -91,8 +109,12 @@ from ._runtime import (
 
 GRID_SHAPE = (8, 8)
 NUM_CLASSES = 10
-RESULT_COLUMNS = ["weight", "spectral_response", "penalty_weight", "test_accuracy",
-                  "test_loss", "morans_i", "smoothness_ratio", "train_time_s", "steps"]
+RESULT_COLUMNS = ["weight", "spectral_response", "penalty_weight", "validation_accuracy",
+                  "validation_morans_i", "chosen", "test_accuracy", "test_loss", "morans_i",
+                  "smoothness_ratio", "train_time_s", "steps"]
+#: A weight may be chosen when its validation accuracy is at most this many points (of
+#: 100) below weight 0's.
+MAX_ACCURACY_DROP = 0.5
 EVAL_BATCH = 1000
 SMOOTHNESS_PERMUTATIONS = 100
 #: Training images whose grid activations (initial model) match the responses' strength.
@@ -198,7 +220,7 @@ def plan_runs(settings: MnistGridSettings) -> list[GridRun]:
 # --------------------------------------------------------------------------- evaluation
 def evaluate(model: MNISTClassifier, images: torch.Tensor, labels: torch.Tensor,
              device: torch.device) -> dict:
-    """Test accuracy and loss, predictions and the grid activations of every test image."""
+    """Accuracy and loss, predictions and the grid activations of every image."""
     logits, grid_activations = classifier_outputs(model, images, device, EVAL_BATCH)
     labels = labels.to(device)
     predictions = logits.argmax(dim=1)
@@ -246,6 +268,27 @@ def grid_readouts(grid_activations: torch.Tensor, labels: torch.Tensor, grid: ob
     return {"maps": order.maps, "centered": order.centred,
             "segmentation": readouts.segmentation_map(order.maps), "morans_i": order.morans_i,
             "smoothness_ratio": order.smoothness_ratio, "spectra": spectra}
+
+
+def mark_chosen(rows: list[dict]) -> dict[str, dict | None]:
+    """For each response, the row with the highest validation Moran's I among its positive
+    weights whose validation accuracy is at most :data:`MAX_ACCURACY_DROP` points below
+    weight 0's (marked ``chosen``; None when no weight is within it). Only validation
+    numbers are read. Nothing is chosen without a weight-0 row."""
+    baseline = [row for row in rows if row["spectral_response"] == NO_PENALTY]
+    if not baseline:
+        return {}
+    limit = baseline[0]["validation_accuracy"] - MAX_ACCURACY_DROP / 100
+    chosen: dict[str, dict | None] = {}
+    for response in dict.fromkeys(row["spectral_response"] for row in rows
+                                  if row["spectral_response"] != NO_PENALTY):
+        candidates = [row for row in rows if row["spectral_response"] == response
+                      and row["validation_accuracy"] >= limit]
+        best = max(candidates, key=lambda row: row["validation_morans_i"], default=None)
+        if best is not None:
+            best["chosen"] = True
+        chosen[response] = best
+    return chosen
 
 
 def pick_examples(labels: torch.Tensor, predictions: torch.Tensor, num_correct: int = 6,
@@ -407,10 +450,12 @@ def run(settings: MnistGridSettings, command: str | None = None) -> Path | None:
     trained = list(dict.fromkeys(run.response for run in runs if run.response != NO_PENALTY))
     with pipeline_run(settings.threads, settings.device, settings.out) as (is_main, device, out):
         started = time.perf_counter()
-        train_x, train_y, test_x, test_y = load_mnist_subsets(settings)
+        split = load_mnist_subsets(settings)
+        train_x, train_y, test_x, test_y = (split.train_images, split.train_labels,
+                                            split.test_images, split.test_labels)
+        images = describe_split(split, settings)
         if is_main:
-            print(f"MNIST: {train_x.shape[0]} training and {test_x.shape[0]} test images; "
-                  f"device {device}; weights "
+            print(f"MNIST: {images}; device {device}; weights "
                   f"{[format_strength(w) for w in dict.fromkeys(settings.weights)]}, "
                   f"responses {[names[r] for r in responses]}, {settings.epochs} epoch(s), "
                   f"batch {settings.batch_size}, Adam lr {settings.lr:g}, conv head "
@@ -425,20 +470,37 @@ def run(settings: MnistGridSettings, command: str | None = None) -> Path | None:
                                                device, out)
             if not is_main:
                 continue
+            validation = evaluate(model, split.validation_images, split.validation_labels,
+                                  device)
+            order = readouts.class_map_order(
+                validation["grid"], validation["labels"], grid.to(device),
+                num_classes=NUM_CLASSES, num_permutations=SMOOTHNESS_PERMUTATIONS,
+                seed=settings.seed)
+            # the test images: final numbers and figures only, never the choice
             evaluation = evaluate(model, test_x, test_y, device)
             found = grid_readouts(evaluation["grid"], evaluation["labels"], grid.to(device),
                                   seed=settings.seed)
-            row.update(test_accuracy=evaluation["accuracy"], test_loss=evaluation["loss"],
+            row.update(validation_accuracy=validation["accuracy"],
+                       validation_morans_i=order.morans_i, chosen=False,
+                       test_accuracy=evaluation["accuracy"], test_loss=evaluation["loss"],
                        morans_i=found["morans_i"], smoothness_ratio=found["smoothness_ratio"])
             rows.append({key: row[key] for key in RESULT_COLUMNS})
             figures[one.label] = write_weight_figures(out, one, test_x, evaluation, found)
             histories[one.label] = history
             spectra[one.tag] = found["spectra"]
-            print(f"{one.label}: test accuracy {100 * row['test_accuracy']:.2f}%, Moran's I "
-                  f"{row['morans_i']:.3f}, smoothness ratio {row['smoothness_ratio']:.3f}, "
-                  f"{row['steps']} steps in {row['train_time_s']:.1f} s", flush=True)
+            print(f"{one.label}: validation accuracy {100 * row['validation_accuracy']:.2f}%, "
+                  f"Moran's I {row['validation_morans_i']:.3f}; test accuracy "
+                  f"{100 * row['test_accuracy']:.2f}%, Moran's I {row['morans_i']:.3f}, "
+                  f"smoothness ratio {row['smoothness_ratio']:.3f}; {row['steps']} steps in "
+                  f"{row['train_time_s']:.1f} s", flush=True)
     if not is_main:
         return None
+    chosen = mark_chosen(rows)
+    for response, row in chosen.items():
+        print(f"chosen on validation, {names[response]}: " + (
+            "no weight within the tolerance" if row is None else
+            f"weight {format_strength(row['weight'])} (test accuracy "
+            f"{100 * row['test_accuracy']:.2f}%, Moran's I {row['morans_i']:.3f})"), flush=True)
     write_results(rows, out)
     summary = write_summary_figures(out, rows, runs, names)
     summary.append(write_spectrum(out, runs, spectra, settings))
@@ -447,8 +509,8 @@ def run(settings: MnistGridSettings, command: str | None = None) -> Path | None:
     graphs.write_graphml(grid, out / "grid.graphml")  # positions as node attributes x, y
     report = write_html_report(out / "report.html", "MNIST: 8x8 grid penalty", _report_sections(
         rows, figures, summary + ([curves] if curves is not None else []), settings,
-        command, f"{train_x.shape[0]} training and {test_x.shape[0]} test images; ", device,
-        {names[r]: scales[r] for r in trained}))
+        command, f"{images}; ", device, {names[r]: scales[r] for r in trained}, chosen,
+        names))
     print(f"done in {time.perf_counter() - started:.1f} s")
     print(f"report: {report.resolve()}")
     return report
@@ -482,10 +544,30 @@ SPECTRUM_TEXT = (
     "test mean removed.")
 
 
+def _choice_text(chosen: dict[str, dict | None], names: dict[str, str]) -> list[str]:
+    """What the report says of the choice: the rule, then each response's choice."""
+    rule = ("The recommended weight is chosen on the validation images alone (the last "
+            "10,000 of MNIST's 60,000 training images, never trained on): per response, the "
+            "weight with the highest validation Moran's I among those whose validation "
+            f"accuracy is at most {MAX_ACCURACY_DROP:g} points below weight 0's (column "
+            "chosen). The test images were used for nothing but the final numbers: the test "
+            "columns, the figures and the spectrum.")
+    if not chosen:
+        return [rule, "Nothing was chosen: weight 0, which sets the bar, was not run."]
+    return [rule] + [
+        f"{names[response]}: " + ("no weight within the tolerance." if row is None else
+                                  f"weight {format_strength(row['weight'])}: validation "
+                                  f"accuracy {100 * row['validation_accuracy']:.2f}%, Moran's "
+                                  f"I {row['validation_morans_i']:.3f}; on test "
+                                  f"{100 * row['test_accuracy']:.2f}% and "
+                                  f"{row['morans_i']:.3f}.")
+        for response, row in chosen.items()]
+
+
 def _report_sections(rows: list[dict], figures: dict[str, list[Path]],
                      summary_figures: list[Path], settings: MnistGridSettings, command: str,
-                     images: str, device: torch.device,
-                     scales: dict[str, float]) -> list[tuple]:
+                     images: str, device: torch.device, scales: dict[str, float],
+                     chosen: dict[str, dict | None], names: dict[str, str]) -> list[tuple]:
     weight_text = ("Class-mean maps, the same maps minus the global mean, the segmentation map "
                    "(each cell takes the class whose L1-normalised map is largest there) and "
                    "test digits with their 8x8 maps, titled (label, prediction); red titles "
@@ -499,9 +581,11 @@ def _report_sections(rows: list[dict], figures: dict[str, list[Path]],
             f"Command: {command}",
         ]),
         ("Results", [
-            "Test accuracy and loss; Moran's I (mean over the classes) and the smoothness "
-            "ratio (Dirichlet energy relative to shuffled neurons; 1 = no structure, smaller "
-            "= smoother) of the class-mean maps with the global mean map subtracted.",
+            *_choice_text(chosen, names),
+            "Validation accuracy and Moran's I; test accuracy and loss, Moran's I (morans_i: "
+            "mean over the classes) and the smoothness ratio (Dirichlet energy relative to "
+            "shuffled neurons; 1 = no structure, smaller = smoother) of the test class-mean "
+            "maps with the global mean map subtracted.",
             rows, SPECTRUM_TEXT, *summary_figures,
         ]),
     ] + [(label[0].upper() + label[1:], [weight_text, *paths])

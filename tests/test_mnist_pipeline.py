@@ -19,7 +19,9 @@ from matplotlib import image as mpimg
 
 from gsr_pyg.capture import ActivationCapture
 from gsr_pyg.data.mnist import load_mnist
+from gsr_pyg.graphs import torus
 from gsr_pyg.models import DenseAutoencoder, MNISTClassifier
+from gsr_pyg.regularizer import GraphSpectralRegularizer
 from pipelines import mnist_grid, reconstruction_cost
 from pipelines._runtime import resolve_device
 
@@ -83,7 +85,14 @@ def _check_png(path: Path) -> None:
     assert pixels[..., :3].std() > 0.05, f"{path} is nearly uniform"
 
 
-def test_mnist_grid_pipeline(mnist_dir, tmp_path):
+def _validation_start() -> int:
+    """Where the validation images of the small MNIST begin: its last sixth is held out
+    (10,000 of MNIST's 60,000)."""
+    total = len(_small_mnist()[0])
+    return total - total // 6
+
+
+def test_mnist_grid_pipeline(mnist_dir, tmp_path, capsys):
     out = tmp_path / "grid"
     report = mnist_grid.main([
         "--data", str(mnist_dir), "--out", str(out), "--weights", "0", "0.1",
@@ -91,8 +100,15 @@ def test_mnist_grid_pipeline(mnist_dir, tmp_path):
         "--train-subset", "2000", "--threads", "1", "--seed", "0", "--quiet",
     ])
     assert report == out / "report.html"
-    train_images = min(TRAIN_IMAGES, len(_small_mnist()[0]))
+    # the validation images are not trained on, whatever --train-subset asks for
+    train_images = _validation_start()
     expected_steps = -(-train_images // 50)
+    config = json.loads((out / "runs" / "w0.1" / "config.json").read_text())
+    assert config["user.train_images"] == train_images
+    printed = capsys.readouterr().out
+    validation_images = len(_small_mnist()[0]) - train_images
+    assert (f"MNIST: {train_images} training (--train-subset 2000), {validation_images} "
+            f"validation and {len(_small_mnist()[2])} test images") in printed
 
     columns, rows = _read_csv(out / "results.csv")
     assert columns == mnist_grid.RESULT_COLUMNS
@@ -126,16 +142,38 @@ def test_mnist_grid_pipeline(mnist_dir, tmp_path):
     assert (grid.number_of_nodes(), grid.number_of_edges()) == (64, 112)
     assert grid.nodes["9"]["x"] == 1.0 and grid.nodes["9"]["y"] == 6.0  # row 1, column 1
 
-    # the saved model gives back the reported accuracy
+    # the saved model gives back the reported accuracies: validation on the last training
+    # images of the files, test on the test images
     model = MNISTClassifier()
     model.load_state_dict(torch.load(out / "model_w0.1.pt", weights_only=True))
     model.eval()
-    _, _, test_x, test_y = _small_mnist()
-    with torch.no_grad():
-        pixels = (test_x * 255).round() / 255  # as stored in the IDX files
-        accuracy = (model(pixels).argmax(1) == test_y).float().mean().item()
-    assert accuracy == pytest.approx(float(rows[1]["test_accuracy"]), abs=1e-6)
+    train_x, train_y, test_x, test_y = _small_mnist()
+    start = _validation_start()
+    for images, labels, column in ((train_x[start:], train_y[start:], "validation_accuracy"),
+                                   (test_x, test_y, "test_accuracy")):
+        with torch.no_grad():
+            pixels = (images * 255).round() / 255  # as stored in the IDX files
+            accuracy = (model(pixels).argmax(1) == labels).float().mean().item()
+        assert accuracy == pytest.approx(float(rows[1][column]), abs=1e-6)
     assert (out / "runs" / "w0.1" / "checkpoint.pt").is_file()
+
+    # the choice reads validation numbers only: 0.1 is chosen when its validation accuracy
+    # is within 0.5 points of weight 0's
+    within = (float(rows[1]["validation_accuracy"])
+              >= float(rows[0]["validation_accuracy"]) - 0.005)
+    assert [r["chosen"] for r in rows] == ["False", str(within)]
+    assert "The recommended weight is chosen on the validation images alone" in text
+    assert ("no weight within the tolerance" in text) == (not within)
+
+
+def _number(value: str) -> object:
+    """A CSV cell as the JSON holds it: int, float or the string."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _mean_image_mse(mnist_dir: Path, train: int, test: int) -> float:
@@ -149,7 +187,7 @@ def _mean_image_mse(mnist_dir: Path, train: int, test: int) -> float:
 def test_reconstruction_cost_pipeline_and_resume(mnist_dir, tmp_path):
     out = tmp_path / "rc"
     argv = ["--data", str(mnist_dir), "--out", str(out), "--strengths", "0.01", "100",
-            "--epochs", "2", "--lr", "3e-3", "--train-subset", "1920", "--test-subset", "200",
+            "--epochs", "3", "--lr", "3e-3", "--train-subset", "1600", "--test-subset", "200",
             "--device", "cpu", "--threads", "1", "--quiet"]
     results = reconstruction_cost.main(argv)
     columns, rows = _read_csv(results)
@@ -159,13 +197,13 @@ def test_reconstruction_cost_pipeline_and_resume(mnist_dir, tmp_path):
                     ("gsr", 0.01), ("gsr", 100.0)]
     by_run = {run: row for run, row in zip(runs, rows)}
     for row in rows:
-        assert int(row["steps"]) == 120  # 2 epochs of 1920 images / batch 32
+        assert int(row["steps"]) == 150  # 3 epochs of 1600 images / batch 32
         # pure reconstruction error of [0, 1] pixels: never the penalty-inflated loss
         assert 0 < float(row["train_mse"]) < 0.2 and 0 < float(row["test_mse"]) < 0.2
     # The model that answers every test image with the mean training image sets the bar: the
     # unpenalised autoencoder and a weak GSR penalty reconstruct clearly better, while a strong
     # L1 penalty shrinks the code to almost nothing and leaves about the mean image.
-    mean_image_mse = _mean_image_mse(mnist_dir, train=1920, test=200)
+    mean_image_mse = _mean_image_mse(mnist_dir, train=1600, test=200)
     none = by_run[("none", 0.0)]
     assert float(none["test_mse"]) < 0.7 * mean_image_mse
     assert float(by_run[("gsr", 0.01)]["test_mse"]) < 0.85 * mean_image_mse
@@ -178,7 +216,18 @@ def test_reconstruction_cost_pipeline_and_resume(mnist_dir, tmp_path):
     assert min(gsr_ratios) < float(none["latent_smoothness_ratio"]) - 0.2
     for name in ("test_mse_vs_strength.png", "train_mse_vs_strength.png"):
         _check_png(out / name)
-    assert (out / "report.html").is_file()
+    # the outputs say that the test MSE is on a subset
+    content = json.loads((out / "results.json").read_text())
+    assert content["data"] == {"train_images": 1600, "train_subset": 1600,
+                               "validation_images_left_out": len(_small_mnist()[0]) // 6,
+                               "test_images": 200, "test_subset": 200, "full_test_set": False}
+    assert content["rows"] == json.loads(json.dumps(
+        [{k: _number(v) for k, v in r.items()} for r in rows]))
+    assert content["penalty_normalisation"] == "batch mean"
+    html = (out / "report.html").read_text()
+    assert "Test MSE is on the first 200 test images only (a subset" in html
+    config = json.loads((out / "runs" / "l1_s100" / "config.json").read_text())
+    assert config["user.penalty_normalisation"] == "batch mean"
 
     # a second call resumes: every run is finished, so nothing is trained again
     checkpoints = sorted((out / "runs").glob("*/checkpoint.pt"))
@@ -200,6 +249,27 @@ def test_resolve_device_errors():
             resolve_device("cuda")
 
 
+def _grid_row(weight, response, validation, moran, test, test_moran):
+    return {"weight": weight, "spectral_response": response, "validation_accuracy": validation,
+            "validation_morans_i": moran, "chosen": False, "test_accuracy": test,
+            "morans_i": test_moran}
+
+
+def test_mark_chosen_reads_only_validation_numbers():
+    rows = [_grid_row(0.0, "none", 0.990, 0.04, 0.990, 0.04),
+            _grid_row(0.001, "laplacian", 0.989, 0.50, 0.995, 0.90),
+            _grid_row(0.01, "laplacian", 0.9855, 0.75, 0.970, 0.60),
+            _grid_row(0.1, "laplacian", 0.984, 0.85, 0.990, 0.95),
+            _grid_row(0.01, "heat", 0.980, 0.80, 0.990, 0.90)]
+    chosen = mnist_grid.mark_chosen(rows)
+    # 0.01 is 0.45 points below weight 0 on validation (within 0.5) with the most order;
+    # 0.1 (0.6 points) is out though its test numbers are the best; heat has no weight
+    # within the tolerance
+    assert chosen == {"laplacian": rows[2], "heat": None}
+    assert [r["chosen"] for r in rows] == [False, False, True, False, False]
+    assert mnist_grid.mark_chosen(rows[1:]) == {}  # without weight 0 nothing is chosen
+
+
 def test_pick_examples_puts_errors_last_and_one_correct_per_class():
     labels = torch.tensor([3, 0, 0, 1, 7, 2, 1, 5])
     predictions = torch.tensor([3, 0, 4, 1, 1, 2, 1, 5])
@@ -217,8 +287,9 @@ def test_activity_penalty_reads_the_latent_of_the_same_forward_pass():
     z = model.encode(x).detach()
     mse = torch.nn.functional.mse_loss(model(x), x).detach()
     with ActivationCapture(model, [model.gsr_layer]) as capture:
-        expected = {"none": mse, "gsr": mse, "l1": mse + 0.3 * z.abs().sum(),
-                    "l2": mse + 0.3 * 0.5 * z.square().sum()}
+        # batch means of per-image sums, like the GSR penalty
+        expected = {"none": mse, "gsr": mse, "l1": mse + 0.3 * z.abs().sum() / 5,
+                    "l2": mse + 0.3 * 0.5 * z.square().sum() / 5}
         for kind, value in expected.items():
             loss_fn = reconstruction_cost.ActivityPenaltyLoss(capture, model.gsr_layer, kind,
                                                               0.3)
@@ -228,10 +299,38 @@ def test_activity_penalty_reads_the_latent_of_the_same_forward_pass():
         loss_fn(model(x), x).backward()
         through_capture = model.latent.weight.grad.clone()
         model.zero_grad()
-        direct = torch.nn.functional.mse_loss(model(x), x) + 0.15 * model.encode(x).square().sum()
+        direct = (torch.nn.functional.mse_loss(model(x), x)
+                  + 0.15 * model.encode(x).square().sum() / 5)
         direct.backward()
         torch.testing.assert_close(through_capture, model.latent.weight.grad)
         assert through_capture.abs().sum() > 0
+
+
+def test_every_penalty_has_the_same_normalisation():
+    """The same images twice in a batch: a batch mean does not change, a batch sum would
+    double. L1, L2 and the regularizer's GSR penalty (4x8 torus) all stay the same."""
+    torch.manual_seed(0)
+    model = DenseAutoencoder(12, hidden=(8,), latent_dim=32, noise_std=0.0)
+    x = torch.rand(5, 12)
+    reg = GraphSpectralRegularizer(model, {model.gsr_layer: torus(4, 8)}, weight=0.3)
+    with ActivationCapture(model, [model.gsr_layer]) as capture, torch.no_grad():
+        for kind in ("l1", "l2"):
+            loss_fn = reconstruction_cost.ActivityPenaltyLoss(capture, model.gsr_layer, kind,
+                                                              0.3)
+            once, twice = (float(loss_fn(model(b), b)) for b in (x, torch.cat([x, x])))
+            assert twice == pytest.approx(once, rel=1e-6)
+            assert once > float(torch.nn.functional.mse_loss(model(x), x)) + 1e-3
+        penalties = []
+        for batch in (x, torch.cat([x, x])):
+            model(batch)
+            penalties.append(float(reg.penalty()))
+        z = model.encode(x).detach().double()
+        edges = [(r * 8 + c, r * 8 + (c + 1) % 8) for r in range(4) for c in range(8)] + [
+            (r * 8 + c, ((r + 1) % 4) * 8 + c) for r in range(4) for c in range(8)]
+        by_hand = sum(float((z[:, i] - z[:, j]).square().mean()) for i, j in edges)
+        assert penalties[0] == pytest.approx(0.3 * by_hand, rel=1e-5)
+        assert penalties[1] == pytest.approx(penalties[0], rel=1e-6)
+    reg.detach()
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(),

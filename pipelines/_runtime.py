@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +158,24 @@ def write_results(rows: Sequence[Mapping], out: Path, content: object = None) ->
     writer.writerows(rows)
     write_json(out / "results.json", list(rows) if content is None else content)
     return write_text(out / "results.csv", buffer.getvalue())
+
+
+def choose_on_validation(rows: list[dict], group: str, baseline: str,
+                admissible: Callable[[dict, dict], bool],
+                score: str = "validation_morans_i") -> dict[str, dict | None]:
+    """The choice every sweep makes on validation data: for each value of ``rows[i][group]``
+    other than ``baseline``, the row with the highest ``score`` among those that
+    ``admissible(row, baseline_row)`` accepts (marked ``chosen``; None when none is).
+    Nothing is chosen when the baseline was not run."""
+    reference = [row for row in rows if row[group] == baseline]
+    if not reference:
+        return {}
+    chosen: dict[str, dict | None] = {}
+    for value in dict.fromkeys(row[group] for row in rows if row[group] != baseline):
+        candidates = [row for row in rows
+                      if row[group] == value and admissible(row, reference[0])]
+        best = max(candidates, key=lambda row: row[score], default=None)
+        if best is not None:
+            best["chosen"] = True
+        chosen[value] = best
+    return chosen

@@ -99,6 +99,7 @@ from ._mnist import (
     out_option,
 )
 from ._runtime import (
+    choose_on_validation,
     fit_timed,
     format_strength,
     pipeline_run,
@@ -275,20 +276,10 @@ def mark_chosen(rows: list[dict]) -> dict[str, dict | None]:
     weights whose validation accuracy is at most :data:`MAX_ACCURACY_DROP` points below
     weight 0's (marked ``chosen``; None when no weight is within it). Only validation
     numbers are read. Nothing is chosen without a weight-0 row."""
-    baseline = [row for row in rows if row["spectral_response"] == NO_PENALTY]
-    if not baseline:
-        return {}
-    limit = baseline[0]["validation_accuracy"] - MAX_ACCURACY_DROP / 100
-    chosen: dict[str, dict | None] = {}
-    for response in dict.fromkeys(row["spectral_response"] for row in rows
-                                  if row["spectral_response"] != NO_PENALTY):
-        candidates = [row for row in rows if row["spectral_response"] == response
-                      and row["validation_accuracy"] >= limit]
-        best = max(candidates, key=lambda row: row["validation_morans_i"], default=None)
-        if best is not None:
-            best["chosen"] = True
-        chosen[response] = best
-    return chosen
+    return choose_on_validation(
+        rows, "spectral_response", NO_PENALTY,
+        lambda row, base: row["validation_accuracy"]
+        >= base["validation_accuracy"] - MAX_ACCURACY_DROP / 100)
 
 
 def pick_examples(labels: torch.Tensor, predictions: torch.Tensor, num_correct: int = 6,

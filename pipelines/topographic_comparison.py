@@ -84,7 +84,14 @@ from gsr_pyg.training import GSRTrainer
 
 from ._cli import non_negative_float, option, positive_int, report_command, run_cli, run_command
 from ._mnist import MnistRunSettings, classifier_outputs, load_mnist_subsets, out_option
-from ._runtime import fit_timed, format_strength, pipeline_run, training_steps, write_results
+from ._runtime import (
+    choose_on_validation,
+    fit_timed,
+    format_strength,
+    pipeline_run,
+    training_steps,
+    write_results,
+)
 
 TASKS = ("mnist", "text")
 OBJECTIVES = ("none", "layout", "laplacian", "laplacian_rayleigh", "spatial_correlation",
@@ -467,19 +474,10 @@ def mark_chosen(rows: list[dict], task: Task) -> dict[str, dict | None]:
     """For each objective, the run with the highest validation Moran's I among those whose
     validation cost is at most ``none``'s plus the task's tolerance (marked ``chosen``;
     None when no strength is within it). Nothing is chosen when ``none`` was not run."""
-    baseline = [r for r in rows if r["objective"] == "none"]
-    if not baseline:
-        return {}
-    limit = baseline[0]["validation_cost"] + task.max_cost_increase
-    chosen: dict[str, dict | None] = {}
-    for objective in dict.fromkeys(r["objective"] for r in rows if r["objective"] != "none"):
-        candidates = [r for r in rows if r["objective"] == objective
-                      and r["validation_cost"] <= limit]
-        best = max(candidates, key=lambda r: r["validation_morans_i"], default=None)
-        if best is not None:
-            best["chosen"] = True
-        chosen[objective] = best
-    return chosen
+    return choose_on_validation(
+        rows, "objective", "none",
+        lambda row, base: row["validation_cost"] <= base["validation_cost"]
+        + task.max_cost_increase)
 
 
 # --------------------------------------------------------------------------- the run

@@ -55,8 +55,12 @@ from gsr_pyg.spectral import (
 __all__ = [
     "SpectralEnergy",
     "WaveletEnergy",
+    "Clustering",
     "adjusted_rand_index",
+    "average_linkage",
+    "cluster_by_silhouette",
     "dirichlet_energy",
+    "edge_jaccard",
     "feature_correlations",
     "feature_loadings",
     "feature_modules",
@@ -69,6 +73,7 @@ __all__ = [
     "neuron_modules",
     "normalized_mutual_info",
     "num_components",
+    "silhouette_score",
     "smoothness_ratio",
 ]
 
@@ -483,8 +488,32 @@ def modularity(data, labels, resolution: float = 1.0) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# agreement between partitions
+# agreement between partitions and between graphs
 # --------------------------------------------------------------------------------------
+
+def edge_jaccard(a, b) -> float:
+    r"""Jaccard index of the undirected edge sets of two graphs over the same nodes,
+    :math:`|E_a \cap E_b| / |E_a \cup E_b|` (weights ignored; 1.0 when both have no edge).
+
+    Example:
+        >>> a = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+        >>> b = Data(edge_index=torch.tensor([[0, 1], [1, 0]]), num_nodes=3)
+        >>> edge_jaccard(a, b)
+        0.5
+    """
+    num_a, index_a, _ = graph_tensors(a)
+    num_b, index_b, _ = graph_tensors(b)
+    if num_a != num_b:
+        raise ValueError(f"a and b must have the same nodes, got {num_a} and {num_b} nodes")
+
+    def edges(index: Tensor) -> set[tuple[int, int]]:
+        low, high = torch.minimum(index[0], index[1]), torch.maximum(index[0], index[1])
+        return set(zip(low.tolist(), high.tolist()))
+
+    first, second = edges(index_a), edges(index_b)
+    union = first | second
+    return len(first & second) / len(union) if union else 1.0
+
 
 def _contingency(a, b) -> tuple[list[tuple[int, int, int]], list[int], list[int], int]:
     """Occupied cells ``(count, row, col)`` of the contingency table, its row sums, column
@@ -1008,3 +1037,147 @@ def graph_wavelet_energy(x: Tensor, data, normalization: str | None = None,
             chebyshev_fit(SpectralFilter(response), bound, order).coefficients.to(moments)
             @ moments for response in responses])
     return WaveletEnergy(scales, values[:-1], _HAMMOND_PEAK / scales, values[-1], method)
+
+
+# --------------------------------------------------------------------------------------
+# clustering features (or anything) by distances, with the number of clusters from the data
+# --------------------------------------------------------------------------------------
+
+#: Below this best mean silhouette a clustering is read as one cluster: Kaufman & Rousseeuw's
+#: threshold of "no substantial structure".
+MIN_SILHOUETTE = 0.25
+CLUSTER_METHODS = ("average", "kmeans")
+
+
+def silhouette_score(distances: Tensor, labels) -> float:
+    r"""Mean silhouette of a partition, from a matrix of pairwise distances.
+
+    For item :math:`i` in cluster :math:`A`, :math:`a_i` is its mean distance to the other
+    items of :math:`A` and :math:`b_i` the smallest mean distance to the items of another
+    cluster; :math:`s_i = (b_i - a_i) / \max(a_i, b_i)`, 0 for an item alone in its
+    cluster (Rousseeuw, 1987). Equal to :func:`sklearn.metrics.silhouette_score` with
+    ``metric="precomputed"``.
+
+    Args:
+        distances (Tensor): ``[n, n]`` symmetric, non-negative, zero diagonal.
+        labels: ``[n]`` integer cluster of every item, 2 to ``n - 1`` clusters.
+
+    Example:
+        >>> d = torch.tensor([[0., 1., 4., 5.], [1., 0., 4., 4.], [4., 4., 0., 1.],
+        ...                   [5., 4., 1., 0.]])
+        >>> round(silhouette_score(d, [0, 0, 1, 1]), 4)
+        0.7639
+    """
+    check_tensor(distances, "distances", ndim=2, floating=True)
+    n = distances.size(0)
+    if distances.size(1) != n:
+        raise ValueError(f"distances must be square, got shape {tuple(distances.shape)}")
+    labels = _labels(labels, "labels", n, "row of distances").to(distances.device)
+    clusters, inverse, sizes = torch.unique(labels, return_inverse=True, return_counts=True)
+    if not 2 <= clusters.numel() <= n - 1:
+        raise ValueError(f"labels must form 2 to n - 1 = {n - 1} clusters, got "
+                         f"{clusters.numel()}")
+    d = distances.double()
+    member = torch.nn.functional.one_hot(inverse, clusters.numel()).double()  # [n, C]
+    mean_to = (d @ member) / sizes.double()  # [n, C]: mean distance to every cluster
+    own_size = sizes[inverse].double()
+    own = mean_to.gather(1, inverse[:, None]).squeeze(1)
+    a = own * own_size / (own_size - 1).clamp_min(1)  # leave the item itself out
+    b = mean_to.masked_fill(member.bool(), math.inf).min(dim=1).values
+    s = (b - a) / torch.maximum(a, b).clamp_min(1e-300)
+    s = torch.where(own_size > 1, s, torch.zeros_like(s))
+    return float(s.mean())
+
+
+def average_linkage(distances: Tensor, num_clusters: int) -> Tensor:
+    """Average-linkage (UPGMA) hierarchical clustering cut into ``num_clusters`` clusters
+    (:func:`scipy.cluster.hierarchy.linkage` and ``fcluster(..., "maxclust")``); ``[n]``
+    labels numbered in order of first appearance.
+
+    Example:
+        >>> d = torch.tensor([[0., 1., 4.], [1., 0., 4.], [4., 4., 0.]])
+        >>> average_linkage(d, 2)
+        tensor([0, 0, 1])
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    d = distances.detach().double().cpu()
+    d = 0.5 * (d + d.T)
+    d.fill_diagonal_(0.0)
+    tree = linkage(squareform(d.clamp_min(0.0).numpy(), checks=False), method="average")
+    labels = fcluster(tree, t=num_clusters, criterion="maxclust")
+    return _first_appearance(torch.as_tensor(labels, dtype=torch.long))
+
+
+class Clustering(NamedTuple):
+    """What :func:`cluster_by_silhouette` returns."""
+
+    #: ``[n]`` cluster of every item, numbered in order of first appearance.
+    labels: Tensor
+    #: the number of clusters chosen.
+    num_clusters: int
+    #: ``{k: mean silhouette}`` of every cut tried.
+    silhouettes: dict[int, float]
+
+
+def cluster_by_silhouette(distances: Tensor, method: str = "average",
+                          points: Tensor | None = None, max_clusters: int | None = None,
+                          min_silhouette: float = MIN_SILHOUETTE, seed: int = 0) -> Clustering:
+    r"""Cluster items with the number of clusters chosen from the data: the :math:`k` in
+    ``2..max_clusters`` whose partition has the highest mean :func:`silhouette_score` on
+    ``distances``, or a single cluster when no :math:`k` reaches ``min_silhouette``
+    (default 0.25, :data:`MIN_SILHOUETTE`; ties to the smaller :math:`k`).
+
+    Args:
+        distances (Tensor): ``[n, n]`` pairwise distances (what the silhouette reads).
+        method (str): ``"average"``: :func:`average_linkage` of ``distances``;
+            ``"kmeans"``: a seeded k-means (k-means++ starts, best of 10) of ``points``
+            (whose euclidean distances ``distances`` should be). (default: ``"average"``)
+        points (Tensor, optional): ``[n, d]`` coordinates, for ``"kmeans"``.
+        max_clusters (int, optional): the largest :math:`k` tried (default and at most
+            ``n - 1``).
+        min_silhouette (float): the least best silhouette of a cut into several clusters.
+        seed (int): seed of the k-means. (default: ``0``)
+
+    Example:
+        >>> d = torch.tensor([[0., 1., 4., 5.], [1., 0., 4., 4.], [4., 4., 0., 1.],
+        ...                   [5., 4., 1., 0.]])
+        >>> cluster_by_silhouette(d).labels
+        tensor([0, 0, 1, 1])
+    """
+    check_tensor(distances, "distances", ndim=2, floating=True)
+    check_choice(method, "method", CLUSTER_METHODS)
+    check_int(seed, "seed")
+    if isinstance(min_silhouette, bool) or not isinstance(min_silhouette, (int, float)) \
+            or not -1.0 <= min_silhouette <= 1.0:
+        raise ValueError(f"min_silhouette must be a number in [-1, 1], got "
+                         f"{describe(min_silhouette)}")
+    n = distances.size(0)
+    if distances.size(1) != n or n == 0:
+        raise ValueError(f"distances must be a non-empty square matrix, got shape "
+                         f"{tuple(distances.shape)}")
+    if not bool(torch.isfinite(distances).all()):
+        raise ValueError("distances must be finite, got NaN or infinite values")
+    if method == "kmeans":
+        if points is None:
+            raise ValueError("method='kmeans' needs points (the coordinates of the items)")
+        check_tensor(points, "points", ndim=2, floating=True)
+        if points.size(0) != n:
+            raise ValueError(f"points must have one row per item ({n}), got "
+                             f"{points.size(0)}")
+    top = n - 1 if max_clusters is None else min(check_int(max_clusters, "max_clusters",
+                                                           minimum=1), n - 1)
+    silhouettes, best = {}, (min_silhouette, torch.zeros(n, dtype=torch.long), 1)
+    for k in range(2, top + 1):
+        if method == "average":
+            labels = average_linkage(distances, k)
+        else:
+            labels = _first_appearance(_kmeans(points.detach().double().cpu(), k, seed))
+        used = int(labels.max()) + 1
+        if used < 2 or used > n - 1:
+            continue  # ties in the tree can merge a cut; that k says nothing new
+        silhouettes[k] = silhouette_score(distances, labels)
+        if silhouettes[k] > best[0] + 1e-12:
+            best = (silhouettes[k], labels, used)
+    return Clustering(best[1].to(distances.device), best[2], silhouettes)

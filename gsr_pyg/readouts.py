@@ -26,8 +26,14 @@ labels then have the shape of the sample axes (``[B, T]``; ``[S]`` for ``[S, N]`
 Modules of a learned neuron graph and the input features they carry (genes, in single-cell
 data; see ``docs/single_cell.md``):
 
-* :func:`extract_modules`: neuron modules of a graph by several methods, and the feature
-  module every input feature joins;
+* :func:`graph_feature_modules`: the feature modules, clustered on the features'
+  correlation profiles over the neurons (their number chosen by the silhouette), and the
+  feature module each neuron module carries, with its sign;
+* :func:`feature_module_baselines`: the same from the data alone (Louvain and average
+  linkage on the feature-feature correlation, k-means of PCA loadings), what a learned
+  graph has to beat;
+* :func:`extract_modules`: neuron modules of a graph by several methods, and the neuron
+  module every input feature correlates with most;
 * :func:`module_loadings`: how strongly every feature loads on every neuron module, the
   feature modules and their top features;
 * :func:`feature_graph`: features linked through the neuron modules they load on;
@@ -73,6 +79,10 @@ __all__ = [
     "module_loadings",
     "feature_graph",
     "neuron_planted_modules",
+    "FeatureModules",
+    "graph_feature_modules",
+    "BASELINE_METHODS",
+    "feature_module_baselines",
 ]
 
 def _as_float(values: torch.Tensor) -> torch.Tensor:
@@ -695,3 +705,204 @@ def feature_graph(loadings: torch.Tensor, min_loading: float = 0.2,
     row, col = torch.nonzero(weight > 0, as_tuple=True)
     return Data(edge_index=torch.stack([row, col]), edge_weight=weight[row, col].float(),
                 num_nodes=loadings.size(0), loads=loads)
+
+
+# --------------------------------------------------------------------------- feature modules
+class FeatureModules(NamedTuple):
+    """What :func:`graph_feature_modules` returns."""
+
+    #: ``[F]`` the feature module of every feature, ``0..K-1``.
+    assignment: torch.Tensor
+    #: ``K``, chosen from the data (the silhouette criterion).
+    num_modules: int
+    #: ``{k: mean silhouette}`` of every number of modules tried.
+    silhouettes: dict[int, float]
+    #: ``[F, K]`` mean similarity of every feature's profile with the profiles of each
+    #: module's features (the feature itself left out).
+    affinity: torch.Tensor
+    #: ``[C]`` the neuron-module labels in use, increasing (row ``i`` of the next three).
+    neuron_modules: torch.Tensor
+    #: ``[C]`` the feature module each neuron module carries, -1 for none.
+    carried: torch.Tensor
+    #: ``[C]`` +1 when the neuron module rises with the features of the module it carries,
+    #: -1 when it falls (0 for none).
+    sign: torch.Tensor
+    #: ``[C]`` ``|mean r|`` of the neuron module's neurons with those features.
+    strength: torch.Tensor
+    #: ``[C, K]`` the signed mean correlation :math:`t_{cm}` of every neuron module's neurons
+    #: with every feature module's features.
+    signature: torch.Tensor
+
+
+def _profile_distances(correlations: torch.Tensor) -> torch.Tensor:
+    """``1 - cosine`` of the features' correlation profiles over the neurons, ``[F, F]``."""
+    profiles = correlations.T.double()  # [F, N]
+    unit = profiles / profiles.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    distances = (1.0 - unit @ unit.T).clamp_min(0.0)
+    distances.fill_diagonal_(0.0)
+    return distances
+
+
+def graph_feature_modules(correlations: torch.Tensor, neuron_labels: torch.Tensor,
+                          max_modules: int | None = None, min_strength: float = 0.2,
+                          min_silhouette: float = metrics.MIN_SILHOUETTE) -> FeatureModules:
+    r"""Feature (gene) modules read from the neurons of a learned graph, and the feature
+    module each neuron module carries, with its sign.
+
+    Every feature :math:`f` has a profile over the ``N`` neurons, its correlations
+    :math:`r_{\cdot f}` (:func:`gsr_pyg.metrics.feature_correlations`). Features whose
+    profiles point the same way are carried by the same neurons, whatever the number of
+    neuron modules: the features are clustered by average linkage on
+    :math:`d_{fg} = 1 - \cos(r_{\cdot f}, r_{\cdot g})`, and the number of feature modules
+    :math:`K` is the cut with the highest mean silhouette
+    (:func:`gsr_pyg.metrics.cluster_by_silhouette`; one module when no cut reaches
+    ``min_silhouette``). A feature that falls as a module rises has the opposite profile,
+    so it forms a module of its own.
+
+    Neuron module :math:`c` then carries the feature module :math:`m` with the largest
+    :math:`|t_{cm}|`, :math:`t_{cm} = \frac{1}{|c||m|}\sum_{n\in c}\sum_{f\in m} r_{nf}`,
+    with the sign of :math:`t_{cm}`: two neuron modules with the same signature, or with
+    opposite ones, carry one feature module (with the same or opposite signs). A neuron
+    module whose :math:`\max_m |t_{cm}|` is below ``min_strength`` carries none (-1).
+
+    Args:
+        correlations: ``[N, F]`` neuron x feature correlations over held-out samples.
+        neuron_labels: ``[N]`` integer module of every neuron (the graph's modules).
+        max_modules: the most feature modules tried (default ``F // 2``, at least 2: modules
+            of two features on average; at most ``F - 1``).
+        min_strength: the least ``|t|`` of a carried module (default 0.2).
+        min_silhouette: see :func:`gsr_pyg.metrics.cluster_by_silhouette` (default 0.25).
+
+    Returns:
+        :class:`FeatureModules`.
+
+    Example:
+        >>> # neurons 0-1 rise with features 0-1, neuron 2 falls with them, neuron 3
+        >>> # carries feature 2 and 3
+        >>> r = torch.tensor([[0.9, 0.8, 0.0, 0.1], [0.8, 0.9, 0.1, 0.0],
+        ...                   [-0.9, -0.8, 0.0, 0.0], [0.0, 0.1, 0.9, 0.8]])
+        >>> found = graph_feature_modules(r, torch.tensor([0, 0, 1, 2]))
+        >>> found.assignment.tolist(), found.carried.tolist(), found.sign.tolist()
+        ([0, 0, 1, 1], [0, 0, 1], [1, -1, 1])
+    """
+    check_tensor(correlations, "correlations", ndim=2, floating=True)
+    check_finite(correlations, "correlations")
+    min_strength = check_positive(min_strength, "min_strength", allow_zero=True)
+    num_features = correlations.size(1)
+    if num_features < 2:
+        raise ValueError(f"correlations must have at least 2 features (columns), got "
+                         f"{num_features}")
+    labels_in_use = torch.unique(torch.as_tensor(neuron_labels).long())
+    signed = metrics.feature_loadings(correlations, neuron_labels, absolute=False)  # [F, C]
+    distances = _profile_distances(correlations)
+    clustering = metrics.cluster_by_silhouette(
+        distances, "average", max_clusters=_max_modules(max_modules, num_features),
+        min_silhouette=min_silhouette)
+    assignment = clustering.labels.to(correlations.device)
+    member = torch.nn.functional.one_hot(assignment, clustering.num_clusters).double()
+    similarity = (1.0 - distances.to(member.device)) @ member - member  # leave f itself out
+    counts = member.sum(dim=0, keepdim=True) - member
+    affinity = (similarity / counts.clamp_min(1)).to(correlations.dtype)
+    carries = (signed.double().T @ member) / member.sum(dim=0)  # [C, K]: t_cm
+    strength, carried = carries.abs().max(dim=1)
+    sign = torch.sign(carries.gather(1, carried[:, None]).squeeze(1)).long()
+    weak = strength < min_strength
+    carried = carried.masked_fill(weak, -1)
+    sign = sign.masked_fill(weak, 0)
+    return FeatureModules(assignment, clustering.num_clusters, clustering.silhouettes,
+                          affinity, labels_in_use.to(correlations.device), carried, sign,
+                          strength.to(correlations.dtype), carries.to(correlations.dtype))
+
+
+#: The baselines of :func:`feature_module_baselines`, in order.
+BASELINE_METHODS = ("louvain_corr", "average_corr", "kmeans_pca")
+
+
+def feature_module_baselines(inputs: torch.Tensor, max_modules: int | None = None,
+                             seed: int = 0,
+                             min_silhouette: float = metrics.MIN_SILHOUETTE
+                             ) -> dict[str, metrics.Clustering]:
+    r"""Feature modules straight from the data, without any network: what a learned neuron
+    graph has to beat.
+
+    With :math:`C` the features' Pearson correlation matrix over the samples:
+
+    * ``"louvain_corr"``: Louvain communities (:func:`networkx.community.louvain_communities`,
+      seeded) of the complete graph over the features with weights :math:`|C_{fg}|`;
+    * ``"average_corr"``: average-linkage clustering of :math:`1 - |C_{fg}|`, the number of
+      modules by the silhouette (:func:`gsr_pyg.metrics.cluster_by_silhouette`), as
+      :func:`graph_feature_modules` chooses its own;
+    * ``"kmeans_pca"``: k-means of the features' PCA loadings (the eigenvectors of
+      :math:`C` with eigenvalue > 1, Kaiser's rule, scaled by the square root of the
+      eigenvalue), the number of modules by the silhouette on the loadings' euclidean
+      distances.
+
+    Args:
+        inputs: ``[S, F]`` samples (``S >= 2``, ``F >= 3``).
+        max_modules: the most modules tried by the silhouette (default ``F // 2``, at least
+            2, as in :func:`graph_feature_modules`).
+        seed: seed of Louvain and of the k-means (default 0).
+        min_silhouette: see :func:`gsr_pyg.metrics.cluster_by_silhouette`.
+
+    Returns:
+        ``{method: Clustering}`` (Louvain's ``silhouettes`` is empty: it chooses its own
+        number of modules).
+
+    Example:
+        >>> z = torch.randn(500, 2, generator=torch.Generator().manual_seed(0))
+        >>> x = z[:, [0, 0, 0, 1, 1, 1]] + 0.3 * torch.randn(500, 6)
+        >>> {m: c.labels.tolist() for m, c in feature_module_baselines(x).items()}
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'louvain_corr': [0, 0, 0, 1, 1, 1], 'average_corr': [0, 0, 0, 1, 1, 1],
+         'kmeans_pca': [0, 0, 0, 1, 1, 1]}
+    """
+    check_tensor(inputs, "inputs", ndim=2, floating=True)
+    check_finite(inputs, "inputs")
+    check_int(seed, "seed")
+    if inputs.size(0) < 2 or inputs.size(1) < 3:
+        raise ValueError(f"inputs must have at least 2 samples and 3 features, got shape "
+                         f"{tuple(inputs.shape)}")
+    import networkx as nx
+
+    x = inputs.detach().double().cpu()
+    max_modules = _max_modules(max_modules, x.size(1))
+    corr = metrics.feature_correlations(x, x)  # [F, F]
+    magnitude = corr.abs().clamp_max(1.0)
+    graph = nx.Graph()
+    graph.add_nodes_from(range(x.size(1)))
+    rows, cols = torch.triu_indices(x.size(1), x.size(1), offset=1)
+    graph.add_weighted_edges_from(
+        (r, c, w) for r, c, w in zip(rows.tolist(), cols.tolist(),
+                                     magnitude[rows, cols].tolist()) if w > 0)
+    communities = nx.community.louvain_communities(graph, weight="weight", seed=seed)
+    louvain = torch.empty(x.size(1), dtype=torch.long)
+    for module, members in enumerate(communities):
+        louvain[list(members)] = module
+    out = {"louvain_corr": metrics.Clustering(_renumber(louvain), len(communities), {})}
+    distances = 1.0 - magnitude
+    distances.fill_diagonal_(0.0)
+    out["average_corr"] = metrics.cluster_by_silhouette(
+        distances, "average", max_clusters=max_modules, min_silhouette=min_silhouette)
+    values, vectors = torch.linalg.eigh(corr)
+    keep = values > 1.0
+    if not bool(keep.any()):
+        keep = values == values.max()
+    loadings = vectors[:, keep] * values[keep].sqrt()
+    out["kmeans_pca"] = metrics.cluster_by_silhouette(
+        torch.cdist(loadings, loadings), "kmeans", points=loadings, max_clusters=max_modules,
+        min_silhouette=min_silhouette, seed=seed)
+    return out
+
+
+def _max_modules(max_modules: int | None, num_features: int) -> int:
+    """The most modules tried: ``max_modules`` (checked), default ``F // 2`` (at least 2)."""
+    if max_modules is None:
+        return max(2, num_features // 2)
+    return check_int(max_modules, "max_modules", minimum=1)
+
+
+def _renumber(labels: torch.Tensor) -> torch.Tensor:
+    """Labels ``0..C-1`` in order of first appearance."""
+    seen: dict[int, int] = {}
+    return torch.tensor([seen.setdefault(v, len(seen)) for v in labels.tolist()],
+                        dtype=torch.long)

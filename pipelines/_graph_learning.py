@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torch_geometric.data import Data
 
-from gsr_pyg import plotting
+from gsr_pyg import metrics, plotting, readouts
 from gsr_pyg.learn import CoactivationGraph
 from gsr_pyg.models import DenseAutoencoder
 from gsr_pyg.regularizer import GraphSpectralRegularizer
@@ -177,3 +177,38 @@ def graph_evolution_figure(history: History, layout: torch.Tensor, modules: torc
         cmap=plotting.module_colormap(num_modules), colorbar_label=colorbar_label)
     plotting.label_module_colorbar(fig, num_modules, prefix)
     return plotting.save_figure(fig, path)
+
+
+def module_analysis(graph: Data, inputs: torch.Tensor, latent: torch.Tensor, *, seed: int,
+                    module_method: str = "louvain", num_modules: int | None = None,
+                    min_loading: float = 0.2, relative_loading: float = 0.9) -> dict:
+    """What both pipelines read from a trained model on held-out ``inputs``: the neuron
+    modules of the graph, the neuron x feature correlations, the feature modules with the
+    feature module and sign each neuron module carries
+    (:func:`gsr_pyg.readouts.graph_feature_modules`), the loadings on the neuron modules
+    and the feature graph through them, and the baselines computed from the inputs alone
+    (:func:`gsr_pyg.readouts.feature_module_baselines`)."""
+    neurons = metrics.neuron_modules(graph, module_method, k=num_modules, seed=seed)
+    correlations = metrics.feature_correlations(inputs, latent)  # [N, F]
+    loadings = readouts.module_loadings(correlations, neurons)
+    return {"neurons": neurons, "correlations": correlations, "loadings": loadings,
+            "features": readouts.graph_feature_modules(correlations, neurons),
+            "argmax": loadings.assignment,
+            "feature_graph": readouts.feature_graph(loadings.loadings, min_loading,
+                                                    relative_loading),
+            "baselines": readouts.feature_module_baselines(inputs, seed=seed)}
+
+
+def carried_table(features: readouts.FeatureModules,
+                  neuron_counts: torch.Tensor) -> list[dict]:
+    """One row per neuron module: its neurons, the feature module it carries (None for
+    none), the sign and the strength."""
+    rows = []
+    for index, module in enumerate(features.neuron_modules.tolist()):
+        carried = int(features.carried[index])
+        rows.append({"neuron_module": module, "neurons": int(neuron_counts[index]),
+                     "feature_module": carried if carried >= 0 else None,
+                     "sign": "+" if features.sign[index] > 0 else
+                     "-" if features.sign[index] < 0 else "",
+                     "strength": round(float(features.strength[index]), 4)})
+    return rows

@@ -68,24 +68,52 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "group"
 
 
-def gene_modules(modules: list[dict]) -> list[dict]:
-    """The modules of :func:`gsr_pyg.readouts.module_loadings` in the words of genes (the
-    keys of ``results.json``)."""
-    return [{"module": m["module"], "neurons": m["neurons"], "genes": m["features"],
-             "top_genes": [{"gene": e["feature"], "loading": e["loading"],
-                            "mean_r": e["mean_r"]} for e in m["top_features"]]}
-            for m in modules]
+def heldout_cells(cells: int, fraction: float, seed: int) -> torch.Tensor:
+    """``[cells]`` bool: a seeded random ``int(fraction * cells)`` of the cells, held out of
+    training (none when that is 0, and never so many that fewer than 2 cells train)."""
+    count = min(int(fraction * cells), max(cells - 2, 0))
+    mask = torch.zeros(cells, dtype=torch.bool)
+    mask[torch.randperm(cells, generator=torch.Generator().manual_seed(seed))[:count]] = True
+    return mask
+
+
+def gene_modules(features: readouts.FeatureModules, genes: Sequence[str],
+                 top: int) -> list[dict]:
+    """The gene modules of :func:`gsr_pyg.readouts.graph_feature_modules` in the words of
+    genes (the ``gene_modules`` of ``results.json``): every module's genes by affinity, its
+    ``top`` genes by affinity (whether assigned or not) and the neuron modules that carry
+    it, with their signs."""
+    out = []
+    for module in range(features.num_modules):
+        affinity = features.affinity[:, module]
+        order = affinity.argsort(descending=True).tolist()
+        members = [g for g in order if int(features.assignment[g]) == module]
+        carriers = torch.nonzero(features.carried == module).flatten().tolist()
+        out.append({
+            "module": module,
+            "genes": [genes[g] for g in members],
+            "top_genes": [{"gene": genes[g], "affinity": float(affinity[g]),
+                           "assigned": int(features.assignment[g]) == module}
+                          for g in order[:top]],
+            "carried_by": [{"neuron_module": int(features.neuron_modules[c]),
+                            "sign": int(features.sign[c]),
+                            "strength": float(features.strength[c])} for c in carriers]})
+    return out
 
 
 def write_gene_modules_csv(modules: list[dict], path: Path) -> Path:
-    """``module,rank,gene,loading,mean_r,assigned`` for the top genes of every module."""
-    lines = ["module,rank,gene,loading,mean_r,assigned"]
+    """``module,rank,gene,affinity,assigned``: for every gene module its top genes by
+    affinity, then any of its genes beyond them, so every gene has one row with
+    ``assigned`` 1 (in its own module)."""
+    lines = ["module,rank,gene,affinity,assigned"]
     for module in modules:
-        assigned = set(module["genes"])
-        for rank, entry in enumerate(module["top_genes"], start=1):
-            gene = entry["gene"].replace('"', '""')
-            lines.append(f'{module["module"]},{rank},"{gene}",{entry["loading"]:.6f},'
-                         f'{entry["mean_r"]:.6f},{int(entry["gene"] in assigned)}')
+        rows = [(e["gene"], e["affinity"], int(e["assigned"])) for e in module["top_genes"]]
+        listed = {gene for gene, _, _ in rows}
+        rows += [(gene, None, 1) for gene in module["genes"] if gene not in listed]
+        for rank, (gene, affinity, assigned) in enumerate(rows, start=1):
+            quoted = gene.replace('"', '""')
+            value = "" if affinity is None else f"{affinity:.6f}"
+            lines.append(f'{module["module"]},{rank},"{quoted}",{value},{assigned}')
     return write_text(path, "\n".join(lines) + "\n")
 
 
@@ -93,15 +121,20 @@ def write_graph_files(settings, graph: Data, genes: Sequence[str], found: dict,
                       out: Path) -> None:
     """``neuron_graph.graphml``, ``gene_graph.graphml`` and ``gene_modules.csv``."""
     neurons, loadings, links = found["neurons"], found["loadings"], found["gene_graph"]
-    top_gene = [found["modules"][int(m)]["top_genes"][0]["gene"] for m in neurons]
+    features = found["features"]
+    row = torch.searchsorted(features.neuron_modules, neurons)  # neuron -> its module's row
+    carried, sign = features.carried[row], features.sign[row]
+    top_gene = [found["modules"][int(c)]["genes"][0] if c >= 0 else "" for c in carried]
     graphs.write_graphml(graph, out / "neuron_graph.graphml",
-                         {"module": neurons, "top_gene_of_module": top_gene},
+                         {"module": neurons, "gene_module": carried, "gene_module_sign": sign,
+                          "top_gene_of_gene_module": top_gene},
                          graph_attributes={"data": str(settings.data),
                                            "module_method": settings.module_method})
     loads_on = [",".join(str(c) for c in torch.nonzero(row).flatten().tolist())
                 for row in links.loads]
     graphs.write_graphml(links, out / "gene_graph.graphml",
-                         {"label": genes, "module": loadings.assignment,
+                         {"label": genes, "module": features.assignment,
+                          "neuron_module": loadings.assignment,
                           "loading": loadings.loadings.max(dim=1).values, "loads_on": loads_on},
                          graph_attributes={"data": str(settings.data),
                                            "min_loading": settings.min_loading,
@@ -143,15 +176,16 @@ def group_activity(graph: Data, layout: torch.Tensor, latent: torch.Tensor,
 
 
 def correlation_heatmaps(x: torch.Tensor, latent: torch.Tensor, neuron_labels: torch.Tensor,
-                         loadings: readouts.ModuleLoadings, genes: Sequence[str],
+                         modules: list[dict], gene_module: torch.Tensor, genes: Sequence[str],
                          labels: dict, out: Path) -> list[Path]:
     """Neuron x gene correlations over all cells and within each group of the first label
-    column, for the genes that matter most (the top genes of every module, at most 60)."""
+    column, for the genes that matter most (the top genes of every gene module, at most
+    60), genes grouped by gene module."""
     heat_genes = []
-    for module in loadings.modules:
-        for entry in module["top_features"]:
-            if entry["feature"] not in heat_genes:
-                heat_genes.append(entry["feature"])
+    for module in modules:
+        for entry in module["top_genes"]:
+            if entry["assigned"] and entry["gene"] not in heat_genes:
+                heat_genes.append(entry["gene"])
     heat_genes = heat_genes[:MAX_HEATMAP_GENES]
     gene_index = {g: i for i, g in enumerate(genes)}
     heat_columns = torch.tensor([gene_index[g] for g in heat_genes])
@@ -168,7 +202,7 @@ def correlation_heatmaps(x: torch.Tensor, latent: torch.Tensor, neuron_labels: t
         path = out / f"correlations_{stem}.png"
         plotting.plot_feature_correlations(
             x[:, heat_columns], latent, heat_genes, cells=mask, neuron_groups=neuron_labels,
-            feature_groups=loadings.assignment[heat_columns],
+            feature_groups=gene_module[heat_columns],
             title=f"neuron x gene correlation: {title}", ylabel="neurons, by module",
             xlabel="genes, by gene module", path=path)
         paths.append(path)
@@ -193,14 +227,22 @@ def embedding_figure(coords: np.ndarray, kind: str, labels: dict, activity: torc
 
 
 # --------------------------------------------------------------------------- results
-def results_json(run_settings: dict, x: torch.Tensor, trained, mse: float, found: dict,
+def results_json(run_settings: dict, x: torch.Tensor, trained, mse: dict, found: dict,
                  group_tables: dict, h5ad: Path, figures: list[Path]) -> dict:
     """The content of ``results.json``."""
-    graph = trained.graph
+    graph, features = trained.graph, found["features"]
+    baselines = {method: {"modules": clustering.num_clusters,
+                          "ari_with_gene_modules": metrics.adjusted_rand_index(
+                              clustering.labels, features.assignment),
+                          "nmi_with_gene_modules": metrics.normalized_mutual_info(
+                              clustering.labels, features.assignment)}
+                 for method, clustering in found["baselines"].items()}
     return {
         "settings": run_settings,
         "data": {"cells": int(x.shape[0]), "genes": run_settings["genes"]},
-        "training": {"steps": trained.steps, "train_time_s": trained.train_time, "mse": mse,
+        "training": {"steps": trained.steps, "train_time_s": trained.train_time,
+                     "heldout_cells": mse["heldout_cells"], "mse_heldout": mse["heldout"],
+                     "mse_train": mse["train"],
                      "graphs_learned": trained.summary["graphs_learned"],
                      "stopped": trained.summary["stopped"]},
         "graph": {"neurons": int(graph.num_nodes),
@@ -208,6 +250,14 @@ def results_json(run_settings: dict, x: torch.Tensor, trained, mse: float, found
                   "components": metrics.num_components(graph), "modules": found["num_modules"],
                   "modularity": metrics.modularity(graph, found["neurons"])},
         "gene_modules": found["modules"],
+        "gene_module_choice": {"modules": features.num_modules,
+                               "silhouettes": {str(k): v for k, v in
+                                               features.silhouettes.items()}},
+        "neuron_modules": found["carried"],
+        "argmax_modules": {"ari_with_gene_modules": metrics.adjusted_rand_index(
+            found["argmax"], features.assignment),
+            "modules": int(found["argmax"].unique().numel())},
+        "baselines": baselines,
         "group_module_activity": group_tables,
         "gene_graph": {"genes": run_settings["genes"],
                        "edges": int(found["gene_graph"].edge_index.shape[1] // 2)},
@@ -217,29 +267,66 @@ def results_json(run_settings: dict, x: torch.Tensor, trained, mse: float, found
 
 def report_sections(settings, results: dict, group_tables: dict,
                     figures: list[Path]) -> list[tuple]:
-    """The sections of ``report.html``: settings, gene modules, activity per group, figures."""
+    """The sections of ``report.html``: settings, gene modules, what each neuron module
+    carries, the baselines, activity per group, figures."""
     training, graph = results["training"], results["graph"]
-    module_table = [{"module": m["module"], "neurons": m["neurons"],
-                     "genes assigned": len(m["genes"]),
-                     "top genes (loading, sign of r)": ", ".join(
-                         f"{e['gene']} ({e['loading']:.2f}{'+' if e['mean_r'] >= 0 else '-'})"
-                         for e in m["top_genes"][:8])} for m in results["gene_modules"]]
+    module_table = [{"gene module": m["module"], "genes": len(m["genes"]),
+                     "carried by (neuron module, sign)": ", ".join(
+                         f"{c['neuron_module']}{'+' if c['sign'] > 0 else '-'}"
+                         for c in m["carried_by"]) or "none",
+                     "genes by affinity": ", ".join(
+                         f"{g}" for g in m["genes"][:10])} for m in results["gene_modules"]]
+    if training["mse_heldout"] is not None:
+        mse_text = (f"reconstruction MSE on {training['heldout_cells']} held-out cells "
+                    f"{training['mse_heldout']:.4f} (training cells {training['mse_train']:.4f})")
+    else:
+        mse_text = (f"no cells held out: reconstruction MSE on the training cells "
+                    f"{training['mse_train']:.4f}")
+    baseline_table = [{"method": "learned graph (gene modules)",
+                       "modules": len(results["gene_modules"]), "ARI with gene modules": 1.0,
+                       "NMI with gene modules": 1.0},
+                      {"method": "argmax over neuron modules",
+                       "modules": results["argmax_modules"]["modules"],
+                       "ARI with gene modules":
+                           results["argmax_modules"]["ari_with_gene_modules"],
+                       "NMI with gene modules": ""}]
+    baseline_table += [{"method": method, "modules": b["modules"],
+                        "ARI with gene modules": b["ari_with_gene_modules"],
+                        "NMI with gene modules": b["nmi_with_gene_modules"]}
+                       for method, b in results["baselines"].items()]
     sections = [
         ("Settings", [
             f"{settings.data}: {results['data']['cells']} cells x {results['data']['genes']} "
             f"genes (scaling {settings.scale}). Dense autoencoder 128x3, {settings.latent_dim} "
             f"latent neurons, noise {settings.noise_std:g}; preset {settings.preset}; "
-            f"{training['steps']} steps in {training['train_time_s']:.0f} s; reconstruction "
-            f"MSE {training['mse']:.4f}.",
+            f"{training['steps']} steps in {training['train_time_s']:.0f} s; {mse_text}. "
+            "The read-outs below use every cell.",
             f"Final graph: {graph['edges']} edges, {graph['components']} components, "
             f"{graph['modules']} {settings.module_method} modules, modularity "
             f"{graph['modularity']:.3f}.",
             "Command: " + results["settings"]["command"],
         ]),
         ("Gene modules", [
-            "Loading = mean |r| between the gene and the module's neurons over all cells; "
-            "+/- is the sign of the mean r. Every gene joins its highest-loading module.",
+            "Genes clustered on their correlation profiles over the latent neurons (average "
+            "linkage of 1 - cosine; the number of modules with the highest mean silhouette: "
+            + ", ".join(f"k={k}: {v:.2f}" for k, v in
+                        list(results["gene_module_choice"]["silhouettes"].items())[:12])
+            + "). Each neuron module carries the gene module its neurons correlate with "
+            "most, with the sign of that correlation (+: rises with the genes).",
             module_table]),
+        ("What each neuron module carries", [
+            "The gene module each neuron module carries (none when its neurons' mean |r| "
+            "with every gene module is below 0.2), the sign, and the module's five "
+            "highest-loading genes (mean |r| with its neurons).",
+            [{**row, "top_genes": ", ".join(row.get("top_genes", []))}
+             for row in results["neuron_modules"]]]),
+        ("Baselines from the expression matrix alone", [
+            "Louvain on the gene-gene |correlation| graph (louvain_corr), average linkage of "
+            "1 - |correlation| with the silhouette rule (average_corr), k-means of PCA "
+            "loadings (kmeans_pca), and the old reading where every gene joins its single "
+            "highest-loading neuron module (argmax); agreement with the learned graph's gene "
+            "modules. No true gene modules are known here: agreement is not accuracy.",
+            baseline_table]),
     ]
     for column, table in group_tables.items():
         sections.append((f"Module activity per {column} (minus the all-cell mean)", [table]))

@@ -8,10 +8,18 @@ co-activations (:class:`gsr_pyg.training.GSRTrainer`, by default this library's
 (:mod:`gsr_pyg.readouts`):
 
 * the learned graph is cut into **neuron modules** (Louvain by default);
-* every gene joins the module whose neurons it correlates with most: the **gene modules**
-  (:func:`~gsr_pyg.readouts.module_loadings`); each module also lists its top genes;
-* genes are linked through the modules they load on: the **gene graph**
+* the genes are clustered on their correlation profiles over the latent neurons: the **gene
+  modules**, their number chosen by the silhouette; each neuron module carries one gene
+  module with a sign (:func:`~gsr_pyg.readouts.graph_feature_modules`); each gene module
+  lists its genes by affinity;
+* the same data clustered without any network, the **baselines** (Louvain and average
+  linkage on the gene-gene correlation, k-means of PCA loadings:
+  :func:`~gsr_pyg.readouts.feature_module_baselines`), and their agreement with the gene
+  modules (ARI, NMI);
+* genes are linked through the neuron modules they load on: the **gene graph**
   (:func:`~gsr_pyg.readouts.feature_graph`);
+* the reconstruction MSE is measured on held-out cells (``--holdout``, default 10 %) that
+  the model never trained on;
 * the mean latent activity per cell type / branch / pseudotime bin is painted on the graph,
   neuron x gene correlations are drawn per group, and cells are embedded (UMAP when scanpy
   is installed, else PCA) and coloured by module activity;
@@ -48,20 +56,30 @@ from typing import ClassVar
 
 import torch
 
-from gsr_pyg import metrics, plotting, readouts
+from gsr_pyg import plotting, readouts
 from gsr_pyg.data import annotate_anndata, cell_embedding, write_h5ad
 from gsr_pyg.files import write_json
 from gsr_pyg.report import write_html_report
 
 from . import _single_cell_io as sc_io
-from ._cli import non_negative_float, option, positive_int, report_command, run_cli, run_command
+from ._cli import (
+    non_negative_float,
+    number_type,
+    option,
+    positive_int,
+    report_command,
+    run_cli,
+    run_command,
+)
 from ._graph_learning import (
     MODULE_METHODS,
     PRESETS,
     QUICK_SCHEDULE,
     GraphLearningSettings,
+    carried_table,
     encode,
     graph_evolution_figure,
+    module_analysis,
     override_option,
     preset_settings,
     train_autoencoder,
@@ -69,6 +87,7 @@ from ._graph_learning import (
 from ._runtime import device_option, make_out_dir, pipeline_processes, torch_threads
 
 TRAIN, READ = "model and training", "read-outs"
+_fraction = number_type(float, "a number in [0, 0.5]", lambda value: 0 <= value <= 0.5)
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,9 @@ class SingleCellSettings(GraphLearningSettings):
     weight: float | None = override_option("weight", TRAIN)
     lr: float | None = override_option("lr", TRAIN)
     batch_size: int | None = override_option("batch_size", TRAIN)
+    holdout: float = option(0.1, "fraction of the cells held out of training, for the "
+                                 "reconstruction MSE (default 0.1; 0: none)",
+                            type=_fraction, group=TRAIN)
     latent_dim: int = option(100, "latent neurons (default 100)", type=positive_int,
                              group=TRAIN)
     noise_std: float = option(0.5, "training noise after the latent (default 0.5)",
@@ -173,7 +195,6 @@ def run(settings: SingleCellSettings, command: str | None = None) -> Path | None
         data = sc_io.load_data(settings)
         x, genes = data["x"], data["genes"]
         chosen = preset_settings(settings.preset, settings)
-        chosen["batch_size"] = min(chosen["batch_size"], x.shape[0])  # the batch it trains on
         out = make_out_dir(settings.out)
         if is_main:
             print(f"{settings.data}: {x.shape[0]} cells x {x.shape[1]} genes; preset "
@@ -182,13 +203,22 @@ def run(settings: SingleCellSettings, command: str | None = None) -> Path | None
                   "layer": settings.layer, "genes": genes, "scale": settings.scale,
                   "cells": int(x.shape[0]), "batch_size": chosen["batch_size"], "lr": chosen["lr"],
                   "latent_dim": settings.latent_dim, "noise_std": settings.noise_std}
+        heldout = sc_io.heldout_cells(x.shape[0], settings.holdout, settings.seed)
+        train_x = x[~heldout]
+        chosen["batch_size"] = min(chosen["batch_size"], train_x.shape[0])
+        config["batch_size"], config["holdout"] = chosen["batch_size"], settings.holdout
         trained = train_autoencoder(
-            x, chosen, latent_dim=settings.latent_dim, noise_std=settings.noise_std,
+            train_x, chosen, latent_dim=settings.latent_dim, noise_std=settings.noise_std,
             seed=settings.seed, device=device, run_dir=out / "run", config=config,
             quiet=settings.quiet, drop_last=True)
         if not is_main:
             return None
-        latent, mse = encode(trained.model, x, device)
+        # the read-outs describe every cell; the MSE that measures the model, only the
+        # cells it never trained on
+        latent, _ = encode(trained.model, x, device)
+        mse = {"train": encode(trained.model, train_x, device)[1],
+               "heldout": encode(trained.model, x[heldout], device)[1]
+               if bool(heldout.any()) else None, "heldout_cells": int(heldout.sum())}
         found = _modules(settings, trained.graph, x, latent, genes)
         figures, group_tables, kind, coords = _figures(settings, data, trained, latent, found,
                                                        out)
@@ -204,7 +234,8 @@ def run(settings: SingleCellSettings, command: str | None = None) -> Path | None
         annotate_anndata(data["adata"], latent, trained.graph, found["neurons"], genes=genes,
                          module_activity=found["activity"], loadings=found["loadings"],
                          correlations=found["correlations"], embedding=coords,
-                         embedding_name=kind, settings=run_settings)
+                         embedding_name=kind, settings=run_settings,
+                         feature_modules=found["features"])
         h5ad = write_h5ad(data["adata"], out / "adata_gsr.h5ad")
         results = sc_io.results_json(run_settings, x, trained, mse, found, group_tables, h5ad,
                                      figures)
@@ -212,8 +243,11 @@ def run(settings: SingleCellSettings, command: str | None = None) -> Path | None
         report = write_html_report(
             out / "report.html", f"Learned neuron graph on {Path(str(settings.data)).name}",
             sc_io.report_sections(settings, results, group_tables, figures))
-        print(f"{results['graph']['modules']} neuron modules; MSE {mse:.4f}; done in "
-              f"{time.perf_counter() - started:.1f} s")
+        print(f"{results['graph']['modules']} neuron modules carrying "
+              f"{len(results['gene_modules'])} gene modules; MSE on "
+              + (f"{mse['heldout_cells']} held-out cells {mse['heldout']:.4f}"
+                 if mse["heldout"] is not None else f"the training cells {mse['train']:.4f}")
+              + f"; done in {time.perf_counter() - started:.1f} s")
         print(f"annotated data: {h5ad.resolve()}")
         print(f"report: {report.resolve()}")
         return report
@@ -221,17 +255,25 @@ def run(settings: SingleCellSettings, command: str | None = None) -> Path | None
 
 def _modules(settings: SingleCellSettings, graph, x: torch.Tensor, latent: torch.Tensor,
              genes: list[str]) -> dict:
-    """Neuron modules, module activity, gene loadings and modules, the gene graph."""
-    neurons = metrics.neuron_modules(graph, settings.module_method, k=settings.num_modules,
-                                     seed=settings.seed)
-    correlations = metrics.feature_correlations(x, latent)  # [N, G]
-    loadings = readouts.module_loadings(correlations, neurons, genes, settings.top_genes)
-    return {"neurons": neurons, "num_modules": int(neurons.max()) + 1,
-            "activity": readouts.module_activity(latent, neurons, int(neurons.max()) + 1),
-            "correlations": correlations, "loadings": loadings,
-            "modules": sc_io.gene_modules(loadings.modules),
-            "gene_graph": readouts.feature_graph(loadings.loadings, settings.min_loading,
-                                                 settings.relative_loading)}
+    """Neuron modules, their activity, the gene modules and what each neuron module carries,
+    the loadings on the neuron modules, the gene graph and the baselines."""
+    found = module_analysis(graph, x, latent, seed=settings.seed,
+                            module_method=settings.module_method,
+                            num_modules=settings.num_modules, min_loading=settings.min_loading,
+                            relative_loading=settings.relative_loading)
+    neurons = found["neurons"]
+    found["loadings"] = readouts.module_loadings(found["correlations"], neurons, genes,
+                                                 settings.top_genes)
+    found.update({"num_modules": int(neurons.max()) + 1,
+                  "activity": readouts.module_activity(latent, neurons, int(neurons.max()) + 1),
+                  "modules": sc_io.gene_modules(found["features"], genes, settings.top_genes),
+                  "carried": [{**row, "top_genes": [e["feature"] for e in
+                                                    module["top_features"][:5]]}
+                              for row, module in zip(
+                                  carried_table(found["features"], torch.bincount(neurons)),
+                                  found["loadings"].modules)],
+                  "gene_graph": found.pop("feature_graph")})
+    return found
 
 
 def _figures(settings: SingleCellSettings, data: dict, trained, latent: torch.Tensor,
@@ -256,8 +298,9 @@ def _figures(settings: SingleCellSettings, data: dict, trained, latent: torch.Te
     activity_figures, group_tables = sc_io.group_activity(graph, layout, latent,
                                                           found["activity"], groups, out)
     figures += activity_figures
-    figures += sc_io.correlation_heatmaps(data["x"], latent, neurons, found["loadings"],
-                                          data["genes"], data["labels"], out)
+    figures += sc_io.correlation_heatmaps(data["x"], latent, neurons, found["modules"],
+                                          found["features"].assignment, data["genes"],
+                                          data["labels"], out)
     kind = settings.embedding or ("umap" if sc_io.has_scanpy() else "pca")
     coords = cell_embedding(latent, kind, settings.seed)
     figures.append(sc_io.embedding_figure(coords, kind, data["labels"], found["activity"],

@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch_geometric.data import Data
 
-from gsr_pyg import graphs, learn, spectral
+from gsr_pyg import graphs, learn, metrics, readouts, spectral
 from gsr_pyg.data import (
     branching_trajectory,
     load_anndata,
@@ -69,6 +69,7 @@ SURFACES: dict[str, str] = {
     "pipeline": "Trainer (`gsr_pyg.training`)",
     "data": "Data loaders (`gsr_pyg.data`)",
     "layout": "Layouts (`gsr_pyg.layout`)",
+    "modules": "Feature modules and clustering (`gsr_pyg.readouts`, `gsr_pyg.metrics`)",
     "scripts": "Pipeline scripts: arguments and configs",
 }
 
@@ -1517,6 +1518,15 @@ _add(S, "planted_modules(num_samples, ...)", "num_samples = 0",
 _add(S, "planted_modules(..., within_corr)", "within_corr = 1.5",
      lambda tmp: planted_modules(10, within_corr=1.5),
      ValueError, r"within_corr must be in \[0, 1\], got 1\.5")
+_add(S, "planted_modules(..., within_corr)", "two correlations for three modules",
+     lambda tmp: planted_modules(10, within_corr=[0.5, 0.4]),
+     ValueError, r"within_corr must be one number or one per module \(3\), got 2 values")
+_add(S, "planted_modules(..., within_corr)", "one of the correlations 1.2",
+     lambda tmp: planted_modules(10, within_corr=[0.5, 0.4, 1.2]),
+     ValueError, r"within_corr\[2\] must be in \[0, 1\], got 1\.2")
+_add(S, "planted_modules(..., shuffle_features)", "shuffle_features = 'yes'",
+     lambda tmp: planted_modules(10, shuffle_features="yes"),
+     TypeError, r"shuffle_features must be a bool, got 'yes'")
 _add(S, "branching_trajectory(num_cells, ...)", "num_cells = 0",
      lambda tmp: branching_trajectory(0),
      ValueError, r"num_cells must be >= 1, got 0")
@@ -1772,7 +1782,18 @@ _add(S, C, "--within-corr 1.5",
 _add(S, "python -m pipelines.learned_graph --config FILE", "within_corr = 2",
      lambda tmp: _script("learned_graph", "--config",
                          _config(tmp, "c.toml", "within_corr = 2\n")),
-     UsageError, r"key 'within_corr' expects a number in \[0, 1\], got 2")
+     UsageError, r"key 'within_corr' expects a list, each a number in \[0, 1\], got 2")
+_add(S, C, "--benchmark unequal --modules 3 3 (6 correlations for 2 modules)",
+     lambda tmp: _script("learned_graph", "--benchmark", "unequal", "--modules", "3", "3"),
+     UsageError, r"--within-corr must be one value or one per module \(2\), got 6 values "
+                 r"\(of the unequal benchmark\)")
+_add(S, C, "--within-corr 0.5 0.4 for 3 modules",
+     lambda tmp: _script("learned_graph", "--within-corr", "0.5", "0.4"),
+     UsageError, r"--within-corr must be one value or one per module \(3\), got 2 values "
+                 r"\(given\)")
+_add(S, C, "--benchmark 4x4 (no such benchmark)",
+     lambda tmp: _script("learned_graph", "--benchmark", "4x4"),
+     UsageError, r"argument --benchmark: invalid choice: '4x4'")
 C = "python -m pipelines.single_cell"
 _add(S, C, "--genes and --hvg together",
      lambda tmp: _script("single_cell", "--genes", "Gata1", "--hvg", "10"),
@@ -1788,6 +1809,9 @@ _add(S, C, "--num-modules 101 for 100 latent neurons (refused before training)",
                          "--warmup-steps", "2", "--refresh-every", "2", "--learning-steps",
                          "2", "--embedding", "pca", "--quiet", "--out", str(tmp / "out")),
      UsageError, r"--num-modules must be at most the latent width 100")
+_add(S, C, "--holdout 0.7 (most cells held out of training)",
+     lambda tmp: _script("single_cell", "--holdout", "0.7"),
+     UsageError, r"argument --holdout: expected a number in \[0, 0\.5\], got '0\.7'")
 
 C = "python -m pipelines.mnist_grid --config FILE"
 _add(S, C, "unknown key 'epoch'",
@@ -2012,3 +2036,42 @@ _add(S, "reg.load_state_dict(state)", "a state saved with spectral_response 'lap
          _state_with(), spectral_response=("heat", {"t": 1.0})),
      ValueError, r"regularizer state of layer 'fc1' was saved with spectral_response "
                  r"'laplacian', but this regularizer has \{'response': 'heat'")
+
+S = "modules"
+C = "readouts.graph_feature_modules(correlations, neuron_labels)"
+_add(S, C, "one feature (nothing to cluster)",
+     lambda tmp: readouts.graph_feature_modules(torch.rand(4, 1), torch.tensor([0, 0, 1, 1])),
+     ValueError, r"correlations must have at least 2 features \(columns\), got 1")
+_add(S, C, "a label per neuron missing",
+     lambda tmp: readouts.graph_feature_modules(torch.rand(4, 3), torch.tensor([0, 1])),
+     ValueError, r"neuron_labels must have 4 entries \(one per row of correlations\), got 2")
+_add(S, C, "NaN in the correlations",
+     lambda tmp: readouts.graph_feature_modules(torch.tensor([[NAN, 0.1]]), torch.tensor([0])),
+     ValueError, r"correlations .*NaN")
+_add(S, C, "min_strength = -1",
+     lambda tmp: readouts.graph_feature_modules(torch.rand(4, 3), torch.tensor([0, 0, 1, 1]),
+                                                min_strength=-1),
+     ValueError, r"min_strength must be .*>= 0.*-1")
+C = "readouts.feature_module_baselines(inputs)"
+_add(S, C, "two features",
+     lambda tmp: readouts.feature_module_baselines(torch.randn(10, 2)),
+     ValueError, r"inputs must have at least 2 samples and 3 features, got shape \(10, 2\)")
+_add(S, C, "an infinite value",
+     lambda tmp: readouts.feature_module_baselines(torch.full((4, 3), float("inf"))),
+     ValueError, r"inputs .*(inf|finite)")
+C = "metrics.cluster_by_silhouette(distances, method, points)"
+_add(S, C, "method='kmeans' without points",
+     lambda tmp: metrics.cluster_by_silhouette(torch.zeros(3, 3), "kmeans"),
+     ValueError, r"method='kmeans' needs points")
+_add(S, C, "a NaN distance",
+     lambda tmp: metrics.cluster_by_silhouette(torch.full((3, 3), NAN)),
+     ValueError, r"distances must be finite, got NaN or infinite values")
+_add(S, C, "min_silhouette = 2",
+     lambda tmp: metrics.cluster_by_silhouette(torch.zeros(3, 3), min_silhouette=2.0),
+     ValueError, r"min_silhouette must be a number in \[-1, 1\], got 2\.0")
+_add(S, "metrics.silhouette_score(distances, labels)", "every item in one cluster",
+     lambda tmp: metrics.silhouette_score(torch.zeros(4, 4), [0, 0, 0, 0]),
+     ValueError, r"labels must form 2 to n - 1 = 3 clusters, got 1")
+_add(S, "metrics.edge_jaccard(a, b)", "graphs over different numbers of nodes",
+     lambda tmp: metrics.edge_jaccard(graphs.ring(4), graphs.ring(5)),
+     ValueError, r"a and b must have the same nodes, got 4 and 5 nodes")

@@ -12,7 +12,10 @@ from torch_geometric.utils import coalesce
 
 from gsr_pyg.metrics import (
     adjusted_rand_index,
+    average_linkage,
+    cluster_by_silhouette,
     dirichlet_energy,
+    edge_jaccard,
     feature_correlations,
     feature_loadings,
     feature_modules,
@@ -22,6 +25,7 @@ from gsr_pyg.metrics import (
     neuron_modules,
     normalized_mutual_info,
     num_components,
+    silhouette_score,
     smoothness_ratio,
 )
 from gsr_pyg.spectral import quadratic_form
@@ -361,3 +365,84 @@ def test_feature_modules_with_an_unused_label_number():
     loadings = feature_loadings(feature_correlations(inputs, activations),
                                 torch.tensor([0, 0, 2, 2, 5, 5]))
     assert torch.equal(torch.tensor([0, 2, 5])[loadings.argmax(dim=1)], modules)
+
+
+# ----------------------------------------------------------------------------- clustering
+def _distances(points: torch.Tensor) -> torch.Tensor:
+    distances = torch.cdist(points, points)
+    distances.fill_diagonal_(0.0)
+    return distances
+
+
+def test_silhouette_score_matches_sklearn():
+    from sklearn.metrics import silhouette_score as sklearn_silhouette
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(5):
+        points = torch.randn(40, 3, generator=generator, dtype=torch.float64)
+        labels = torch.randint(0, 2 + trial, (40,), generator=generator)
+        labels[:2 + trial] = torch.arange(2 + trial)  # every cluster used
+        labels[-1] = 2 + trial  # one cluster of a single item: silhouette 0 there
+        distances = _distances(points)
+        expected = sklearn_silhouette(distances.numpy(), labels.numpy(), metric="precomputed")
+        assert silhouette_score(distances, labels) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="labels must form 2 to n - 1"):
+        silhouette_score(distances, torch.zeros(40, dtype=torch.long))
+    with pytest.raises(ValueError, match="distances must be square"):
+        silhouette_score(torch.zeros(3, 4), [0, 1, 1])
+
+
+def test_average_linkage_matches_scipy():
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    points = torch.randn(30, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tree = linkage(pdist(points.numpy()), method="average")
+    for k in (2, 3, 5):
+        expected = fcluster(tree, t=k, criterion="maxclust")
+        got = average_linkage(_distances(points), k)
+        assert adjusted_rand_index(got, expected) == 1.0
+        assert got[0] == 0 and int(got.max()) + 1 == k
+
+
+def test_cluster_by_silhouette_finds_the_number_of_blobs():
+    generator = torch.Generator().manual_seed(2)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]],
+                           dtype=torch.float64)
+    truth = torch.arange(4).repeat_interleave(8)
+    points = centres[truth] + 0.5 * torch.randn(32, 2, generator=generator, dtype=torch.float64)
+    for method in ("average", "kmeans"):
+        found = cluster_by_silhouette(_distances(points), method, points=points)
+        assert found.num_clusters == 4 and adjusted_rand_index(found.labels, truth) == 1.0
+        assert max(found.silhouettes, key=found.silhouettes.get) == 4
+        assert sorted(found.silhouettes) == list(range(2, 32))
+    # one blob: no cut reaches 0.25, so one cluster
+    blob = torch.randn(20, 2, generator=generator, dtype=torch.float64)
+    single = cluster_by_silhouette(_distances(blob), max_clusters=5, min_silhouette=0.6)
+    assert single.num_clusters == 1 and single.labels.tolist() == [0] * 20
+    assert sorted(single.silhouettes) == [2, 3, 4, 5]
+
+
+def test_cluster_by_silhouette_rejects_bad_arguments():
+    distances = _distances(torch.randn(5, 2))
+    with pytest.raises(ValueError, match="method='kmeans' needs points"):
+        cluster_by_silhouette(distances, "kmeans")
+    with pytest.raises(ValueError, match="points must have one row per item"):
+        cluster_by_silhouette(distances, "kmeans", points=torch.randn(4, 2))
+    with pytest.raises(ValueError, match="method"):
+        cluster_by_silhouette(distances, "ward")
+    with pytest.raises(ValueError, match="distances must be finite"):
+        cluster_by_silhouette(torch.full((3, 3), float("nan")))
+    with pytest.raises(ValueError, match="min_silhouette must be a number in"):
+        cluster_by_silhouette(distances, min_silhouette=2.0)
+
+
+def test_edge_jaccard_counts_undirected_edges():
+    ring = Data(edge_index=torch.tensor([[0, 1, 1, 2, 2, 0], [1, 0, 2, 1, 0, 2]]), num_nodes=3)
+    path = Data(edge_index=torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]]), num_nodes=3)
+    empty = Data(edge_index=torch.zeros(2, 0, dtype=torch.long), num_nodes=3)
+    assert edge_jaccard(ring, path) == pytest.approx(2 / 3)
+    assert edge_jaccard(ring, ring) == 1.0 and edge_jaccard(empty, empty) == 1.0
+    assert edge_jaccard(path, empty) == 0.0
+    with pytest.raises(ValueError, match="same nodes"):
+        edge_jaccard(ring, Data(edge_index=torch.zeros(2, 0, dtype=torch.long), num_nodes=4))

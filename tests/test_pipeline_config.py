@@ -39,12 +39,12 @@ ORIGINAL_OPTIONS = {
            *MNIST_COMMON],
     COST: ["-h", "--regularizers", "--strengths", "--epochs", "--batch-size", "--lr",
            *MNIST_COMMON],
-    LEARNED: ["-h", "--modules", "--within-corr", "--shift", "--noise", "--active-per-sample",
-              "--perturb", "--samples", "--eval-samples", "--presets", *OVERRIDES,
+    LEARNED: ["-h", "--benchmark", "--modules", "--within-corr", "--shift", "--noise",
+              "--active-per-sample", "--perturb", "--shuffle-features", "--samples", "--eval-samples", "--presets", *OVERRIDES,
               *RUN_COMMON],
     SINGLE: ["-h", "--data", "--layer", "--genes", "--hvg", "--scale", "--label-columns",
-             "--pseudotime-column", "--preset", *OVERRIDES, "--latent-dim", "--noise-std",
-             "--module-method", "--num-modules", "--top-genes", "--min-loading",
+             "--pseudotime-column", "--preset", *OVERRIDES, "--holdout", "--latent-dim",
+             "--noise-std", "--module-method", "--num-modules", "--top-genes", "--min-loading",
              "--relative-loading", "--embedding", *RUN_COMMON],
 }
 ORIGINAL_GROUPS = {
@@ -53,14 +53,16 @@ ORIGINAL_GROUPS = {
     LEARNED: {
         "options": ["-h", *RUN_COMMON],
         "data (gsr_pyg.data.planted_modules)": [
-            "--modules", "--within-corr", "--shift", "--noise", "--active-per-sample",
-            "--perturb", "--samples", "--eval-samples"],
+            "--benchmark", "--modules", "--within-corr", "--shift", "--noise",
+            "--active-per-sample", "--perturb", "--shuffle-features", "--samples",
+            "--eval-samples"],
         "training (override both presets)": ["--presets", *OVERRIDES]},
     SINGLE: {
         "options": ["-h", *RUN_COMMON],
         "data": ["--data", "--layer", "--genes", "--hvg", "--scale", "--label-columns",
                  "--pseudotime-column"],
-        "model and training": ["--preset", *OVERRIDES, "--latent-dim", "--noise-std"],
+        "model and training": ["--preset", *OVERRIDES, "--holdout", "--latent-dim",
+                               "--noise-std"],
         "read-outs": ["--module-method", "--num-modules", "--top-genes", "--min-loading",
                       "--relative-loading", "--embedding"]},
 }

@@ -7,10 +7,14 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch_geometric.data import Data
 
 from gsr_pyg import metrics
+from gsr_pyg.metrics import adjusted_rand_index
 from gsr_pyg.readouts import (
+    BASELINE_METHODS,
     class_mean_maps,
     extract_modules,
     feature_graph,
+    feature_module_baselines,
+    graph_feature_modules,
     group_means,
     module_activity,
     module_loadings,
@@ -595,3 +599,105 @@ def test_class_map_order_is_the_order_of_the_centred_maps_of_the_classes_present
     assert found.morans_i == pytest.approx(float(morans_i(centred[:3], graph).mean()))
     assert found.smoothness_ratio == smoothness_ratio(centred[:3], graph, num_permutations=10,
                                                       seed=3)
+
+
+# ----------------------------------------------------------------------------- feature modules
+def _split_module_latent(seed: int = 0):
+    """Features of unequal modules (sizes 3, 6, 4, shuffled); neurons in five modules: two
+    modules with the same signature (module 1 of the features, split between them when every
+    feature joins one neuron module), one with the opposite sign, one per other module."""
+    generator = torch.Generator().manual_seed(seed)
+    truth = torch.tensor([0] * 3 + [1] * 6 + [2] * 4)
+    order = torch.randperm(13, generator=generator)
+    truth = truth[order]
+    factors = torch.randn(4000, 3, generator=generator)
+    inputs = factors[:, truth] + 0.7 * torch.randn(4000, 13, generator=generator)
+    # neuron modules: 0 -> +module 1 (4 neurons), 1 -> +module 1 (4), 2 -> -module 1 (3),
+    # 3 -> +module 0 (3), 4 -> +module 2 (3)
+    carried = torch.tensor([1] * 4 + [1] * 4 + [1] * 3 + [0] * 3 + [2] * 3)
+    sign = torch.tensor([1.0] * 8 + [-1.0] * 3 + [1.0] * 6)
+    latent = sign * factors[:, carried] + 0.3 * torch.randn(4000, 17, generator=generator)
+    neurons = torch.tensor([0] * 4 + [1] * 4 + [2] * 3 + [3] * 3 + [4] * 3)
+    return inputs, latent, neurons, truth
+
+
+def test_graph_feature_modules_join_modules_of_one_signature():
+    inputs, latent, neurons, truth = _split_module_latent()
+    correlations = metrics.feature_correlations(inputs, latent)
+    found = graph_feature_modules(correlations, neurons)
+    assert found.num_modules == 3
+    assert adjusted_rand_index(found.assignment.tolist(), truth.tolist()) == 1.0
+    assert found.silhouettes[3] == max(found.silhouettes.values())
+    # neuron modules 0, 1 and 2 carry the same feature module, 2 with the opposite sign
+    module_of = {int(t): int(found.assignment[torch.nonzero(truth == t)[0]]) for t in range(3)}
+    assert found.neuron_modules.tolist() == [0, 1, 2, 3, 4]
+    assert found.carried.tolist() == [module_of[1]] * 3 + [module_of[0], module_of[2]]
+    assert found.sign.tolist() == [1, 1, -1, 1, 1]
+    assert bool((found.strength > 0.5).all())
+    # the signature is the mean signed r of each neuron module with each feature module
+    member = torch.nn.functional.one_hot(found.assignment, 3).to(correlations.dtype)
+    expected = metrics.feature_loadings(correlations, neurons, absolute=False).T @ member
+    torch.testing.assert_close(found.signature, expected / member.sum(0))
+    # affinity: mean cosine with the other features of each module (numpy reference)
+    profiles = correlations.T.double().numpy()
+    unit = profiles / np.linalg.norm(profiles, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    labels = found.assignment.numpy()
+    for f in (0, 5, 12):
+        for k in range(3):
+            others = [g for g in range(13) if labels[g] == k and g != f]
+            assert float(found.affinity[f, k]) == pytest.approx(cosine[f, others].mean(),
+                                                                abs=1e-5)
+    # one argmax per feature splits module 1 between neuron modules 0 and 1 (or 2)
+    argmax = metrics.feature_modules(inputs, latent, neurons)
+    assert adjusted_rand_index(argmax.tolist(), truth.tolist()) < 0.9
+
+
+def test_graph_feature_modules_leave_weak_neuron_modules_without_a_module():
+    inputs, latent, neurons, truth = _split_module_latent(1)
+    latent = torch.cat([latent, torch.randn(4000, 3)], dim=1)  # module 5: pure noise
+    neurons = torch.cat([neurons, torch.full((3,), 5)])
+    found = graph_feature_modules(metrics.feature_correlations(inputs, latent), neurons)
+    assert found.carried[-1] == -1 and found.sign[-1] == 0
+    assert float(found.strength[-1]) < 0.2
+    strict = graph_feature_modules(metrics.feature_correlations(inputs, latent), neurons,
+                                   min_strength=0.99)
+    assert strict.carried.tolist() == [-1] * 6
+
+
+def test_graph_feature_modules_validate():
+    with pytest.raises(ValueError, match="at least 2 features"):
+        graph_feature_modules(torch.rand(4, 1), torch.tensor([0, 0, 1, 1]))
+    with pytest.raises(ValueError, match="correlations"):
+        graph_feature_modules(torch.tensor([[float("nan"), 0.1]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="neuron_labels"):
+        graph_feature_modules(torch.rand(4, 3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="min_strength"):
+        graph_feature_modules(torch.rand(4, 3), torch.tensor([0, 0, 1, 1]), min_strength=-1)
+
+
+def test_feature_module_baselines_recover_unequal_modules():
+    import networkx as nx
+
+    inputs, _, _, truth = _split_module_latent(2)
+    found = feature_module_baselines(inputs, seed=3)
+    assert list(found) == list(BASELINE_METHODS)
+    for method, clustering in found.items():
+        assert adjusted_rand_index(clustering.labels.tolist(), truth.tolist()) == 1.0, method
+        assert clustering.num_clusters == 3
+    # Louvain: networkx on the |correlation| graph with the same seed
+    corr = np.abs(np.corrcoef(inputs.double().numpy(), rowvar=False))
+    graph = nx.Graph()
+    graph.add_weighted_edges_from((i, j, corr[i, j]) for i in range(13)
+                                  for j in range(i + 1, 13))
+    communities = nx.community.louvain_communities(graph, weight="weight", seed=3)
+    expected = np.empty(13, dtype=int)
+    for module, members in enumerate(communities):
+        expected[list(members)] = module
+    assert adjusted_rand_index(found["louvain_corr"].labels.tolist(), expected.tolist()) == 1.0
+    assert found["louvain_corr"].silhouettes == {}
+    assert found["average_corr"].silhouettes[3] == max(found["average_corr"].silhouettes.values())
+    with pytest.raises(ValueError, match="at least 2 samples and 3 features"):
+        feature_module_baselines(torch.randn(10, 2))
+    with pytest.raises(ValueError, match="inputs"):
+        feature_module_baselines(torch.full((4, 3), float("inf")))

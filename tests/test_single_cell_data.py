@@ -425,6 +425,35 @@ def test_annotate_anndata_writes_the_inputs_by_gene_name():
     assert json.loads(gsr["settings"]) == {"seed": 3, "path": "a/b"}
 
 
+def test_annotate_anndata_writes_the_gene_modules_by_gene_name():
+    adata = small_adata(cells=5)
+    adata.var_names = [f"g{j}" for j in range(adata.n_vars)]
+    genes = ["g3", "g0", "g1", "elsewhere"]
+    # neuron module 0 carries gene module 1 (+), module 1 carries gene module 0 (-)
+    r = torch.tensor([[0.1, 0.0, 0.9, 0.8], [0.0, 0.1, 0.8, 0.9],
+                      [-0.9, -0.8, 0.0, 0.1], [-0.8, -0.9, 0.1, 0.0]])
+    neurons = torch.tensor([0, 0, 1, 1])
+    found = readouts.graph_feature_modules(r, neurons)
+    assert found.assignment.tolist() == [0, 0, 1, 1]
+    annotate_anndata(adata, torch.randn(5, 4), ring(4), neurons, genes=genes,
+                     feature_modules=found)
+    by_name = dict(zip(adata.var_names, adata.var["gsr_gene_module"].tolist()))
+    assert by_name == {"g0": 0, "g1": 1, "g2": -1, "g3": 0, "g4": -1, "g5": -1}
+    gsr = adata.uns["gsr"]
+    assert {k: sorted(v.tolist()) for k, v in gsr["feature_modules"].items()} == {
+        "0": ["g0", "g3"], "1": ["elsewhere", "g1"]}
+    assert gsr["carried_module"].tolist() == [1, 0]
+    assert gsr["carried_sign"].tolist() == [1, -1]
+    with pytest.raises(TypeError, match="feature_modules must be the FeatureModules"):
+        annotate_anndata(adata, torch.randn(5, 4), ring(4), neurons, genes=genes,
+                         feature_modules=found.assignment)
+    with pytest.raises(ValueError, match="genes must be given with feature_modules"):
+        annotate_anndata(adata, torch.randn(5, 4), ring(4), neurons, feature_modules=found)
+    with pytest.raises(ValueError, match=r"feature_modules.assignment must have 3 rows"):
+        annotate_anndata(adata, torch.randn(5, 4), ring(4), neurons, genes=genes[:3],
+                         feature_modules=found)
+
+
 def test_annotate_anndata_minimal_writes_only_the_graph_and_latent():
     adata = small_adata(cells=5)
     annotate_anndata(adata, torch.ones(5, 6), ring(6), torch.zeros(6, dtype=torch.long))

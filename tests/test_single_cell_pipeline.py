@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
@@ -66,20 +67,42 @@ def test_results_json(planted_run):
     out, _, _ = planted_run
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert results["data"] == {"cells": 1200, "genes": 12}
-    assert results["training"]["steps"] == 400
-    assert results["training"]["graphs_learned"] == 4
+    training = results["training"]
+    assert training["steps"] == 400
+    assert training["graphs_learned"] == 4
+    # 10 % of the cells held out of training; the MSE that measures the model is theirs
+    assert training["heldout_cells"] == 120
+    assert 0 < training["mse_train"] < 1 and 0 < training["mse_heldout"] < 1
+    assert json.loads((out / "run" / "config.json").read_text())["user.holdout"] == 0.1
     graph = results["graph"]
     assert graph["neurons"] == 100
+    # three gene modules (the planted ones), whatever the number of neuron modules
     modules = results["gene_modules"]
-    assert len(modules) == graph["modules"]
-    assert sum(m["neurons"] for m in modules) == 100
+    assert len(modules) == results["gene_module_choice"]["modules"] == 3
+    assert graph["modules"] > 3
     assigned = [g for m in modules for g in m["genes"]]
     assert sorted(assigned) == sorted(GENE_NAMES)  # every gene in exactly one module
     for module in modules:
-        loadings = [entry["loading"] for entry in module["top_genes"]]
-        assert loadings == sorted(loadings, reverse=True)
-        assert all(abs(entry["mean_r"]) <= entry["loading"] + 1e-6
-                   for entry in module["top_genes"])
+        affinities = [entry["affinity"] for entry in module["top_genes"]]
+        assert affinities == sorted(affinities, reverse=True)
+        assert [e["gene"] for e in module["top_genes"] if e["assigned"]] == module["genes"]
+    # every neuron module is listed once, and those that carry a gene module say so with
+    # a sign; the carriers of each gene module are listed with it
+    carried = results["neuron_modules"]
+    assert [row["neuron_module"] for row in carried] == list(range(graph["modules"]))
+    assert sum(row["neurons"] for row in carried) == 100
+    assert all(len(row["top_genes"]) == 5 and set(row["top_genes"]) <= set(GENE_NAMES)
+               for row in carried)
+    for module in modules:
+        rows = {c["neuron_module"]: c for c in module["carried_by"]}
+        assert rows, "every planted module is carried by some neuron module"
+        for number, entry in rows.items():
+            assert carried[number]["feature_module"] == module["module"]
+            assert carried[number]["sign"] == ("+" if entry["sign"] > 0 else "-")
+    # the baselines agree with the gene modules on these well separated modules
+    assert set(results["baselines"]) == {"louvain_corr", "average_corr", "kmeans_pca"}
+    for baseline in results["baselines"].values():
+        assert baseline["modules"] == 3 and baseline["ari_with_gene_modules"] == 1.0
     table = results["group_module_activity"]["state"]
     assert [row["state"] for row in table] == ["state0", "state1", "state2"]
     assert sum(row["cells"] for row in table) == 1200
@@ -89,8 +112,15 @@ def test_results_json(planted_run):
 def test_easy_gene_modules_match_the_planted_ones(planted_run):
     out, _, adata = planted_run
     back = anndata.read_h5ad(out / "adata_gsr.h5ad")
-    found = back.var["gsr_module"].to_numpy()
-    assert adjusted_rand_index(found.tolist(), adata.uns["truth"].tolist()) >= 0.8
+    found = back.var["gsr_gene_module"].to_numpy()
+    assert adjusted_rand_index(found.tolist(), adata.uns["truth"].tolist()) == 1.0
+    # gene_modules.csv: one row with assigned 1 for every gene, in its own module
+    with open(out / "gene_modules.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["module", "rank", "gene", "affinity", "assigned"]
+    own = {row["gene"]: int(row["module"]) for row in rows if row["assigned"] == "1"}
+    assert len([row for row in rows if row["assigned"] == "1"]) == 12
+    assert [own[g] for g in GENE_NAMES] == found.tolist()
 
 
 def test_annotated_h5ad_read_back(planted_run):
@@ -129,6 +159,13 @@ def test_graphs_open_in_networkx(planted_run):
     assert neurons.number_of_nodes() == 100
     labels = np.asarray(back.uns["gsr"]["neuron_modules"])
     assert [neurons.nodes[n]["module"] for n in neurons.nodes] == labels.tolist()
+    # each neuron names the gene module its module carries, as results.json and the h5ad do
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    carried = np.asarray(back.uns["gsr"]["carried_module"])
+    assert carried.tolist() == [-1 if row["feature_module"] is None else row["feature_module"]
+                                for row in results["neuron_modules"]]
+    assert [neurons.nodes[n]["gene_module"] for n in neurons.nodes] == carried[labels].tolist()
+    assert set(np.asarray(back.uns["gsr"]["carried_sign"]).tolist()) <= {-1, 0, 1}
     genes = nx.read_graphml(out / "gene_graph.graphml")
     assert genes.number_of_nodes() == 12
     assert {genes.nodes[n]["label"] for n in genes.nodes} == set(GENE_NAMES)
@@ -157,8 +194,8 @@ def test_krumsiek11_defaults(tmp_path):
 
 
 def test_few_cells_record_the_batch_and_the_modules_used(tmp_path):
-    # 20 cells: the batch of 32 is cut to 20 and results.json says so; --num-modules is
-    # recorded with the spectral cut it sets
+    # 20 cells, 2 held out: the batch of 32 is cut to the 18 training cells and
+    # results.json says so; --num-modules is recorded with the spectral cut it sets
     path = tmp_path / "few.h5ad"
     _planted_adata(20).write_h5ad(path)
     out = tmp_path / "out"
@@ -166,9 +203,10 @@ def test_few_cells_record_the_batch_and_the_modules_used(tmp_path):
                       "--num-modules", "2", "--warmup-steps", "4", "--refresh-every", "2",
                       "--learning-steps", "4", "--embedding", "pca", "--quiet"])
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    assert results["settings"]["training"]["batch_size"] == 20
-    assert results["training"]["steps"] == 8  # one batch of 20 cells per epoch, no remainder
-    assert json.loads((out / "run" / "config.json").read_text())["user.batch_size"] == 20
+    assert results["settings"]["training"]["batch_size"] == 18
+    assert results["training"]["heldout_cells"] == 2
+    assert results["training"]["steps"] == 8  # one batch of 18 cells per epoch, no remainder
+    assert json.loads((out / "run" / "config.json").read_text())["user.batch_size"] == 18
     assert (results["settings"]["module_method"], results["settings"]["num_modules"]) == (
         "spectral", 2)
     assert results["graph"]["modules"] == 2

@@ -227,7 +227,7 @@ def test_learned_graph_report_shows_the_latent_spectrum(tmp_path):
     _check_png(out / "graph_spectrum.png")
     html = report.read_text()
     assert "Graph spectrum (seed 0)" in html
-    assert html.count("data:image/png;base64,") == 4  # 3 figures of the preset + spectrum
+    assert html.count("data:image/png;base64,") == 5  # 4 figures of the preset + spectrum
 
 
 def test_learned_graph_spectrum_lines(tmp_path, monkeypatch):

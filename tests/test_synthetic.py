@@ -235,3 +235,41 @@ def test_branching_trajectory_rejects_bad_arguments():
         branching_trajectory(num_markers_per_group=0)
     with pytest.raises(ValueError, match="noise"):
         branching_trajectory(noise=-1.0)
+
+
+def test_planted_modules_shuffled_features_and_a_correlation_per_module():
+    sizes, correlations = (4, 6, 8), (0.5, 0.4, 0.3)
+    plain = planted_modules(num_samples=20000, module_sizes=sizes, within_corr=correlations,
+                            active_shift=3.0, active_per_sample=2, seed=4)
+    shuffled = planted_modules(num_samples=20000, module_sizes=sizes,
+                               within_corr=correlations, active_shift=3.0,
+                               active_per_sample=2, shuffle_features=True, seed=4)
+    order = shuffled.feature_order
+    assert sorted(order.tolist()) == list(range(18)) and order.tolist() != list(range(18))
+    assert plain.feature_order.tolist() == list(range(18))
+    # the same values, columns in another order, and the modules follow the columns
+    assert torch.equal(shuffled.data, plain.data[:, order])
+    assert torch.equal(shuffled.feature_module, plain.feature_module[order])
+    assert torch.equal(shuffled.active_mask, plain.active_mask)
+    # each module keeps its own correlation in the noise part
+    residual = (plain.data.double()
+                - 3.0 * plain.active_mask[:, plain.feature_module].double()).numpy()
+    corr = np.corrcoef(residual, rowvar=False)
+    module = plain.feature_module.numpy()
+    for m, r in enumerate(correlations):
+        inside = (module[:, None] == m) & (module[None, :] == m) & ~np.eye(18, dtype=bool)
+        np.testing.assert_allclose(corr[inside], r, atol=0.03)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"within_corr": (0.5, 0.4)}, ValueError, r"one number or one per module \(3\)"),
+        ({"within_corr": (0.5, 0.4, 1.2)}, ValueError, r"within_corr\[2\] must be in"),
+        ({"within_corr": (0.5, "a", 0.3)}, TypeError, r"within_corr\[1\] must be a number"),
+        ({"shuffle_features": 1}, TypeError, "shuffle_features must be a bool"),
+    ],
+)
+def test_planted_modules_rejects_bad_module_settings(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        planted_modules(num_samples=10, **kwargs)

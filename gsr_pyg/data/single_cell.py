@@ -666,7 +666,8 @@ def _annotate_genes(adata, genes, loading_array, assignment, correlation_array) 
 
 def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[str] | None = None,
                      module_activity=None, loadings=None, correlations=None, embedding=None,
-                     embedding_name: str = "embedding", settings: Mapping | None = None) -> None:
+                     embedding_name: str = "embedding", settings: Mapping | None = None,
+                     feature_modules=None) -> None:
     """Write a learned neuron graph and what was read out of it into ``adata``, in place.
 
     Fields written (``N`` latent neurons, ``M`` modules, ``G`` genes of the model's matrix;
@@ -684,7 +685,12 @@ def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[st
       ``edge_weight`` (float32 ``[E]``, ones for an unweighted graph), ``num_neurons``,
       ``neuron_modules`` (int64 ``[N]``), ``genes`` (str, the genes used, in column order),
       ``gene_modules`` (module -> its genes by loading, for modules with genes) and
-      ``settings`` (JSON text).
+      ``settings`` (JSON text);
+    * from ``feature_modules``: ``var["gsr_gene_module"]`` (int64, the gene module of
+      :func:`gsr_pyg.readouts.graph_feature_modules`, -1 for a gene not used) and in
+      ``uns["gsr"]``: ``feature_modules`` (gene module -> its genes, by affinity),
+      ``carried_module`` and ``carried_sign`` (int64 ``[M]``: the gene module each neuron
+      module carries, -1 for none, and the sign, +1 / -1 / 0).
 
     Optional arguments left at ``None`` write nothing.
 
@@ -704,6 +710,8 @@ def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[st
         embedding: ``[cells, k]`` coordinates, e.g. :func:`cell_embedding`.
         embedding_name: the key's suffix (default ``"embedding"``; e.g. ``"umap"``).
         settings: a JSON-able mapping stored as text (values JSON cannot hold become str).
+        feature_modules: the :class:`~gsr_pyg.readouts.FeatureModules` of
+            :func:`gsr_pyg.readouts.graph_feature_modules` over ``genes``.
 
     Example:
         >>> import anndata
@@ -741,6 +749,17 @@ def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[st
         coords = _as_numpy(embedding, "embedding", ndim=2, rows=adata.n_obs, rows_of=cells)
     if settings is not None and not isinstance(settings, Mapping):
         raise TypeError(f"settings must be a mapping, got {describe(settings)}")
+    if feature_modules is not None:
+        if not all(hasattr(feature_modules, a) for a in ("assignment", "carried", "sign",
+                                                         "affinity")):
+            raise TypeError("feature_modules must be the FeatureModules of gsr_pyg.readouts."
+                            f"graph_feature_modules, got {describe(feature_modules)}")
+        if genes is None:
+            raise ValueError("genes must be given with feature_modules: the gene of every "
+                             "entry of its assignment")
+        gene_module = _as_numpy(feature_modules.assignment, "feature_modules.assignment",
+                                ndim=1, rows=len(genes),
+                                rows_of=f"one per gene of genes, {len(genes)}")
 
     adata.obsm["X_gsr"] = latent_array.astype(np.float32)
     if module_activity is not None:
@@ -763,6 +782,21 @@ def annotate_anndata(adata, latent, graph, neuron_modules, *, genes: Sequence[st
     if loadings is not None:
         summary["gene_modules"] = {str(m["module"]): np.array(m["features"], dtype=str)
                                    for m in loadings.modules if m["features"]}
+    if feature_modules is not None:
+        var_index = {name: i for i, name in enumerate(adata.var_names.astype(str))}
+        module_of = np.full(adata.n_vars, -1, dtype=np.int64)
+        for gene, module in zip(genes, gene_module.tolist()):
+            if str(gene) in var_index:
+                module_of[var_index[str(gene)]] = module
+        adata.var["gsr_gene_module"] = module_of
+        affinity = feature_modules.affinity.detach().cpu().numpy()
+        summary["feature_modules"] = {
+            str(k): np.array([genes[g] for g in sorted(np.flatnonzero(gene_module == k),
+                                                       key=lambda g: -affinity[g, k])],
+                             dtype=str)
+            for k in range(int(gene_module.max()) + 1)}
+        summary["carried_module"] = feature_modules.carried.cpu().numpy().astype(np.int64)
+        summary["carried_sign"] = feature_modules.sign.cpu().numpy().astype(np.int64)
     if settings is not None:
         summary["settings"] = json.dumps(settings, default=str)
     adata.uns["gsr"] = summary

@@ -68,8 +68,11 @@ class PlantedModules:
         active: ``[S]`` long, the module switched on in each sample (with several on at once,
             the lowest-numbered of them).
         active_mask: ``[S, M]`` bool, every module switched on in each sample.
-        feature_module: ``[F]`` long, the module of each feature (modules are contiguous).
+        feature_module: ``[F]`` long, the module of each feature (modules are contiguous
+            unless the features were shuffled).
         perturbed_mask: ``[S, F]`` bool, the features that got the extra ``perturb`` shift.
+        feature_order: ``[F]`` long, the feature of the unshuffled data in each column
+            (``0..F-1`` unless the features were shuffled): the same feature across seeds.
     """
 
     data: torch.Tensor
@@ -77,6 +80,7 @@ class PlantedModules:
     active_mask: torch.Tensor
     feature_module: torch.Tensor
     perturbed_mask: torch.Tensor
+    feature_order: torch.Tensor
 
     @property
     def num_modules(self) -> int:
@@ -91,6 +95,7 @@ def planted_modules(
     noise: float = 1.0,
     active_per_sample: int = 1,
     perturb: float = 0.0,
+    shuffle_features: bool = False,
     seed=0,
 ) -> PlantedModules:
     r"""Samples whose features form modules that switch on together.
@@ -103,11 +108,12 @@ def planted_modules(
                  + \Delta\, [m(f) \in A_s] + \delta\, P_{sf},
 
     with ``z``, ``e`` independent standard normals, :math:`\sigma` = ``noise``,
-    :math:`r` = ``within_corr``, :math:`\Delta` = ``active_shift`` and :math:`\delta` =
-    ``perturb``. :math:`A_s` is a set of ``active_per_sample`` modules drawn uniformly
-    without replacement. ``P`` is the sub-module perturbation: for every sample and every
-    active module of size ``n``, ``n // 2`` of its features, drawn uniformly and
-    independently per sample and module, get ``perturb`` added (none when ``perturb`` is 0).
+    :math:`r` = ``within_corr`` (one value, or one per module: :math:`r_{m(f)}`),
+    :math:`\Delta` = ``active_shift`` and :math:`\delta` = ``perturb``. :math:`A_s` is a set of
+    ``active_per_sample`` modules drawn uniformly without replacement. ``P`` is the
+    sub-module perturbation: for every sample and every active module of size ``n``,
+    ``n // 2`` of its features, drawn uniformly and independently per sample and module, get
+    ``perturb`` added (none when ``perturb`` is 0).
 
     The noise part has variance :math:`\sigma^2`, correlation ``r`` between features of
     one module and 0 between modules. Given which modules are active (and which features
@@ -116,17 +122,23 @@ def planted_modules(
     samples are dominated by the shifts (strongly positive within, negative across
     modules).
 
+    With ``shuffle_features`` the columns are put in a random order at the end (drawn after
+    everything else, so the same seed gives the same values in another order), and
+    ``feature_module`` follows them: no method can read the modules from the column order.
+
     The defaults are the reference "hub" data: 3 modules of 5 features, correlation 0.6,
     one module per sample shifted by +10.
 
     Args:
         num_samples: number of samples ``S`` (default 60000).
         module_sizes: features per module (default ``(5, 5, 5)``).
-        within_corr: correlation ``r`` in [0, 1] within a module (default 0.6).
+        within_corr: correlation ``r`` in [0, 1] within a module, or a sequence of one per
+            module (default 0.6).
         active_shift: added to every feature of an active module (default 10.0).
         noise: standard deviation :math:`\sigma` of the noise part, > 0 (default 1.0).
         active_per_sample: modules switched on in each sample, 1..M (default 1).
         perturb: extra shift of a random half of each active module (default 0.0).
+        shuffle_features: put the features in a random order (default False).
         seed: int, CPU ``torch.Generator`` or ``numpy.random.Generator`` (default 0).
 
     Example:
@@ -143,10 +155,21 @@ def planted_modules(
         raise ValueError("module_sizes must name at least one module, got an empty sequence")
     for index, size in enumerate(module_sizes):
         check_int(size, f"module_sizes[{index}]", minimum=1)
-    if isinstance(within_corr, bool) or not isinstance(within_corr, (int, float)):
-        raise TypeError(f"within_corr must be a number, got {describe(within_corr)}")
-    if not 0.0 <= within_corr <= 1.0:
-        raise ValueError(f"within_corr must be in [0, 1], got {within_corr}")
+    if isinstance(within_corr, Sequence) and not isinstance(within_corr, (str, bytes)):
+        if len(within_corr) != len(module_sizes):
+            raise ValueError(f"within_corr must be one number or one per module "
+                             f"({len(module_sizes)}), got {len(within_corr)} values")
+        correlations = list(within_corr)
+        names = [f"within_corr[{i}]" for i in range(len(correlations))]
+    else:
+        correlations, names = [within_corr], ["within_corr"]
+    for value, name in zip(correlations, names):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number, got {describe(value)}")
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if not isinstance(shuffle_features, bool):
+        raise TypeError(f"shuffle_features must be a bool, got {describe(shuffle_features)}")
     for value, name in ((active_shift, "active_shift"), (perturb, "perturb")):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number, got {describe(value)}")
@@ -167,8 +190,8 @@ def planted_modules(
     # Draw order fixed: shared factors, private noise, active modules, perturbed features.
     shared = torch.randn(num_samples, num_modules, generator=generator, dtype=torch.float64)
     private = torch.randn(num_samples, num_features, generator=generator, dtype=torch.float64)
-    data = noise * (math.sqrt(within_corr) * shared[:, feature_module]
-                    + math.sqrt(1.0 - within_corr) * private)
+    r = torch.tensor(correlations, dtype=torch.float64).expand(num_modules)[feature_module]
+    data = noise * (r.sqrt() * shared[:, feature_module] + (1.0 - r).sqrt() * private)
 
     # A uniform random k-subset of the modules: the k smallest of M uniform keys.
     module_keys = torch.rand(num_samples, num_modules, generator=generator)
@@ -186,6 +209,11 @@ def planted_modules(
         data = data + perturb * perturbed_mask.to(data.dtype)
     else:
         perturbed_mask = torch.zeros(num_samples, num_features, dtype=torch.bool)
+    order = torch.arange(num_features)
+    if shuffle_features:
+        order = torch.randperm(num_features, generator=generator)
+        data, feature_module = data[:, order], feature_module[order]
+        perturbed_mask = perturbed_mask[:, order]
 
     return PlantedModules(
         data=data.to(torch.float32),
@@ -193,6 +221,7 @@ def planted_modules(
         active_mask=active_mask,
         feature_module=feature_module,
         perturbed_mask=perturbed_mask,
+        feature_order=order,
     )
 
 

@@ -44,9 +44,7 @@ from .._validation import check_int, describe
 from ..files import atomic_write
 from ..learn import CoactivationGraph
 from ..regularizer import GraphSpectralRegularizer
-from ..training.batches import rng_state, set_rng_state, to_cpu
 from ..training.core import GSRCore, check_learn, flat_metrics, make_plan
-from ..training.distributed import gather_objects, get_rank, get_world_size
 from ..training.rundir import History, RunDirectory, safe_load
 from ..training.schedule import LearningSchedule
 
@@ -54,7 +52,6 @@ __all__ = ["GSRCallback", "GSRLossMixin", "RegularizedTrainer", "STATE_FILE"]
 
 #: The callback's state in each checkpoint folder.
 STATE_FILE = "gsr_state.pt"
-STATE_FORMAT = 1
 
 
 class GSRCallback(transformers.TrainerCallback):
@@ -183,13 +180,9 @@ class GSRCallback(transformers.TrainerCallback):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """The core's state, the snapshots so far and, per process, the learning statistics
-        and random-number state (collective under torchrun)."""
-        per_rank = {"rng": rng_state(), "stats": self.core.rank_state_dict()}
-        snapshots = [[step, layer, str(item)] for step, layer, item in self.history.records()]
-        return {"format": STATE_FORMAT, "core": self.core.state_dict(),
-                "snapshots": snapshots, "world_size": get_world_size(),
-                "per_rank": gather_objects(to_cpu(per_rank))}
+        """:meth:`GSRCore.callback_state_dict <gsr_pyg.training.core.GSRCore.callback_state_dict>`
+        (collective under torchrun)."""
+        return self.core.callback_state_dict()
 
     def on_save(self, args, state, control, **kwargs):
         state_dict = self.state_dict()  # every process: the per-rank parts are gathered
@@ -202,27 +195,7 @@ class GSRCallback(transformers.TrainerCallback):
         if not path.exists():
             raise ValueError(f"checkpoint {str(path.parent)!r} has no {STATE_FILE}: it was not "
                              "written by a Trainer with GSRCallback")
-        state = safe_load(path, "GSR state")
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise ValueError(f"{str(path)!r} was not written by this version of gsr_pyg")
-        if state["world_size"] != get_world_size():
-            raise ValueError(f"{str(path)!r} was written by {state['world_size']} process(es) "
-                             f"but this run has {get_world_size()}: resume with the same "
-                             f"number of processes")
-        core = self.core
-        core.load_state_dict(state["core"])
-        num = state["core"]["num_snapshots"]
-        records = state["snapshots"][:num]
-        if all(Path(p).parent.parent.parent == core.run.path for _, _, p in records):
-            # the same output directory: snapshots written after the checkpoint are removed
-            core.history = core.run.restore_snapshots(num, core.refresh.layers)
-        else:
-            core.history = History(core.run.path)
-            for step, layer, p in records:
-                core.history.add_snapshot(step, layer, p)
-        mine = state["per_rank"][get_rank()]
-        core.load_rank_state_dict(mine["stats"])
-        set_rng_state(mine["rng"])
+        self.core.load_callback_state_dict(safe_load(path, "GSR state"), repr(str(path)))
 
     # ------------------------------------------------------------------ reports
     @property

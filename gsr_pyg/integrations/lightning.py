@@ -35,15 +35,11 @@ except ModuleNotFoundError as err:  # the optional extra
 from .._validation import check_int, describe
 from ..learn import CoactivationGraph
 from ..regularizer import GraphSpectralRegularizer
-from ..training.batches import rng_state, set_rng_state, to_cpu
 from ..training.core import GSRCore, batch_mask, check_learn, flat_metrics, make_plan
-from ..training.distributed import gather_objects, get_rank, get_world_size
 from ..training.rundir import History, RunDirectory
 from ..training.schedule import LearningSchedule
 
 __all__ = ["GSRCallback"]
-
-STATE_FORMAT = 1
 
 
 def _loss_of(output):
@@ -219,42 +215,14 @@ class GSRCallback(pl.Callback):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """The core's state, the snapshots so far and, per process, the learning statistics
-        and random-number state (collective under DDP: Lightning asks every process)."""
-        if self.core is None:
-            return {}
-        per_rank = {"rng": rng_state(), "stats": self.core.rank_state_dict()}
-        snapshots = [[step, layer, str(item)] for step, layer, item in self.history.records()]
-        return {"format": STATE_FORMAT, "core": self.core.state_dict(),
-                "snapshots": snapshots, "world_size": get_world_size(),
-                "per_rank": gather_objects(to_cpu(per_rank))}
+        """:meth:`GSRCore.callback_state_dict <gsr_pyg.training.core.GSRCore.callback_state_dict>`
+        (collective under DDP: Lightning asks every process)."""
+        return {} if self.core is None else self.core.callback_state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:
-        if not state_dict:
-            return
-        if state_dict.get("format") != STATE_FORMAT:
-            raise ValueError("the checkpoint's GSRCallback state was not written by this "
-                             "version of gsr_pyg")
-        if state_dict["world_size"] != get_world_size():
-            raise ValueError(f"the checkpoint was written by {state_dict['world_size']} "
-                             f"process(es) but this run has {get_world_size()}: resume with "
-                             f"the same number of processes")
-        core = self.core
-        core.load_state_dict(state_dict["core"])
-        num = state_dict["core"]["num_snapshots"]
-        records = state_dict["snapshots"][:num]
-        if records and all(Path(path).parent.parent.parent == core.run.path
-                           for _, _, path in records):
-            # the same log directory: snapshots written after the checkpoint are removed
-            core.history = core.run.restore_snapshots(num, core.refresh.layers)
-        else:  # a new log directory: the earlier snapshots stay where they are
-            history = History(core.run.path)
-            for step, layer, path in records:
-                history.add_snapshot(step, layer, path)
-            core.history = history
-        mine = state_dict["per_rank"][get_rank()]
-        core.load_rank_state_dict(mine["stats"])
-        set_rng_state(mine["rng"])
+        if state_dict:
+            self.core.load_callback_state_dict(state_dict,
+                                               "the checkpoint's GSRCallback state")
 
     # ------------------------------------------------------------------ reports
     @property

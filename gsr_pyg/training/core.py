@@ -18,7 +18,8 @@ optimizer and data position).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 
@@ -28,9 +29,21 @@ from ..metrics import smoothness_ratio
 from ..refresh import GraphRefresh, RefreshEvent
 from ..regularizer import GraphSpectralRegularizer
 from ..spectral import connected_components
-from .distributed import agree, gather_rows, mean_over_processes, reduce_stats
+from .batches import rng_state, set_rng_state, to_cpu
+from .distributed import (
+    agree,
+    gather_objects,
+    gather_rows,
+    get_rank,
+    get_world_size,
+    mean_over_processes,
+    reduce_stats,
+)
 from .rundir import History, RunDirectory
 from .schedule import FixedSteps, LearningSchedule, Phase, Progress, UntilStopped
+
+#: The format of :meth:`GSRCore.callback_state_dict`.
+CALLBACK_STATE_FORMAT = 1
 
 __all__ = ["GSRCore", "check_learn", "make_plan", "batch_mask", "metrics_row", "flat_metrics"]
 
@@ -262,12 +275,49 @@ class GSRCore:
         self.reg.load_state_dict(state["regularizer"])
         self.progress = Progress.from_state_dict(state["progress"])
 
-    def rank_state_dict(self) -> dict:
-        """What differs between processes: the learning statistics of this one's batches."""
-        return self.refresh.stats_state_dict()
+    def rank_states(self) -> list[dict]:
+        """What differs between processes, from every process: the learning statistics of
+        its batches and its random-number state (collective under torchrun: every process
+        calls)."""
+        return gather_objects(to_cpu({"rng": rng_state(),
+                                      "stats": self.refresh.stats_state_dict()}))
 
-    def load_rank_state_dict(self, state: Mapping) -> None:
-        self.refresh.load_stats_state_dict(state)
+    def load_rank_states(self, per_rank: Sequence[Mapping]) -> None:
+        """Restore this process's part of :meth:`rank_states`."""
+        mine = per_rank[get_rank()]
+        self.refresh.load_stats_state_dict(mine["stats"])
+        set_rng_state(mine["rng"])
+
+    def callback_state_dict(self) -> dict:
+        """What a callback keeps in its loop's checkpoints (the loop keeps the model and the
+        optimizer): :meth:`state_dict`, the snapshots so far and :meth:`rank_states`
+        (collective under torchrun)."""
+        snapshots = [[step, layer, str(item)] for step, layer, item in self.history.records()]
+        return {"format": CALLBACK_STATE_FORMAT, "core": self.state_dict(),
+                "snapshots": snapshots, "world_size": get_world_size(),
+                "per_rank": self.rank_states()}
+
+    def load_callback_state_dict(self, state, source: str) -> None:
+        """Restore :meth:`callback_state_dict`; ``source`` names where it came from in the
+        errors."""
+        if not isinstance(state, Mapping) or state.get("format") != CALLBACK_STATE_FORMAT:
+            raise ValueError(f"{source} was not written by this version of gsr_pyg")
+        if state["world_size"] != get_world_size():
+            raise ValueError(f"{source} was written by {state['world_size']} process(es) but "
+                             f"this run has {get_world_size()}: resume with the same number "
+                             f"of processes")
+        self.load_state_dict(state["core"])
+        num = state["core"]["num_snapshots"]
+        records = state["snapshots"][:num]
+        if records and all(Path(path).parent.parent.parent == self.run.path
+                           for _, _, path in records):
+            # the same run directory: snapshots written after the checkpoint are removed
+            self.history = self.run.restore_snapshots(num, self.refresh.layers)
+        else:  # a new directory: the earlier snapshots stay where they are
+            self.history = History(self.run.path)
+            for step, layer, path in records:
+                self.history.add_snapshot(step, layer, path)
+        self.load_rank_states(state["per_rank"])
 
     # ------------------------------------------------------------------ reports
     @property

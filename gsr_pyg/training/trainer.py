@@ -31,12 +31,11 @@ from torch import nn
 from .._validation import check_int, describe
 from ..learn import CoactivationGraph
 from ..regularizer import GraphSpectralRegularizer
-from .batches import BatchStream, rng_state, seed_everything, set_rng_state, to_cpu, to_device
+from .batches import BatchStream, seed_everything, to_device
 from .core import GSRCore, batch_mask, check_learn, make_plan
 from .distributed import (
     barrier,
     distributed_loader,
-    gather_objects,
     get_rank,
     get_world_size,
 )
@@ -305,7 +304,6 @@ class GSRTrainer:
     def _checkpoint_state(self) -> dict:
         """Everything a resumed run needs; collective under torchrun (every process calls)."""
         core = self.core.state_dict()
-        per_rank = {"rng": rng_state(), "stats": self.core.rank_state_dict()}
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
@@ -315,7 +313,7 @@ class GSRTrainer:
             "loop": {**core["progress"], **self._stream.state_dict(),
                      "num_snapshots": core["num_snapshots"]},
             "world_size": self.world_size,
-            "per_rank": gather_objects(to_cpu(per_rank)),
+            "per_rank": self.core.rank_states(),
         }
 
     def _save_checkpoint(self) -> None:
@@ -337,9 +335,7 @@ class GSRTrainer:
         self._stream.load_state_dict(loop)
         self.history = self.run.restore_snapshots(loop["num_snapshots"], self.refresh.layers)
         self.run.truncate_metrics(self.progress.step)
-        mine = state["per_rank"][self.rank]
-        self.core.load_rank_state_dict(mine["stats"])
-        set_rng_state(mine["rng"])
+        self.core.load_rank_states(state["per_rank"])
 
     # ------------------------------------------------------------------ reports
     def normalizations(self) -> dict[str, str | None]:

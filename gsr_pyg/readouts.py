@@ -878,7 +878,8 @@ def feature_module_baselines(inputs: torch.Tensor, max_modules: int | None = Non
     louvain = torch.empty(x.size(1), dtype=torch.long)
     for module, members in enumerate(communities):
         louvain[list(members)] = module
-    out = {"louvain_corr": metrics.Clustering(_renumber(louvain), len(communities), {})}
+    out = {"louvain_corr": metrics.Clustering(metrics._first_appearance(louvain),
+                                              len(communities), {})}
     distances = 1.0 - magnitude
     distances.fill_diagonal_(0.0)
     out["average_corr"] = metrics.cluster_by_silhouette(
@@ -899,10 +900,3 @@ def _max_modules(max_modules: int | None, num_features: int) -> int:
     if max_modules is None:
         return max(2, num_features // 2)
     return check_int(max_modules, "max_modules", minimum=1)
-
-
-def _renumber(labels: torch.Tensor) -> torch.Tensor:
-    """Labels ``0..C-1`` in order of first appearance."""
-    seen: dict[int, int] = {}
-    return torch.tensor([seen.setdefault(v, len(seen)) for v in labels.tolist()],
-                        dtype=torch.long)

@@ -38,10 +38,8 @@ Example (four units that vary along a hidden line, placed on a path of four node
     >>> from gsr_pyg.graphs import line
     >>> x = torch.tensor([[0., 3., 1., 2.], [0., 6., 2., 4.], [1., 1., 1., 1.]])
     >>> perm = fit_layout(x, line(4))
-    >>> x[:, perm]
-    tensor([[0., 1., 2., 3.],
-            [0., 2., 4., 6.],
-            [1., 1., 1., 1.]])
+    >>> x[0, perm].tolist() in ([0., 1., 2., 3.], [3., 2., 1., 0.])  # in order, either way
+    True
 """
 
 from __future__ import annotations
@@ -704,10 +702,9 @@ def fit_layout(activations_or_stats: Tensor | CoactivationStats, graph: Data, *,
         >>> x = slopes[:, :1] * row + slopes[:, 1:] * col
         >>> shuffled = torch.randperm(9, generator=g)
         >>> result = fit_layout(x[:, shuffled], grid(3, 3), return_energy=True)
-        >>> shuffled[result.perm].reshape(3, 3)   # the sheet again, up to a symmetry
-        tensor([[6, 7, 8],
-                [3, 4, 5],
-                [0, 1, 2]])
+        >>> placed = shuffled[result.perm].reshape(3, 3)  # the sheet, up to a symmetry:
+        >>> placed[1, 1].item(), sorted(placed[[0, 0, 2, 2], [0, 2, 0, 2]].tolist())
+        (4, [0, 2, 6, 8])
         >>> round(result.ratio_original, 3), round(result.ratio, 3)
         (0.77, 0.333)
     """

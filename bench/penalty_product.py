@@ -5,7 +5,8 @@ rows: the form is ``(X * P).sum(1)`` and its gradient ``2 P`` (the backward reus
 forward product). Every candidate below computes the value and the gradient of
 ``q(X).sum()`` for ``X`` of shape ``[256, N]``, a kNN graph (k=8), float32; the figure is its
 time over the adopted one (``LaplacianOperator`` with ``method="sparse"``: the CSR product of
-MKL on node-major blocks of samples), interleaved, median of the per-round ratios.
+MKL on node-major blocks of samples; from 2,048 nodes, blocks of 16 transposed by products
+with the identity), interleaved, median of the per-round ratios.
 
 * ``segment_csr``: ``method="sparse"`` with ``sparse_product="segment"``: gather
   ``X[:, col]``, weight, torch-scatter's ``segment_csr`` over each node's CSR entries; reads
@@ -16,7 +17,9 @@ MKL on node-major blocks of samples), interleaved, median of the per-round ratio
 * ``CSR, column-major``: ``torch.mm(L_csr, X.t(), out=P.t())``: the CSR product with
   ``X`` and ``P`` as column-major operands (no explicit transposes);
 * ``CSC``: ``torch.mm(L_csc, X.t())`` (``L`` is symmetric, so its CSC arrays are its CSR
-  ones transposed), transposed back.
+  ones transposed), transposed back;
+* ``before``: the adopted product until blocks of wide layers were transposed by products
+  with the identity: blocks of about 1 MiB transposed by copies.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 from bench._harness import Row, interleaved, median_ms, median_ratio, spread
 from gsr_pyg._scatter import BACKENDS
 from gsr_pyg.learn import knn_graph
-from gsr_pyg.spectral import LaplacianOperator
+from gsr_pyg.spectral import LaplacianOperator, _sample_block
 
 NAME = "penalty_product"
 WIDTHS = (1024, 4096)
@@ -78,6 +81,20 @@ def candidates(op: LaplacianOperator, x: torch.Tensor) -> dict:
     def csc_product():
         return _value_and_grad(x, torch.mm(csc, x.t()).t())
 
+    def copies_in_blocks_before():
+        # the adopted product until the identity transposes: blocks of about 1 MiB (64
+        # samples at N = 4,096) transposed by copies, torch.mm(L, block, out=...), the
+        # gradient written transposed
+        grad = torch.empty_like(x)
+        values = x.new_empty(x.shape[0])
+        block = _sample_block(x.shape[0], x.shape[1], x)
+        for start in range(0, x.shape[0], block):
+            columns = x[start:start + block].t().contiguous()
+            product = torch.mm(csr, columns, out=x.new_empty(columns.shape))
+            values[start:start + block] = (columns * product).sum(dim=0)
+            torch.mul(product, 2.0, out=grad[start:start + block].t())
+        return values, grad
+
     found = {"CSR node-major blocks (adopted)": library("csr")}
     if "torch_scatter" in BACKENDS:
         found["segment_csr (torch-scatter)"] = library("segment", "torch_scatter")
@@ -86,6 +103,7 @@ def candidates(op: LaplacianOperator, x: torch.Tensor) -> dict:
     found["dense @ CSR (torch.mm(X, L))"] = dense_times_csr
     found["CSR, column-major operands"] = csr_column_major
     found["CSC (torch.mm(L_csc, X.T))"] = csc_product
+    found["CSR, blocks transposed by copies (before)"] = copies_in_blocks_before
     return found
 
 

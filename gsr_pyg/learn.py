@@ -503,13 +503,54 @@ def _edge_data(edge_index: Tensor, weight: Tensor, num_nodes: int, x: Tensor | N
     return data
 
 
+# Up to this many neurons a graph is symmetrised in a dense N x N matrix: a handful of tensor
+# operations, where sorting the edge list costs several times more per call at these sizes.
+_DENSE_SYMMETRIZE_NODES = 256
+
+
+def _dense_pairs(row: Tensor, col: Tensor, weight: Tensor, num_nodes: int) -> Tensor:
+    """``[N, N]`` matrix with ``weight`` at the (distinct) directed entries ``(row, col)``."""
+    matrix = weight.new_zeros(num_nodes, num_nodes)
+    matrix[row, col] = weight
+    return matrix
+
+
+def _nonzero_entries(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """The entries of a symmetric matrix that are not 0, coalesced: ``(edge_index, weight)``."""
+    edge_index = matrix.nonzero().t()
+    return edge_index, matrix[edge_index[0], edge_index[1]]
+
+
 def _to_data(row: Tensor, col: Tensor, weight: Tensor, num_nodes: int, x: Tensor | None,
              reduce: str = "sum") -> Data:
-    """Both directions, coalesced (``reduce`` merges duplicates), float32 weights > 0."""
+    """Both directions of the distinct directed edges ``(row, col)``, coalesced (``reduce``
+    merges a pair given both ways), float32 weights > 0."""
+    if num_nodes <= _DENSE_SYMMETRIZE_NODES:
+        matrix = _dense_pairs(row, col, weight, num_nodes)
+        matrix = matrix + matrix.t() if reduce == "sum" else torch.maximum(matrix, matrix.t())
+        return _edge_data(*_nonzero_entries(matrix), num_nodes, x)
     edge_index = torch.stack([torch.cat([row, col]), torch.cat([col, row])])
     edge_index, weight = coalesce(edge_index, torch.cat([weight, weight]), num_nodes,
                                   reduce=reduce)
     return _edge_data(edge_index, weight, num_nodes, x)
+
+
+def _mutual_data(row: Tensor, col: Tensor, weight: Tensor, num_nodes: int,
+                 x: Tensor | None) -> Data:
+    """The pairs among the distinct directed edges ``(row, col)`` given both ways, with the
+    mean of their two weights (they agree up to rounding)."""
+    if num_nodes <= _DENSE_SYMMETRIZE_NODES:
+        picked = _dense_pairs(row, col, torch.ones_like(weight), num_nodes)
+        mutual = (picked * picked.t()) > 0
+        matrix = _dense_pairs(row, col, weight, num_nodes)
+        matrix = (matrix + matrix.t()).where(mutual, 0.0) / 2
+        edge_index = mutual.nonzero().t()
+        return _edge_data(edge_index, matrix[edge_index[0], edge_index[1]], num_nodes, x)
+    edge_index = torch.stack([torch.cat([row, col]), torch.cat([col, row])])
+    both = torch.stack([torch.ones_like(weight).repeat(2), weight.repeat(2)], dim=1)
+    edge_index, both = coalesce(edge_index, both, num_nodes, reduce="sum")
+    mutual = both[:, 0] == 2
+    return _edge_data(edge_index[:, mutual], both[mutual, 1] / 2, num_nodes, x)
 
 
 def _warn_if_edgeless(data: Data, why: str) -> None:
@@ -614,12 +655,7 @@ def knn_graph(
         weight = torch.exp(-(d2 / sigma2))
 
     if symmetrize == "mutual":
-        edge_index = torch.stack([torch.cat([row, col]), torch.cat([col, row])])
-        both = torch.stack([torch.ones_like(weight).repeat(2), weight.repeat(2)], dim=1)
-        edge_index, both = coalesce(edge_index, both, n, reduce="sum")
-        mutual = both[:, 0] == 2
-        # the two directed weights of a pair agree up to rounding: average them
-        data = _edge_data(edge_index[:, mutual], both[mutual, 1] / 2, n, x)
+        data = _mutual_data(row, col, weight, n, x)
     elif symmetrize == "mean":
         data = _to_data(row, col, weight / 2, n, x, reduce="sum")
     else:
@@ -1244,13 +1280,13 @@ class CoactivationGraph(BaseTransform):
         """Graph from a batch ``[samples, neurons]``; ``x`` holds ``activations.T``."""
         check_tensor(activations, "activations", ndim=2, floating=True)
         data = Data(x=activations.detach().t(), num_nodes=activations.shape[1])
-        return self(data)
+        return self.forward(data)  # a Data of its own: no defensive copy needed
 
     def from_stats(self, stats: CoactivationStats) -> Data:
         """Graph from accumulated statistics (the samples since they were last reset)."""
         if not isinstance(stats, CoactivationStats):
             raise TypeError(f"stats must be a CoactivationStats, got {describe(stats)}")
-        return self(stats.to_data(metric=self.metric, standardize=self.standardize))
+        return self.forward(stats.to_data(metric=self.metric, standardize=self.standardize))
 
     def __repr__(self) -> str:
         parts = [f"method={self.method!r}"]

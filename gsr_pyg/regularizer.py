@@ -332,6 +332,18 @@ def _weight_term(layer: _Layer, weight: float) -> torch.Tensor | None:
     return weight * laplacian_weight_energy(layer.operator, w)
 
 
+#: On an accelerator, penalties are checked for NaN/Inf every this many steps (by
+#: :meth:`GraphSpectralRegularizer.step`): reading a flag back every step would make the host
+#: wait for the device at every step.
+FINITE_CHECK_EVERY = 50
+
+
+def _defers_finite_check(device: torch.device) -> bool:
+    """Whether a penalty on ``device`` is checked later rather than when it is computed (on
+    the CPU the check reads memory the host already has)."""
+    return device.type != "cpu"
+
+
 def _check_finite(name: str, layer: _Layer, value: torch.Tensor, source: torch.Tensor,
                   what: str) -> None:
     """Refuse a NaN/Inf penalty, naming the layer and whether its ``what``
@@ -374,8 +386,10 @@ class GraphSpectralRegularizer:
             to the penalty with its own weight, not scaled by ``weight``.
         method: how the quadratic form is computed (``"auto"``, ``"dense"``, ``"edge"``,
             ``"sparse"``): see :class:`gsr_pyg.spectral.LaplacianOperator`.
-        check_finite: raise when a penalty comes out NaN or Inf, naming the layer (costs one
-            device sync per layer and step on CUDA).
+        check_finite: raise when a penalty comes out NaN or Inf, naming the layer. On the
+            CPU at once; on an accelerator the step's flags stay on the device and
+            :meth:`step` reads them every :data:`FINITE_CHECK_EVERY` steps, so that no step
+            waits for the device (the error then names the steps since the last check).
         node_dim: the axis of the layer's output that holds the neurons (the graph's nodes);
             every other axis is a sample axis. An int for every layer or a mapping layer ->
             int (layers left out are not given one). Not given (``None``, the default): axis
@@ -471,6 +485,10 @@ class GraphSpectralRegularizer:
         self.method = method
         self.check_finite = check_bool(check_finite, "check_finite")
         self._step = 0
+        # deferred checks (accelerators): layer -> "every penalty since the last check was
+        # finite", a flag on the device; and the first step they cover
+        self._finite: dict[str, torch.Tensor] = {}
+        self._finite_since = 0
         self.capture = ActivationCapture(model, list(graphs))
         try:  # a refused setting must not leave hooks on the model
             self._layers = _build_layers(
@@ -622,7 +640,12 @@ class GraphSpectralRegularizer:
         if value is None:
             return source.new_zeros(())  # nothing to compute, nothing to check
         if self.check_finite:
-            _check_finite(name, layer, value, source, what)
+            if _defers_finite_check(value.device):
+                finite = torch.isfinite(value.detach())
+                seen = self._finite.get(name)
+                self._finite[name] = finite if seen is None else seen & finite
+            else:
+                _check_finite(name, layer, value, source, what)
         return value
 
     def penalties(self, weighted: bool = True,
@@ -643,9 +666,28 @@ class GraphSpectralRegularizer:
         return total
 
     def step(self) -> None:
-        """Advance the weight schedules and drop the captured activations."""
+        """Advance the weight schedules and drop the captured activations; on an accelerator,
+        every :data:`FINITE_CHECK_EVERY` steps, check the penalties since the last check
+        (``check_finite``)."""
         self._step += 1
         self.capture.clear()
+        if self._finite and self._step % FINITE_CHECK_EVERY == 0:
+            self.check_deferred_finite()
+
+    def check_deferred_finite(self) -> None:
+        """Raise if a penalty computed on an accelerator since the last check was NaN or Inf
+        (one read of a flag per layer); :meth:`step` calls it every
+        :data:`FINITE_CHECK_EVERY` steps, call it yourself at the end of a run."""
+        flags, self._finite = self._finite, {}
+        since, self._finite_since = self._finite_since, self._step
+        bad = [name for name, finite in flags.items() if not bool(finite)]
+        if bad:
+            raise ValueError(
+                f"penalty of layer(s) {bad} was NaN or Inf at a step between {since} and "
+                f"{self._step - 1} (on {next(iter(flags.values())).device} the penalties are "
+                f"checked every {FINITE_CHECK_EVERY} steps, so that no step waits for the "
+                "device): look for NaN/Inf activations or weights, or a weight that is too "
+                "large")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:

@@ -217,9 +217,8 @@ def laplacian(data, normalization: str | None = None, dense: bool = False) -> Te
 # the quadratic form
 # --------------------------------------------------------------------------------------
 
-# Sparse products of a [B, N] batch on the CPU go through the samples in blocks whose
-# node-major copy takes about this many bytes: the rows of that copy, which the sparse matrix
-# gathers in random order, then stay in the core's cache.
+# Sparse products on the CPU go through the samples in node-major blocks of about this many
+# bytes: the rows the sparse matrix gathers in random order then stay in the core's cache.
 _SPARSE_BLOCK_BYTES = 2**20
 _SPARSE_MIN_BLOCK = 32
 
@@ -229,6 +228,64 @@ def _sample_block(num_samples: int, num_nodes: int, x: Tensor) -> int:
         return num_samples
     block = max(_SPARSE_MIN_BLOCK, _SPARSE_BLOCK_BYTES // (num_nodes * x.element_size()))
     return min(block, num_samples)
+
+
+# A [B, N] batch of a layer this wide on the CPU goes through the sparse product in
+# node-major blocks of _CPU_BLOCK samples, transposed by products with a 16 x 16 identity (and
+# a diagonal in the backward pass): BLAS packs a transposed operand about twice as fast as
+# PyTorch's transposing copy, and for finite numbers x * 1 + 0 * y is exactly x. Narrower
+# layers keep copies in blocks of _SPARSE_BLOCK_BYTES: their transposes cost less than the
+# extra operations of small blocks (measured by bench/penalty_product.py and the overhead
+# rows of bench/overhead.py).
+_IDENTITY_MIN_NODES = 2048
+_CPU_BLOCK = 16
+
+
+def _block_starts(num_samples: int, block: int):
+    return ((start, min(start + block, num_samples)) for start in range(0, num_samples, block))
+
+
+def _block_form(rows: Tensor, matrix: Tensor, product: Tensor, values: Tensor,
+                identity: Tensor | None) -> None:
+    """Node-major ``product = L rows^T`` and ``values = diag(rows L rows^T)`` of one block of
+    ``[b, N]`` rows, with the transposes done by products with ``identity`` (at least
+    ``b x b``; the CPU) or, when it is None, by copies."""
+    if identity is not None:
+        width = rows.shape[0]
+        columns = torch.mm(rows.t(), identity[:width, :width])
+        torch.addmm(product, matrix, columns, beta=0.0, out=product)  # beta=0: no zeroing
+        values.copy_(torch.mm(columns.t(), product).diagonal())  # b dot products
+        return
+    columns = rows.t().contiguous()
+    if rows.device.type == "cpu":
+        torch.addmm(product, matrix, columns, beta=0.0, out=product)
+    else:  # sparse `out=` support varies by backend
+        product.copy_(matrix @ columns)
+    torch.sum(columns * product, dim=0, out=values)
+
+
+def _blocks(x: Tensor, matrix: Tensor, products: Tensor, values: Tensor, block: int,
+            identity: Tensor | None) -> None:
+    """:func:`_block_form` of every block of ``block`` rows of ``x`` ``[M, N]``: ``products``
+    (``M * N``, node-major block after block) and ``values`` (``M``)."""
+    num_samples, num_nodes = x.shape
+    for start, stop in _block_starts(num_samples, block):
+        product = products[start * num_nodes:stop * num_nodes].view(num_nodes, stop - start)
+        _block_form(x[start:stop], matrix, product, values[start:stop], identity)
+
+
+def _cpu_blocks(x: Tensor, matrix: Tensor, products: Tensor, values: Tensor) -> bool:
+    """:func:`_blocks` on the CPU, of :data:`_CPU_BLOCK` rows transposed by products with the
+    identity; returns whether they were (False: the batch held an Inf or NaN, and was done
+    with copies)."""
+    _blocks(x, matrix, products, values, _CPU_BLOCK, torch.eye(_CPU_BLOCK, dtype=x.dtype))
+    # 0 * inf is NaN: an Inf or NaN activation would spread over its block through the
+    # identity, so such a batch is done again with copies (every value stays its own). The
+    # values are in the host's memory: reading them waits for nothing.
+    if bool(torch.isfinite(values).all()):
+        return True
+    _blocks(x, matrix, products, values, _CPU_BLOCK, None)
+    return False
 
 
 class _QuadraticFormWithProduct(torch.autograd.Function):
@@ -241,8 +298,8 @@ class _QuadraticFormWithProduct(torch.autograd.Function):
     The backward pass reuses the product :math:`\mathbf{L}\mathbf{x}_m` of the forward pass:
     :math:`\partial q_m / \partial \mathbf{x}_m = 2 \mathbf{L} \mathbf{x}_m`, so a training
     step costs one product. A sparse product of ``[M, N]`` rows runs on node-major blocks of
-    samples (:func:`_sample_block`); the products stay node-major until the backward pass
-    writes the gradient, transposed, in one pass.
+    samples (see :data:`_IDENTITY_MIN_NODES`; one block off the CPU); the products stay
+    node-major until the backward pass writes the gradient, transposed, block by block.
     """
 
     @staticmethod
@@ -259,20 +316,15 @@ class _QuadraticFormWithProduct(torch.autograd.Function):
             ctx.save_for_backward(product)
             return (x * product).sum(dim=node_dim)
         num_samples, num_nodes = x.shape
-        block = _sample_block(num_samples, num_nodes, x)
         products = x.new_empty(num_samples * num_nodes)  # node-major block after block
         values = x.new_empty(num_samples)
-        for start in range(0, num_samples, block):  # a few blocks, not a loop per sample
-            columns = x[start:start + block].t().contiguous()
-            width = columns.shape[1]
-            product = products[start * num_nodes:(start + width) * num_nodes].view(
-                num_nodes, width)
-            if x.device.type == "cpu":
-                torch.mm(matrix, columns, out=product)
-            else:  # one block; sparse `out=` support varies by backend
-                product.copy_(matrix @ columns)
-            values[start:start + width] = (columns * product).sum(dim=0)
-        ctx.block = block
+        ctx.by_products = x.device.type == "cpu" and num_nodes >= _IDENTITY_MIN_NODES
+        if ctx.by_products:
+            ctx.block = _CPU_BLOCK
+            ctx.by_products = _cpu_blocks(x, matrix, products, values)
+        else:  # blocks transposed by copies (one block off the CPU)
+            ctx.block = _sample_block(num_samples, num_nodes, x)
+            _blocks(x, matrix, products, values, ctx.block, None)
         ctx.save_for_backward(products)
         return values
 
@@ -286,11 +338,12 @@ class _QuadraticFormWithProduct(torch.autograd.Function):
         num_samples = scale.shape[0]
         num_nodes = product.numel() // num_samples
         grad = product.new_empty(num_samples, num_nodes)
-        for start in range(0, num_samples, ctx.block):
-            stop = min(start + ctx.block, num_samples)
+        for start, stop in _block_starts(num_samples, ctx.block):
             block = product[start * num_nodes:stop * num_nodes].view(num_nodes, stop - start)
-            # the multiply writes straight into the transposed rows of the gradient
-            torch.mul(block, scale[start:stop], out=grad[start:stop].t())
+            if ctx.by_products:  # diag(scale) @ block^T: the scaled rows, transposed by BLAS
+                torch.mm(torch.diag(scale[start:stop]), block.t(), out=grad[start:stop])
+            else:  # the multiply writes straight into the transposed rows of the gradient
+                torch.mul(block, scale[start:stop], out=grad[start:stop].t())
         return grad, None, None
 
 
@@ -409,15 +462,9 @@ class LaplacianOperator:
             edge_weight = edge_weights(data, work_dtype(edge_index.device))
         self.num_nodes = num_nodes
         self.normalization = normalization
-        upper = edge_index[0] < edge_index[1]
-        self._source = edge_index[0, upper]
-        self._target = edge_index[1, upper]
-        self._weight = edge_weight[upper]
-        self._inv_sqrt_degree: Tensor | None = None
-        if normalization == "sym":
-            degree = edge_weight.new_zeros(num_nodes).index_add_(0, edge_index[0], edge_weight)
-            inv_sqrt = degree.pow(-0.5)
-            self._inv_sqrt_degree = inv_sqrt.masked_fill(degree == 0, 0.0)
+        self._num_edges = int(edge_index.shape[1]) // 2  # both directions of every edge
+        self._graph = (edge_index, edge_weight)
+        self._edge_arrays: tuple[Tensor, Tensor, Tensor, Tensor | None] | None = None
         self._entries = _laplacian_entries(num_nodes, edge_index, edge_weight, normalization)
         self._cache: dict[tuple[str, torch.dtype], Tensor] = {}
         self.sparse_product = "csr"
@@ -448,12 +495,12 @@ class LaplacianOperator:
 
     @property
     def device(self) -> torch.device:
-        return self._source.device
+        return self._entries[0].device
 
     @property
     def num_edges(self) -> int:
         """Number of undirected edges (each counted once)."""
-        return int(self._source.numel())
+        return self._num_edges
 
     def to(self, device: torch.device | str) -> LaplacianOperator:
         """Move the operator to ``device`` (in place; returns ``self``)."""
@@ -461,11 +508,9 @@ class LaplacianOperator:
         if device == self.device:
             return self
         work = work_dtype(device)
-        self._source = self._source.to(device)
-        self._target = self._target.to(device)
-        self._weight = self._weight.to(device=device, dtype=work)
-        if self._inv_sqrt_degree is not None:
-            self._inv_sqrt_degree = self._inv_sqrt_degree.to(device=device, dtype=work)
+        edge_index, edge_weight = self._graph
+        self._graph = (edge_index.to(device), edge_weight.to(device=device, dtype=work))
+        self._edge_arrays = None
         index, value = self._entries
         self._entries = (index.to(device), value.to(device=device, dtype=work))
         self._cache = {}
@@ -558,20 +603,36 @@ class LaplacianOperator:
             self._cache[key] = parts
         return parts
 
-    def _cast(self, name: str, dtype: torch.dtype) -> Tensor:
+    def _cast(self, name: str, value: Tensor, dtype: torch.dtype) -> Tensor:
+        """``value`` in ``dtype``, converted once per operator."""
         key = (name, dtype)
-        value = self._cache.get(key)
-        if value is None:
-            value = getattr(self, name).to(dtype)
-            self._cache[key] = value
-        return value
+        cast = self._cache.get(key)
+        if cast is None:
+            cast = self._cache[key] = value.to(dtype)
+        return cast
+
+    def _edges(self) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """``(source, target, weight, inv_sqrt_degree)`` of the edges ``i < j`` for
+        ``"edge"`` (made at its first use: a refresh's operator mostly never needs them)."""
+        if self._edge_arrays is None:
+            edge_index, edge_weight = self._graph
+            upper = edge_index[0] < edge_index[1]
+            inv_sqrt = None
+            if self.normalization == "sym":
+                degree = edge_weight.new_zeros(self.num_nodes).index_add_(0, edge_index[0],
+                                                                          edge_weight)
+                inv_sqrt = degree.pow(-0.5).masked_fill(degree == 0, 0.0)
+            self._edge_arrays = (edge_index[0, upper], edge_index[1, upper],
+                                 edge_weight[upper], inv_sqrt)
+        return self._edge_arrays
 
     def _edge_form(self, columns: Tensor) -> Tensor:
         dtype = columns.dtype
-        if self._inv_sqrt_degree is not None:
-            columns = columns * self._cast("_inv_sqrt_degree", dtype).unsqueeze(1)
-        difference = columns.index_select(0, self._source) - columns.index_select(0, self._target)
-        return self._cast("_weight", dtype) @ difference.square()
+        source, target, weight, inv_sqrt = self._edges()
+        if inv_sqrt is not None:
+            columns = columns * self._cast("inv_sqrt_degree", inv_sqrt, dtype).unsqueeze(1)
+        difference = columns.index_select(0, source) - columns.index_select(0, target)
+        return self._cast("edge weight", weight, dtype) @ difference.square()
 
     def __call__(self, x: Tensor, method: str | None = None) -> Tensor:
         """Per-sample :math:`\\mathbf{a}^\\top \\mathbf{L} \\mathbf{a}` of ``x``

@@ -625,3 +625,28 @@ def test_errors_name_argument_expected_and_received():
         stats.update(torch.randn(4, 9))
     with pytest.raises(ValueError, match="momentum must be in"):
         CoactivationStats(10, mode="ema", momentum=1.0)
+
+
+@pytest.mark.parametrize("symmetrize", ["mean", "max", "mutual"])
+@pytest.mark.parametrize("weights", ["connectivity", "gaussian"])
+def test_small_graphs_symmetrised_densely_equal_the_sorted_edge_list(monkeypatch, symmetrize,
+                                                                    weights):
+    # Up to 256 neurons the pairs are merged in a dense matrix: the same graph, bit for bit,
+    # as the sorted and coalesced edge list that wider layers use.
+    import gsr_pyg.learn as learn
+
+    acts = torch.randn(12, 90, generator=torch.Generator().manual_seed(4))
+    acts[:, 1] = acts[:, 0]  # a tie
+
+    def build():
+        return (knn_graph(acts, k=4, weights=weights, symmetrize=symmetrize),
+                gaussian_graph(acts, threshold=0.3))
+
+    dense = build()
+    monkeypatch.setattr(learn, "_DENSE_SYMMETRIZE_NODES", 0)
+    listed = build()
+    for a, b in zip(dense, listed):
+        assert a.edge_index.shape[1] > 90
+        assert torch.equal(a.edge_index, b.edge_index)
+        assert torch.equal(a.edge_weight, b.edge_weight)
+        assert a.edge_weight.dtype == torch.float32

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -445,11 +447,16 @@ def knn_like_graph(n: int, k: int, seed: int = 0) -> Data:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("normalization", [None, "sym"])
-def test_sparse_product_in_sample_blocks_matches_dense(monkeypatch, device, normalization):
-    # A tiny block budget forces blocks of 32 samples: 70 samples -> 32, 32 and 6.
+@pytest.mark.parametrize("transposes", ["copies", "identity"])
+def test_sparse_product_in_sample_blocks_matches_dense(monkeypatch, device, normalization,
+                                                       transposes):
+    # 70 samples in blocks of 32 (copies: a tiny block budget) or of 16 (the identity, on the
+    # CPU, as for a wide layer): the last block is short either way.
     import gsr_pyg.spectral as spectral
 
     monkeypatch.setattr(spectral, "_SPARSE_BLOCK_BYTES", 1)
+    if transposes == "identity":
+        monkeypatch.setattr(spectral, "_IDENTITY_MIN_NODES", 0)
     data = knn_like_graph(50, 4)
     graph = nx.Graph()
     graph.add_nodes_from(range(50))
@@ -468,6 +475,54 @@ def test_sparse_product_in_sample_blocks_matches_dense(monkeypatch, device, norm
         torch.testing.assert_close(value.double().cpu(), expected_value, rtol=tol, atol=tol)
         torch.testing.assert_close(x.grad.double().cpu(), expected_grad, rtol=tol, atol=tol)
         assert x.grad.is_contiguous()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_blocks_transposed_by_identity_products_are_exact(dtype):
+    # The CPU's blocks are transposed by products with the identity (and a diagonal in the
+    # backward pass): bit for bit what copies give, zeros, tiny and large numbers included.
+    import gsr_pyg.spectral as spectral
+
+    data = knn_like_graph(60, 4, seed=3)
+    matrix = LaplacianOperator(data)._matrix("sparse", dtype)
+    rows = torch.randn(16, 60, dtype=dtype)
+    rows[0, :5] = torch.tensor([0.0, -0.0, 1e-40, -1e18, 1e18], dtype=dtype)
+    results = {}
+    for by_products in (True, False):
+        product = torch.empty(60, 16, dtype=dtype)
+        values = torch.empty(16, dtype=dtype)
+        identity = torch.eye(16, dtype=dtype) if by_products else None
+        spectral._block_form(rows, matrix, product, values, identity)
+        results[by_products] = product, values
+    assert torch.equal(results[True][0], results[False][0])
+    torch.testing.assert_close(results[True][1], results[False][1])
+    scale = torch.randn(16, dtype=dtype)
+    by_diagonal = torch.mm(torch.diag(scale), results[True][0].t())
+    assert torch.equal(by_diagonal, results[True][0].t() * scale[:, None])
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_a_non_finite_activation_stays_in_its_own_sample(monkeypatch, bad):
+    # 0 * inf is NaN: through the identity an Inf would reach every sample of its block, so
+    # such a batch is recomputed with copies; the other samples keep their exact values.
+    import gsr_pyg.spectral as spectral
+
+    monkeypatch.setattr(spectral, "_IDENTITY_MIN_NODES", 0)  # the wide layers' path
+    data = knn_like_graph(50, 4)
+    op = LaplacianOperator(data)
+    x0 = torch.randn(20, 50)
+    expected = op(x0, method="dense")
+    x = x0.clone()
+    x[3, 7] = bad
+    x.requires_grad_()
+    value = op(x, method="sparse")
+    value.sum().backward()
+    finite = torch.arange(20) != 3
+    assert not torch.isfinite(value[3])
+    torch.testing.assert_close(value[finite], expected[finite], rtol=1e-5, atol=1e-4)
+    assert torch.isfinite(x.grad[finite]).all()
+    torch.testing.assert_close(x.grad[finite], 2 * (x0 @ laplacian(data, dense=True))[finite],
+                               rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("device", DEVICES)

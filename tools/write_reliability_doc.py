@@ -56,8 +56,11 @@ DECISIONS = """\
 * **NaN and Inf activations.** `quadratic_form` and `LaplacianOperator` run every training
   step and do not check their input (a check costs a device synchronisation): NaN comes
   back. `GraphSpectralRegularizer` checks each penalty (`check_finite=True`, the default)
-  and raises naming the layer and counting the bad values. The graph learners refuse
-  non-finite activations.
+  and raises naming the layer and counting the bad values. On an accelerator that check
+  would make every step wait for the device, so there the penalties' flags stay on the
+  device and are read every 50 steps and when a run ends (the error names the layer and the
+  steps since the last check; `tests/test_host_reads.py` checks that a training step reads
+  nothing back). The graph learners refuse non-finite activations.
 * **Untrusted files.** Checkpoints and snapshots are read with
   `torch.load(..., weights_only=True)`; the only pickle read from a user file (MNIST's
   `mnist.pkl.gz`) goes through `RestrictedUnpickler`, which resolves three numpy names and

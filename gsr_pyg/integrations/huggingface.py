@@ -173,6 +173,10 @@ class GSRCallback(transformers.TrainerCallback):
             control.should_training_stop = True
         return control
 
+    def on_train_end(self, args, state, control, **kwargs):
+        self.reg.check_deferred_finite()  # the last steps since the periodic check
+        return control
+
     def pop_logs(self) -> dict[str, float]:
         """The latest metric row not yet logged, as flat ``gsr/...`` numbers."""
         row, self._latest_row = self._latest_row, None

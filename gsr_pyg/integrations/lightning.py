@@ -149,6 +149,7 @@ class GSRCallback(pl.Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._unwrap()
+            self.reg.check_deferred_finite()  # a run the Trainer ended (e.g. its max_steps)
 
     def _wrap(self, pl_module: pl.LightningModule) -> None:
         """Make the module's ``training_step`` return its loss plus the penalty."""

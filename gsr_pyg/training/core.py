@@ -245,6 +245,8 @@ class GSRCore:
         self.reg.step()
         self.plan.advance(self.progress, self._stopped)
         self._events, self._stopped, self._penalties = {}, False, None
+        if self.progress.done:
+            self.reg.check_deferred_finite()  # the last steps since the periodic check
         return row
 
     def record_snapshots(self, events: dict[str, RefreshEvent]) -> None:

@@ -40,12 +40,12 @@ except ModuleNotFoundError as err:  # the optional extra
         "gsr_pyg.integrations.huggingface needs transformers (and accelerate): pip install "
         "'gsr-pyg[lm]'") from err
 
-from .._validation import check_int, describe
+from .._validation import describe
 from ..files import atomic_write
 from ..learn import CoactivationGraph
 from ..regularizer import GraphSpectralRegularizer
-from ..training.core import GSRCore, check_learn, flat_metrics, make_plan
-from ..training.rundir import History, RunDirectory, safe_load
+from ..training.core import CallbackBase, GSRCore, flat_metrics
+from ..training.rundir import RunDirectory, safe_load
 from ..training.schedule import LearningSchedule
 
 __all__ = ["GSRCallback", "GSRLossMixin", "RegularizedTrainer", "STATE_FILE"]
@@ -54,7 +54,7 @@ __all__ = ["GSRCallback", "GSRLossMixin", "RegularizedTrainer", "STATE_FILE"]
 STATE_FILE = "gsr_state.pt"
 
 
-class GSRCallback(transformers.TrainerCallback):
+class GSRCallback(CallbackBase, transformers.TrainerCallback):
     """Graph spectral regularization, learned graphs, snapshots and metrics in a ``Trainer``
     run; the ``Trainer`` must have :class:`GSRLossMixin` (e.g. :class:`RegularizedTrainer`).
 
@@ -82,6 +82,8 @@ class GSRCallback(transformers.TrainerCallback):
     get them). Snapshots: ``<output_dir>/snapshots/<layer>/NNNN_step<S>.pt`` and ``.graphml``.
     """
 
+    _started = "trained"
+
     def __init__(
         self,
         reg: GraphSpectralRegularizer,
@@ -91,11 +93,7 @@ class GSRCallback(transformers.TrainerCallback):
         log_every: int | None = None,
         smoothness_permutations: int = 10,
     ):
-        if not isinstance(reg, GraphSpectralRegularizer):
-            raise TypeError(f"reg must be a GraphSpectralRegularizer, got {describe(reg)}")
-        self.reg = reg
-        self.learn = check_learn(learn)
-        self.schedule, self._plan = make_plan(self.learn, schedule, None, open_ended=True)
+        self._set_settings(reg, learn, schedule, log_every, smoothness_permutations)
         if (self.schedule is not None and self.schedule.stop != "never"
                 and self.schedule.after_stop_steps == 0):
             raise ValueError(
@@ -107,11 +105,6 @@ class GSRCallback(transformers.TrainerCallback):
             raise TypeError(f"mask_key must be the name of an input (a str) or None, got "
                             f"{describe(mask_key)}")
         self.mask_key = mask_key
-        self.log_every = None if log_every is None else check_int(log_every, "log_every",
-                                                                   minimum=1)
-        self.smoothness_permutations = check_int(smoothness_permutations,
-                                                 "smoothness_permutations", minimum=0)
-        self.core: GSRCore | None = None
         self.resume_from: str | None = None  # set by GSRLossMixin.train
         self._pending = None  # (task loss, mask) between compute_loss and on_step_end
         self._latest_row: dict | None = None  # not yet in the Trainer's logs
@@ -200,21 +193,6 @@ class GSRCallback(transformers.TrainerCallback):
             raise ValueError(f"checkpoint {str(path.parent)!r} has no {STATE_FILE}: it was not "
                              "written by a Trainer with GSRCallback")
         self.core.load_callback_state_dict(safe_load(path, "GSR state"), repr(str(path)))
-
-    # ------------------------------------------------------------------ reports
-    @property
-    def history(self) -> History:
-        """Snapshots and metric rows of the run (:class:`~gsr_pyg.training.History`)."""
-        if self.core is None:
-            raise RuntimeError("the callback has not been trained yet")
-        return self.core.history
-
-    @property
-    def progress(self):
-        return None if self.core is None else self.core.progress
-
-    def summary(self) -> dict:
-        return self.core.summary()
 
 
 class GSRLossMixin:

@@ -32,11 +32,11 @@ except ModuleNotFoundError as err:  # the optional extra
         "gsr_pyg.integrations.lightning needs PyTorch Lightning: pip install "
         "'gsr-pyg[lightning]' (or pip install pytorch-lightning)") from err
 
-from .._validation import check_int, describe
+from .._validation import describe
 from ..learn import CoactivationGraph
 from ..regularizer import GraphSpectralRegularizer
-from ..training.core import GSRCore, batch_mask, check_learn, flat_metrics, make_plan
-from ..training.rundir import History, RunDirectory
+from ..training.core import CallbackBase, GSRCore, batch_mask, flat_metrics
+from ..training.rundir import RunDirectory
 from ..training.schedule import LearningSchedule
 
 __all__ = ["GSRCallback"]
@@ -52,7 +52,7 @@ def _loss_of(output):
                     f"for GSRCallback to add the penalty to it, got {describe(output)}")
 
 
-class GSRCallback(pl.Callback):
+class GSRCallback(CallbackBase, pl.Callback):
     """Graph spectral regularization, learned graphs, snapshots and metrics in a Lightning run.
 
     Args:
@@ -95,6 +95,8 @@ class GSRCallback(pl.Callback):
     :class:`~gsr_pyg.training.core.GSRCore`), ``history``, ``progress``.
     """
 
+    _started = "fitted"
+
     def __init__(
         self,
         reg: GraphSpectralRegularizer,
@@ -104,20 +106,11 @@ class GSRCallback(pl.Callback):
         log_every: int | None = None,
         smoothness_permutations: int = 10,
     ):
-        if not isinstance(reg, GraphSpectralRegularizer):
-            raise TypeError(f"reg must be a GraphSpectralRegularizer, got {describe(reg)}")
-        self.reg = reg
-        self.learn = check_learn(learn)
-        self.schedule, self._plan = make_plan(self.learn, schedule, None, open_ended=True)
+        self._set_settings(reg, learn, schedule, log_every, smoothness_permutations)
         if mask_fn is not None and not callable(mask_fn):
             raise TypeError(f"mask_fn must be a callable batch -> mask or None, got "
                             f"{describe(mask_fn)}")
         self.mask_fn = mask_fn
-        self.log_every = None if log_every is None else check_int(log_every, "log_every",
-                                                                   minimum=1)
-        self.smoothness_permutations = check_int(smoothness_permutations,
-                                                 "smoothness_permutations", minimum=0)
-        self.core: GSRCore | None = None
         self._pending = None  # (task loss, mask) between the step and its end
         self._wrapped = None  # (module, the instance's own training_step or None)
 
@@ -224,21 +217,6 @@ class GSRCallback(pl.Callback):
         if state_dict:
             self.core.load_callback_state_dict(state_dict,
                                                "the checkpoint's GSRCallback state")
-
-    # ------------------------------------------------------------------ reports
-    @property
-    def history(self) -> History:
-        """Snapshots and metric rows of the run (:class:`~gsr_pyg.training.History`)."""
-        if self.core is None:
-            raise RuntimeError("the callback has not been fitted yet")
-        return self.core.history
-
-    @property
-    def progress(self):
-        return None if self.core is None else self.core.progress
-
-    def summary(self) -> dict:
-        return self.core.summary()
 
     def __repr__(self) -> str:
         layers = "; ".join(self.core.describe_layers()) if self.core is not None else ""

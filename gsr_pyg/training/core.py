@@ -151,6 +151,41 @@ def flat_metrics(row: dict, prefix: str = "gsr/") -> dict[str, float]:
     return flat
 
 
+class CallbackBase:
+    """What the callbacks of other training loops (Lightning, Hugging Face) share: their
+    checked settings, and the reports of the :class:`GSRCore` they start with the loop."""
+
+    #: how the error of a report asked for before the loop ran names that loop's start
+    _started = "run"
+
+    def _set_settings(self, reg: GraphSpectralRegularizer, learn, schedule,
+                      log_every: int | None, smoothness_permutations: int) -> None:
+        if not isinstance(reg, GraphSpectralRegularizer):
+            raise TypeError(f"reg must be a GraphSpectralRegularizer, got {describe(reg)}")
+        self.reg = reg
+        self.learn = check_learn(learn)
+        self.schedule, self._plan = make_plan(self.learn, schedule, None, open_ended=True)
+        self.log_every = None if log_every is None else check_int(log_every, "log_every",
+                                                                   minimum=1)
+        self.smoothness_permutations = check_int(smoothness_permutations,
+                                                 "smoothness_permutations", minimum=0)
+        self.core: GSRCore | None = None  # started with the loop
+
+    @property
+    def history(self) -> History:
+        """Snapshots and metric rows of the run (:class:`~gsr_pyg.training.History`)."""
+        if self.core is None:
+            raise RuntimeError(f"the callback has not been {self._started} yet")
+        return self.core.history
+
+    @property
+    def progress(self):
+        return None if self.core is None else self.core.progress
+
+    def summary(self) -> dict:
+        return self.core.summary()
+
+
 class GSRCore:
     """The graph learning, snapshots and metrics of one regularized run, step by step.
 
